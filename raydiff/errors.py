@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Anything a user can fix (a typo in a search space, a missing folder, a results folder that is not
+one) raises `UserError`. The CLI turns it into one line on stderr and exit code 2; nothing else in
+the program prints tracebacks for user mistakes.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake the user can fix. `where` names the file, `key` the config key (dotted)."""
+
+    def __init__(self, message: str, *, key: str | None = None, where: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.where = where
+
+    def located(self, where: str) -> "UserError":
+        """The same error, attributed to a file (kept if it already names one)."""
+        return type(self)(self.message, key=self.key, where=self.where or where)
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.where, self.key) if p]
+        return ": ".join(parts + [self.message])
+
+
+class ConfigError(UserError):
+    """An invalid search space or experiment config."""

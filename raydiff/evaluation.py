@@ -1,0 +1,171 @@
+"""One evaluation of a model during training: what the trial reports on its cadence.
+
+Everything here is fixed at construction so that evaluations differ only by the weights: the
+same initial noise and labels for the samples, the same probe images, noise levels and noise for
+the losses, the same FID reference statistics. Curves then move because the model moved.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raydiff.config import ExperimentConfig
+from raydiff.data import ImageData, to_model_range, to_uint8
+from raydiff.diffusion import Process
+from raydiff.metrics import fid as fidlib
+from raydiff.metrics.memorization import fraction_with_interval, memorized_cosine, memorized_pixel
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Fixed (x0, t, noise) triples: the denoising loss on them is comparable across steps."""
+
+    x0: torch.Tensor  # [P·K, C, H, W]
+    labels: torch.Tensor | None  # [P·K]
+    t: torch.Tensor  # [P·K]
+    noise: torch.Tensor  # [P·K, C, H, W]
+
+    @classmethod
+    def build(cls, images: torch.Tensor, labels: torch.Tensor | None, times: torch.Tensor, seed: int, device) -> "Probe":
+        k = times.shape[0]
+        x0 = to_model_range(images).repeat_interleave(k, dim=0)  # each image at each of k levels
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(x0.shape, generator=g)
+        t = times.repeat(images.shape[0])
+        lab = labels.repeat_interleave(k) if labels is not None else None
+        return cls(x0.to(device), None if lab is None else lab.to(device), t.to(device), noise.to(device))
+
+    @torch.no_grad()
+    def loss(self, process: Process, net: nn.Module, batch: int = 1024) -> float:
+        total = 0.0
+        for i in range(0, self.x0.shape[0], batch):
+            sl = slice(i, i + batch)
+            lab = None if self.labels is None else self.labels[sl]
+            total += float(process.loss(net, self.x0[sl], lab, t=self.t[sl], noise=self.noise[sl]).sum())
+        return total / self.x0.shape[0]
+
+
+class Evaluator:
+    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device):
+        self.cfg, self.process, self.device = cfg, process, device
+        ev = cfg.eval
+        c, h, w = data.shape
+        conditional = data.num_classes > 0
+        self.train_x = data.x_train  # uint8 [N, C, H, W], CPU: the memorization reference
+        self.train_flat = to_model_range(data.x_train).reshape(len(data.x_train), -1).to(device)
+
+        times = process.probe_times(ev.probe_noise_levels)
+        p_train = min(ev.probe_images, len(data.x_train))
+        p_test = min(ev.probe_images, len(data.x_test))
+        self.train_probe = Probe.build(
+            data.x_train[:p_train], data.y_train[:p_train] if conditional else None, times, ev.sample_seed + 1, device
+        )
+        self.test_probe = Probe.build(
+            data.x_test[:p_test], data.y_test[:p_test] if conditional else None, times, ev.sample_seed + 2, device
+        )
+
+        # the same initial noise and labels at every evaluation
+        n_gen = max(ev.num_samples, ev.fid_samples if ev.fid_every else 0)
+        g = torch.Generator().manual_seed(ev.sample_seed)
+        self.noise = torch.randn(n_gen, c, h, w, generator=g)
+        if conditional:  # labels drawn from the training set's label distribution
+            pick = torch.randint(0, len(data.y_train), (n_gen,), generator=g)
+            self.labels = data.y_train[pick]
+        else:
+            self.labels = None
+
+        self.extractor = None
+        self.fid_ref = None
+        if ev.fid_every:
+            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
+            ref = data.x_test if ev.fid_split == "test" else data.x_train
+            self.fid_ref = fidlib.Stats.of(fidlib.batched_features(self.extractor, ref))
+        self.embedding = None
+        if ev.memorization_space != "pixel":
+            from raydiff.metrics.embedding import load_embedding
+
+            self.embedding = load_embedding(ev.embedding, device)
+            self.train_emb = self.embedding(data.x_train)
+        self.count = 0
+
+    @torch.no_grad()
+    def sample(self, net: nn.Module, n: int) -> torch.Tensor:
+        """n generated images, uint8 [n, C, H, W], from the fixed initial noise."""
+        ev, cfg = self.cfg.eval, self.cfg.diffusion
+        out = []
+        gen = torch.Generator().manual_seed(ev.sample_seed + 3)
+        for i in range(0, n, ev.sample_batch):
+            sl = slice(i, min(n, i + ev.sample_batch))
+            lab = None if self.labels is None else self.labels[sl].to(self.device)
+            with self._autocast():
+                x = self.process.sample(
+                    net, self.noise[sl].to(self.device), lab, steps=cfg.sample_steps,
+                    sampler=cfg.resolved_sampler, guidance=cfg.guidance, generator=gen,
+                )  # fmt: skip
+            out.append(to_uint8(x.float()).cpu())
+        return torch.cat(out)
+
+    def _autocast(self):
+        enabled = self.device.type == "cuda" and self.cfg.train.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def __call__(self, net: nn.Module, step: int) -> dict[str, Any]:
+        ev = self.cfg.eval
+        was_training = net.training
+        net.eval()
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {}
+        with self._autocast():
+            out["train_loss"] = self.train_probe.loss(self.process, net)
+            out["test_loss"] = self.test_probe.loss(self.process, net)
+        do_fid = bool(ev.fid_every) and self.count % ev.fid_every == 0
+        n = max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples
+        samples = self.sample(net, n)  # uint8 [n, C, H, W]
+        mem_set = samples[: ev.num_samples]
+
+        if ev.memorization_space in ("pixel", "both"):
+            flags, nb = memorized_pixel(to_model_range(mem_set).to(self.device), self.train_flat, ev.mem_ratio)
+            frac = fraction_with_interval(flags, ev.bootstrap, seed=step)
+            out.update(mem_frac=frac.value, mem_frac_lo=frac.lo, mem_frac_hi=frac.hi)
+            k = ev.save_samples
+            if k:
+                out["samples_npy_b64"] = encode_array(mem_set[:k].numpy())
+                out["samples_nn_index"] = nb.index[:k].cpu().tolist()
+                out["samples_nn_ratio"] = (nb.d1[:k] / nb.d2[:k]).cpu().tolist()
+        if ev.memorization_space in ("features", "both"):
+            flags, _ = memorized_cosine(self.embedding(mem_set), self.train_emb, ev.mem_cosine)
+            frac = fraction_with_interval(flags, ev.bootstrap, seed=step)
+            prefix = "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"
+            out.update({prefix: frac.value, f"{prefix}_lo": frac.lo, f"{prefix}_hi": frac.hi})
+
+        out["fid"] = None
+        if do_fid:
+            feats = fidlib.batched_features(self.extractor, samples[: ev.fid_samples])
+            out["fid"] = fidlib.frechet(fidlib.Stats.of(feats), self.fid_ref)
+            out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
+            out["fid_split"] = ev.fid_split
+            out["fid_samples"] = int(ev.fid_samples)
+        out["eval_s"] = time.perf_counter() - t0
+        self.count += 1
+        net.train(was_training)
+        return out
+
+
+def encode_array(a: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_array(s: str | bytes) -> np.ndarray:
+    raw = base64.b64decode(s) if isinstance(s, str) else s
+    return np.load(io.BytesIO(raw), allow_pickle=False)

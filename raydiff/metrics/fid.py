@@ -1,0 +1,182 @@
+"""Fréchet distance with a pluggable feature extractor.
+
+The distance itself is clean-fid's (`cleanfid.fid.frechet_distance`). What is embedded depends on
+the data: Inception-v3 as clean-fid builds it ("clean" mode: PIL-bicubic resize to 299) for
+natural 32×32 RGB images, and for the 8×8 digits a small classifier trained once on the digits
+labels and cached (as LeNet features serve for MNIST FID), because Inception features of 8×8
+gray digits say little. Every value is recorded with its extractor, mode, split and sample count.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from raydiff.data import cache_dir
+
+
+class FeatureExtractor(Protocol):
+    name: str  # recorded beside every FID value
+    mode: str
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 images [B, C, H, W] → features [B, D] (float64)."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    mu: np.ndarray  # [D]
+    sigma: np.ndarray  # [D, D]
+    count: int
+
+    @classmethod
+    def of(cls, feats: np.ndarray) -> "Stats":
+        feats = np.asarray(feats, dtype=np.float64)
+        return cls(feats.mean(0), np.cov(feats, rowvar=False), feats.shape[0])
+
+
+def frechet(a: Stats, b: Stats) -> float:
+    import warnings
+
+    from cleanfid.fid import frechet_distance
+    from scipy.linalg import LinAlgWarning
+
+    with warnings.catch_warnings():
+        # few samples against a wide feature space give a rank-deficient covariance; sqrtm says
+        # so, and the distance is still the standard estimate at that sample count
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return float(frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+
+
+def batched_features(extractor: FeatureExtractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+    return np.concatenate([extractor(images[i : i + batch]) for i in range(0, images.shape[0], batch)])
+
+
+# --------------------------------------------------------------------- digits classifier
+
+
+class DigitsNet(nn.Module):
+    """A small CNN for 8×8 digits; its 128-dim penultimate layer is the FID embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+DIGITS_CLASSIFIER_VERSION = 1
+
+
+def digits_classifier_path() -> Path:
+    return cache_dir("weights") / f"digits_classifier_v{DIGITS_CLASSIFIER_VERSION}.pt"
+
+
+def train_digits_classifier(steps: int = 600, seed: int = 0) -> tuple[DigitsNet, float]:
+    """Train on all 1,797 digits (with ±1 pixel shifts); returns the net and its training accuracy."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images / 16.0 * 2 - 1).float().unsqueeze(1)  # [-1, 1], like the samples
+    y = torch.from_numpy(d.target).long()
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = DigitsNet()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        shift = torch.randint(-1, 2, (2,), generator=g).tolist()
+        xb = torch.roll(x[idx], shifts=shift, dims=(2, 3))
+        loss = nn.functional.cross_entropy(net(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((net(x).argmax(1) == y).float().mean())
+    return net.eval(), acc
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class DigitsClassifierFeatures:
+    name = "digits_classifier"
+    mode = f"v{DIGITS_CLASSIFIER_VERSION}"
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        path = digits_classifier_path()
+        net = DigitsNet()
+        if path.exists():
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:  # trained once (seconds on a CPU), then cached for every later trial
+            net, _ = train_digits_classifier()
+            _atomic_torch_save(net.state_dict(), path)
+        self.net = net.eval().to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        x = images.to(self.device).float().div(127.5).sub(1.0)
+        return self.net.features(x).double().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------- Inception
+
+
+class InceptionFeatures:
+    """clean-fid's Inception-v3 (TorchScript weights, fetched once into the raydiff cache)."""
+
+    name = "inception_v3"
+    mode = "clean"
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        from cleanfid.inception_torchscript import InceptionV3W
+        from cleanfid.resize import build_resizer
+
+        folder = cache_dir("weights")
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.model = InceptionV3W(str(folder), download=True, resize_inside=False).to(device).eval()
+        except OSError as e:  # urllib errors are OSErrors
+            from raydiff.errors import UserError
+
+            raise UserError(f"could not fetch the Inception weights into {folder}: {e}") from None
+        self.resize = build_resizer("clean")
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        imgs = images.cpu()
+        if imgs.shape[1] == 1:
+            imgs = imgs.expand(-1, 3, -1, -1)
+        # clean-fid's clean mode: resize each image as float32 with PIL bicubic to 299×299
+        batch = np.stack([self.resize(im.permute(1, 2, 0).numpy()) for im in imgs]).transpose(0, 3, 1, 2)
+        feats = self.model(torch.from_numpy(batch).float().to(self.device))
+        return feats.double().cpu().numpy()
+
+
+def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """`auto` picks the digits classifier for digits and Inception for everything else."""
+    if kind == "auto":
+        kind = "digits_classifier" if dataset == "digits" else "inception"
+    if kind == "digits_classifier":
+        return DigitsClassifierFeatures(device)
+    return InceptionFeatures(device)

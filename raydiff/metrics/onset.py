@@ -1,0 +1,83 @@
+"""The one onset rule. The stopper, the trial's own record and `raydiff analyze` all call it, so a
+τ_mem means the same thing everywhere.
+
+Missing and NaN values are explicit: an evaluation without a mem_frac (None) did not measure
+memorization and is skipped; a NaN mem_frac was measured and failed, so it breaks a streak and
+never counts as above the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def mem_onset(
+    steps: Sequence[int], mem_frac: Sequence[float | None], threshold: float, patience: int = 1
+) -> int | None:
+    """First step of the first run of `patience` consecutive evaluations with mem_frac ≥ threshold.
+
+    Returns the step at which that run starts (the first crossing), or None if there is none yet.
+    """
+    run_start, run_len = None, 0
+    for step, v in zip(steps, mem_frac):
+        if v is None:
+            continue  # not measured at this evaluation
+        if _finite(v) and v >= threshold:
+            if run_len == 0:
+                run_start = step
+            run_len += 1
+            if run_len >= patience:
+                return run_start
+        else:
+            run_start, run_len = None, 0
+    return None
+
+
+def interpolated_onset(
+    steps: Sequence[int], mem_frac: Sequence[float | None], threshold: float, patience: int = 1
+) -> float | None:
+    """The onset with the crossing interpolated between the evaluation before it and the onset
+    evaluation, linearly in log(step): a finer τ_mem than the evaluation grid."""
+    onset = mem_onset(steps, mem_frac, threshold, patience)
+    if onset is None:
+        return None
+    pairs = [(s, v) for s, v in zip(steps, mem_frac) if v is not None]
+    i = next(i for i, (s, _) in enumerate(pairs) if s == onset)
+    if i == 0:
+        return float(onset)
+    (s0, v0), (s1, v1) = pairs[i - 1], pairs[i]
+    if not _finite(v0) or v1 == v0 or s0 <= 0:
+        return float(onset)
+    w = (threshold - v0) / (v1 - v0)
+    w = min(max(w, 0.0), 1.0)
+    return float(math.exp(math.log(s0) + w * (math.log(s1) - math.log(s0))))
+
+
+def loss_divergence_onset(
+    steps: Sequence[int],
+    train_loss: Sequence[float | None],
+    test_loss: Sequence[float | None],
+    gap: float = 0.05,
+    window: int = 3,
+) -> int | None:
+    """Marion & Wu's τ_mem: the first step where the test loss departs from the train loss.
+
+    The relative gap (test − train) / train is smoothed with a trailing moving average over
+    `window` evaluations; the onset is the first step where the smoothed gap exceeds `gap` and
+    stays above it at the next evaluation (so one noisy probe does not count). Evaluations with a
+    missing or non-finite loss are skipped.
+    """
+    pts = [(s, (te - tr) / tr) for s, tr, te in zip(steps, train_loss, test_loss) if _finite(tr) and _finite(te) and tr > 0]
+    smooth = []
+    for i in range(len(pts)):
+        lo = max(0, i - window + 1)
+        smooth.append((pts[i][0], sum(g for _, g in pts[lo : i + 1]) / (i + 1 - lo)))
+    for (s, g), (_, g_next) in zip(smooth, smooth[1:]):
+        if g > gap and g_next > gap:
+            return s
+    return None

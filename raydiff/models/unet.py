@@ -1,0 +1,221 @@
+"""The U-Net: a denoiser network that knows nothing about noise schedules.
+
+It maps (x, c_noise[, class_labels]) → an image-shaped output. What c_noise means (a DDPM step
+index, a flow time × 1000) and what the output means (ε, velocity) belong to the process object
+in `raydiff.diffusion`; the network only embeds c_noise sinusoidally.
+
+Layout as in DDPM / ADM: per resolution level `num_res_blocks` residual blocks (with
+self-attention at the resolutions listed in `attn_resolutions`), down-sampling between levels, a
+middle block, and a mirrored up path that concatenates the skip activations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raydiff.config import ModelConfig
+
+# Architecture presets. Marion & Wu (2026), Table 1: 128 base channels, multipliers (1, 2, 4),
+# 3 residual blocks per level, attention (head dim 64) at 16×16, 512-dim embeddings; the other
+# sizes scale the width. "digits-*" are the CPU presets of the embedded default.
+PRESETS: dict[str, dict] = {
+    "digits-tiny": dict(base_channels=16, channel_mults=[1, 2], num_res_blocks=1, attn_resolutions=[], emb_dim=64),
+    "digits-small": dict(base_channels=32, channel_mults=[1, 2], num_res_blocks=1, attn_resolutions=[], emb_dim=128),
+}
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups: 32 as in DDPM, fewer for narrow layers (must divide the width)."""
+    for g in (32, 16, 8, 4, 2, 1):
+        if channels % g == 0 and channels // g >= 2 or g == 1:
+            return g
+    return 1
+
+
+def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding. c_noise: [B] float → [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
+    args = c_noise.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H×W positions."""
+
+    def __init__(self, channels: int, head_dim: int):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
+        q, k, v = (t.transpose(-1, -2) for t in qkv.unbind(1))  # each [B, heads, HW, c/heads]
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        base_channels: int = 32,
+        channel_mults: tuple[int, ...] = (1, 2),
+        num_res_blocks: int = 1,
+        attn_resolutions: tuple[int, ...] = (),
+        head_dim: int = 64,
+        emb_dim: int | None = None,
+        num_classes: int = 0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        emb_dim = emb_dim or 4 * base_channels
+        self.base_channels = base_channels
+        self.num_classes = num_classes
+        self.noise_embed = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # one extra row: the "no label" token, used for guidance and unconditional sampling
+        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips = [base_channels]
+        ch, res = base_channels, image_size
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                out = base_channels * mult
+                self.down.append(self._block(ch, out, emb_dim, dropout, res in attn_resolutions, head_dim))
+                ch = out
+                skips.append(ch)
+            if level < len(channel_mults) - 1:
+                self.down.append(Downsample(ch))
+                res //= 2
+                skips.append(ch)
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout)])
+        if attn_resolutions:
+            self.mid.append(Attention(ch, head_dim))
+        self.mid.append(ResBlock(ch, ch, emb_dim, dropout))
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                out = base_channels * mult
+                self.up.append(self._block(ch + skips.pop(), out, emb_dim, dropout, res in attn_resolutions, head_dim))
+                ch = out
+            if level > 0:
+                self.up.append(Upsample(ch))
+                res *= 2
+
+        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    @staticmethod
+    def _block(in_ch, out_ch, emb_dim, dropout, attn, head_dim) -> nn.Module:
+        res = ResBlock(in_ch, out_ch, emb_dim, dropout)
+        return AttnResBlock(res, Attention(out_ch, head_dim)) if attn else res
+
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: [B, C, H, W]; c_noise: [B] float; class_labels: [B] int64 (num_classes = no label)."""
+        emb = self.noise_embed(timestep_embedding(c_noise, self.base_channels))
+        if self.class_embed is not None:
+            if class_labels is None:
+                class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            emb = emb + self.class_embed(class_labels)
+        emb = F.silu(emb)
+
+        h = self.conv_in(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, (ResBlock, AttnResBlock)) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                h = layer(h)
+            else:
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class AttnResBlock(nn.Module):
+    def __init__(self, res: ResBlock, attn: Attention):
+        super().__init__()
+        self.res, self.attn = res, attn
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.res(x, emb))
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def build_unet(cfg: ModelConfig, in_channels: int, image_size: int, num_classes: int = 0) -> UNet:
+    return UNet(
+        in_channels=in_channels,
+        image_size=image_size,
+        base_channels=cfg.base_channels,
+        channel_mults=tuple(cfg.channel_mults),
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=tuple(cfg.attn_resolutions),
+        head_dim=cfg.head_dim,
+        emb_dim=cfg.emb_dim,
+        num_classes=num_classes,
+        dropout=cfg.dropout,
+    )
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

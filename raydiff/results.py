@@ -1,0 +1,209 @@
+"""The results contract: Parquet schemas, atomic writers, readers.
+
+    <storage>/<sweep>/trials.parquet      one row per finished trial
+    <storage>/<sweep>/metrics/<trial>.parquet   one row per evaluation (together: a Parquet dataset)
+
+Column names are a contract with other tools (DESIGN.md); more columns are fine, renames are not.
+Every file carries the resolved config, package versions and the git commit in its schema
+metadata. Files are written to a temporary name and renamed, so a reader never sees half a file,
+and metric rows are keyed by (trial_id, step), so a restarted trial never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from raydiff.errors import UserError
+
+TRIALS_FILE = "trials.parquet"
+METRICS_DIR = "metrics"
+SPACE_FILE = "search_space.json"
+
+TRIALS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+        ("stop_reason", pa.string()),
+        ("dataset", pa.string()),
+        ("n_train", pa.int64()),
+        ("model", pa.string()),
+        ("params", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("lr", pa.float64()),
+        ("objective", pa.string()),
+        ("seed", pa.int64()),
+        ("steps_done", pa.int64()),
+        ("tau_mem_step", pa.int64()),
+        ("tau_mem_images", pa.int64()),
+        ("tau_mem_normalized", pa.float64()),
+        ("tau_mem_seconds", pa.float64()),
+        ("best_fid", pa.float64()),
+        ("best_fid_step", pa.int64()),
+        ("node_id", pa.string()),
+        # beyond the contract
+        ("tau_mem_loss_step", pa.int64()),
+        ("budget_steps", pa.int64()),
+        ("budget_reason", pa.string()),
+        ("wall_s", pa.float64()),
+        ("error", pa.string()),
+        ("config", pa.string()),  # the trial's resolved ExperimentConfig, JSON
+    ]
+)
+
+METRICS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("step", pa.int64()),
+        ("images_seen", pa.int64()),
+        ("wall_s", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("mem_frac", pa.float64()),
+        ("mem_frac_lo", pa.float64()),
+        ("mem_frac_hi", pa.float64()),
+        ("fid", pa.float64()),
+        # beyond the contract
+        ("loss", pa.float64()),  # mean training-batch loss since the previous evaluation
+        ("eval_s", pa.float64()),
+        ("fid_extractor", pa.string()),
+        ("fid_split", pa.string()),
+        ("fid_samples", pa.int64()),
+        ("mem_frac_features", pa.float64()),
+        ("mem_frac_features_lo", pa.float64()),
+        ("mem_frac_features_hi", pa.float64()),
+        ("sliced_wasserstein", pa.float64()),
+        ("fid_train", pa.float64()),
+        ("samples", pa.binary()),  # .npy bytes of uint8 [k, C, H, W]: a few generated samples
+        ("samples_nn_index", pa.list_(pa.int64())),  # their nearest training images
+        ("samples_nn_ratio", pa.list_(pa.float64())),  # ‖x − a₁‖ / ‖x − a₂‖
+    ]
+)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or a URI such as s3://bucket/prefix."""
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise UserError(f"cannot open storage {uri}: {e}") from None
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_atomic(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
+    """Write to a temporary sibling, then rename over the target (atomic on a local disk; one PUT
+    on object stores, which are atomic per object anyway)."""
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = join(parent, f".{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp")
+    try:
+        with fs.open_output_stream(tmp) as out:
+            pq.write_table(table, out)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def table(rows: Iterable[dict[str, Any]], schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
+    rows = list(rows)
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    meta = {k.encode(): v.encode() for k, v in metadata.items()}
+    return pa.Table.from_pydict(cols, schema=schema.with_metadata(meta))
+
+
+def provenance(space_json: str | None = None) -> dict[str, str]:
+    """What goes into every file's schema metadata."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("raydiff", "ray", "torch", "torchvision", "numpy", "pyarrow", "clean-fid", "optuna"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    meta = {"raydiff.versions": json.dumps(versions), "raydiff.git_commit": git_commit()}
+    if space_json is not None:
+        meta["raydiff.search_space"] = space_json
+    return meta
+
+
+def git_commit() -> str:
+    if os.environ.get("RAYDIFF_GIT_COMMIT"):
+        return os.environ["RAYDIFF_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            ).stdout.strip()  # fmt: skip
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "unknown"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def is_results_dir(fs: pafs.FileSystem, root: str) -> bool:
+    info = fs.get_file_info([join(root, TRIALS_FILE), join(root, METRICS_DIR), join(root, SPACE_FILE)])
+    return any(i.type != pafs.FileType.NotFound for i in info)
+
+
+def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
+    try:
+        with fs.open_input_file(path) as f:
+            return pq.read_table(f)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"corrupt or unreadable Parquet file {path}: {e}") from None
+
+
+def read_trials(fs: pafs.FileSystem, root: str) -> pa.Table:
+    path = join(root, TRIALS_FILE)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return TRIALS_SCHEMA.empty_table()
+    return read_table(fs, path)
+
+
+def metric_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    d = join(root, METRICS_DIR)
+    if fs.get_file_info(d).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(d))
+    return sorted(i.path for i in infos if i.path.endswith(".parquet") and not i.base_name.startswith("."))
+
+
+def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
+    files = metric_files(fs, root)
+    if not files:
+        return METRICS_SCHEMA.empty_table()
+    tables = [read_table(fs, p) for p in files]
+    t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
+    return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])

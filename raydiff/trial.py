@@ -1,0 +1,243 @@
+"""`train(config, report)`: the one training function.
+
+The Ray trainable, `raydiff train` and the benchmarks are thin wrappers around it. It knows
+nothing about Ray: it calls `report(metrics, checkpoint)` at every evaluation, where `checkpoint`
+is a zero-argument function returning the full training state (so a reporter that does not keep
+checkpoints pays nothing), and stops early when `report` returns True.
+
+Length, EMA and cadence are counted in optimizer steps and reported in images seen too
+(images = steps × B), so sweeps over the batch size compare on either axis.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from raydiff.config import ExperimentConfig
+from raydiff.data import ImageData, load, to_model_range
+from raydiff.diffusion import build_process
+from raydiff.evaluation import Evaluator
+from raydiff.metrics.onset import loss_divergence_onset, mem_onset
+from raydiff.models.unet import build_unet, count_params
+
+Checkpoint = Callable[[], dict[str, Any]]
+Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
+
+# a non-finite loss is looked for every this many steps (a device sync each time on GPU)
+NONFINITE_CHECK_EVERY = 50
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def eval_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
+    """The steps at which to evaluate, ascending, always ending at the budget.
+
+    uniform: every k steps. geometric: the gap grows by `geometric_ratio` each time (never below
+    k), since onset times scale with N: a fixed relative resolution for a fraction of the evals.
+    """
+    k = cfg.eval_every_steps
+    steps, s, gap = [], 0, float(k)
+    while True:
+        s = s + max(k, round(gap))
+        if s >= budget:
+            break
+        steps.append(s)
+        if cfg.eval.cadence == "geometric":
+            gap = s * (cfg.eval.geometric_ratio - 1.0)
+    return steps + [budget]
+
+
+class TrainState:
+    """Model, EMA, optimizer, counters, RNG streams and the evaluation history."""
+
+    def __init__(self, cfg: ExperimentConfig, data: ImageData, device: torch.device):
+        c, h, _ = data.shape
+        torch.manual_seed(cfg.train.seed)
+        self.net = build_unet(cfg.model, c, h, data.num_classes).to(device)
+        self.ema = build_unet(cfg.model, c, h, data.num_classes).to(device) if cfg.train.ema_beta() > 0 else None
+        if self.ema is not None:
+            self.ema.load_state_dict(self.net.state_dict())
+            self.ema.requires_grad_(False)
+        t = cfg.train
+        fused = device.type == "cuda"
+        self.opt = torch.optim.Adam(
+            self.net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps,
+            weight_decay=t.weight_decay, fused=fused, foreach=None if fused else True,
+        )  # fmt: skip
+        self.batch_gen = torch.Generator().manual_seed(t.seed + 10_007)
+        self.step = 0
+        self.wall_s = 0.0
+        self.history: list[dict[str, Any]] = []  # one compact row per evaluation
+        self.params = count_params(self.net)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "wall_s": self.wall_s,
+            "history": list(self.history),
+            "rng": {
+                "batch": self.batch_gen.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.wall_s = float(state["wall_s"])
+        self.history = list(state["history"])
+        rng = state["rng"]
+        self.batch_gen.set_state(rng["batch"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+
+def onset_summary(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """τ_mem by both definitions, from the evaluation history (the stopper uses the same rule)."""
+    steps = [h["step"] for h in history]
+    tau = mem_onset(steps, [h.get("mem_frac") for h in history], cfg.stop.mem_frac_threshold, cfg.stop.patience)
+    tau_loss = loss_divergence_onset(
+        steps, [h.get("train_loss") for h in history], [h.get("test_loss") for h in history],
+        cfg.stop.loss_gap, cfg.stop.loss_window,
+    )  # fmt: skip
+    return {"tau_mem_step": tau, "tau_mem_loss_step": tau_loss}
+
+
+def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one model until `report` says stop, the loss diverges or the step budget is spent.
+
+    Returns the last reported metrics.
+    """
+    cfg = config
+    device = resolve_device(cfg.train.device)
+    data = load(cfg.data)
+    process = build_process(cfg.diffusion)
+    ts = TrainState(cfg, data, device)
+    if state is not None:
+        ts.load_state_dict(state)
+    evaluator = Evaluator(cfg, data, process, device)
+    evaluator.count = len(ts.history)  # keeps the FID cadence aligned across a restore
+
+    x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
+    y_train = data.y_train.to(device) if data.num_classes else None
+    n, b = x_train.shape[0], cfg.train.batch_size
+    budget = cfg.budget_steps
+    schedule = [s for s in eval_schedule(cfg, budget) if s > ts.step]
+    ema_beta = cfg.train.ema_beta()
+    net_params = list(ts.net.parameters())
+    ema_params = list(ts.ema.parameters()) if ts.ema is not None else []
+    label_dropout = 0.1 if (cfg.diffusion.guidance > 0 and y_train is not None) else 0.0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+    static = {
+        "params": ts.params,
+        "n_train": n,
+        "batch_size": b,
+        "lr": cfg.train.lr,
+        "budget_steps": budget,
+        "budget_reason": cfg.budget_reason,
+    }
+
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    t_start = time.perf_counter() - ts.wall_s
+    last: dict[str, Any] = {}
+    ts.net.train()
+    for next_eval in schedule:
+        while ts.step < next_eval:
+            idx = torch.randint(0, n, (b,), generator=ts.batch_gen).to(device, non_blocking=True)
+            labels = None
+            if y_train is not None:
+                labels = y_train[idx]
+                if label_dropout:
+                    drop = torch.rand(b, device=device) < label_dropout
+                    labels = torch.where(drop, torch.full_like(labels, data.num_classes), labels)
+            with autocast:
+                loss = process.loss(ts.net, x_train[idx], labels).mean()
+            ts.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net_params, cfg.train.grad_clip, foreach=True)
+            ts.opt.step()
+            if ema_params:
+                torch._foreach_lerp_(ema_params, net_params, 1.0 - ema_beta)
+            ts.step += 1
+            loss_sum += loss.detach()
+            loss_count += 1
+            if ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval:
+                if not math.isfinite(float(loss_sum)):
+                    ts.wall_s = time.perf_counter() - t_start
+                    last = {
+                        **static, "step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s,
+                        "loss": float("nan"), "diverged": True, "diverged_step": ts.step,
+                        "tau_mem_step": None, "node_id": _node_id(),
+                    }  # fmt: skip
+                    report(last, None)
+                    return last
+
+        metrics = evaluator(ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net, ts.step)
+        ts.wall_s = time.perf_counter() - t_start
+        row = {"step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s}
+        row.update({k: metrics.get(k) for k in ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")})
+        ts.history.append(row)
+        onset = onset_summary(cfg, ts.history)
+        last = {
+            **static,
+            **metrics,
+            **row,
+            "loss": float(loss_sum) / max(1, loss_count),
+            "diverged": False,
+            **onset,
+            "tau_mem_images": None if onset["tau_mem_step"] is None else onset["tau_mem_step"] * b,
+            "tau_mem_seconds": _wall_at(ts.history, onset["tau_mem_step"]),
+            # the stopper decides from these, so it needs no state of its own
+            "history_steps": [h["step"] for h in ts.history],
+            "history_mem_frac": [h.get("mem_frac") for h in ts.history],
+            "node_id": _node_id(),
+        }
+        loss_sum.zero_()
+        loss_count = 0
+        if report(last, ts.state_dict):
+            break
+    return last
+
+
+def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:
+    if step is None:
+        return None
+    return next(h["wall_s"] for h in history if h["step"] == step)
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray there is no node id to record
+        pass
+    import socket
+
+    return socket.gethostname()

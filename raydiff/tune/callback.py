@@ -1,0 +1,182 @@
+"""The driver-side writer of the results contract.
+
+A Ray Tune callback: each reported evaluation becomes a row of metrics/<trial>.parquet, each
+finished trial a row of trials.parquet. Writing on the driver means one writer per file (no
+races between trials) and works for any storage the driver can reach, local or s3://. Rows are
+keyed by step and trials by id, so a trial restarted from a checkpoint, or a sweep resumed after
+the driver died, replaces rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ray import tune
+
+from raydiff import results
+from raydiff.config import ExperimentConfig, SearchSpace, apply_overrides
+from raydiff.evaluation import decode_array
+from raydiff.tune.stopper import decide
+
+EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
+
+
+def model_name(cfg: ExperimentConfig) -> str:
+    m = cfg.model
+    if m.preset:
+        return m.preset
+    mults = "-".join(map(str, m.channel_mults))
+    return f"unet-c{m.base_channels}-m{mults}-r{m.num_res_blocks}"
+
+
+def overrides_of(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """The dotted-key overrides a trial runs with (grid points sit under "point")."""
+    out = dict(trial_config.get("point") or {})
+    out.update({k: v for k, v in trial_config.items() if "." in k})
+    return out
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def metric_row(trial_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """One evaluation as a metrics row; None for reports that are not evaluations."""
+    if "train_loss" not in result:
+        return None
+    row = {k: result.get(k) for k in EVAL_KEYS}
+    row["trial_id"] = trial_id
+    for k, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v) and k != "loss":
+            row[k] = None  # NaN in a metric means "not measured" in the contract's columns
+    if result.get("samples_npy_b64"):
+        import base64
+
+        row["samples"] = base64.b64decode(result["samples_npy_b64"])
+    return row
+
+
+def trial_row(
+    trial_id: str, cfg: ExperimentConfig, last: dict[str, Any], evals: list[dict[str, Any]], minima: dict[str, float],
+    status: str, reason: str, error: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    tau = last.get("tau_mem_step")
+    n, b, lr = cfg.data.n_train, cfg.train.batch_size, cfg.train.lr
+    fids = [(r["fid"], r["step"]) for r in evals if _num(r.get("fid")) is not None]
+    best = min(fids) if fids else (None, None)
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "stop_reason": reason,
+        "dataset": cfg.data.dataset,
+        "n_train": n,
+        "model": model_name(cfg),
+        "params": last.get("params"),
+        "batch_size": b,
+        "lr": lr,
+        "objective": cfg.diffusion.objective,
+        "seed": cfg.train.seed,
+        "steps_done": last.get("step", 0),
+        "tau_mem_step": tau if status == "memorized" else None,
+        "tau_mem_images": tau * b if (tau is not None and status == "memorized") else None,
+        "tau_mem_normalized": normalized_time(tau, n, b, lr, minima) if status == "memorized" else None,
+        "tau_mem_seconds": last.get("tau_mem_seconds") if status == "memorized" else None,
+        "best_fid": best[0],
+        "best_fid_step": best[1],
+        "node_id": last.get("node_id"),
+        "tau_mem_loss_step": last.get("tau_mem_loss_step"),
+        "budget_steps": last.get("budget_steps", cfg.budget_steps),
+        "budget_reason": last.get("budget_reason", cfg.budget_reason),
+        "wall_s": last.get("wall_s"),
+        "error": error,
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+
+
+def normalized_time(step: float | None, n: int, b: int, lr: float, minima: dict[str, float]) -> float | None:
+    """T = τ · (N_min / N) · (B / B_min) · (η / η_min) (Marion & Wu's collapse variable)."""
+    if step is None:
+        return None
+    return float(step) * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
+
+
+class ResultsCallback(tune.Callback):
+    def __init__(self, space: SearchSpace, storage_uri: str, metadata: dict[str, str]):
+        self.space = space
+        self.uri = storage_uri  # <storage>/<sweep>
+        self.metadata = metadata
+        self.minima = space.minima()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self.evals: dict[str, dict[int, dict[str, Any]]] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+        self.trials: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self):  # rows live in the files, not in the pickled experiment state
+        state = self.__dict__.copy()
+        state.update(evals={}, last={}, trials={})
+        return state
+
+    def setup(self, **info) -> None:
+        """Load what an earlier run of this sweep already wrote (resume)."""
+        self._init_state()
+        fs, root = results.filesystem(self.uri)
+        for row in results.read_trials(fs, root).to_pylist():
+            self.trials[row["trial_id"]] = row
+        for row in results.read_metrics(fs, root).to_pylist():
+            self.evals.setdefault(row["trial_id"], {})[row["step"]] = row
+
+    def config_of(self, trial) -> ExperimentConfig:
+        return apply_overrides(self.space.base, overrides_of(trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.last[trial.trial_id] = result
+        row = metric_row(trial.trial_id, result)
+        if row is None:
+            return
+        rows = self.evals.setdefault(trial.trial_id, {})
+        # a restarted trial re-reports from its checkpoint: drop anything after that step too
+        for s in [s for s in rows if s >= row["step"]]:
+            del rows[s]
+        rows[row["step"]] = row
+        self._write_metrics(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
+        cfg = self.config_of(trial)
+        decision = decide(last, cfg.stop)
+        if decision is None:  # the function returned on its own: its budget is spent
+            status, reason = "budget", f"step budget of {last.get('budget_steps')} spent without onset"
+        else:
+            status, reason = decision.status, decision.reason
+        self._finish(trial, cfg, last, status, reason)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
+        error = trial.get_error()
+        message = _last_line(error) if error else "trial failed (no error text kept)"
+        self._finish(trial, self.config_of(trial), last, "error", message, error=str(error) if error else message)
+
+    def _finish(self, trial, cfg, last, status, reason, error=None) -> None:
+        evals = sorted(self.evals.get(trial.trial_id, {}).values(), key=lambda r: r["step"])
+        self.trials[trial.trial_id] = trial_row(trial.trial_id, cfg, last, evals, self.minima, status, reason, error)
+        fs, root = results.filesystem(self.uri)
+        rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
+        results.write_atomic(results.table(rows, results.TRIALS_SCHEMA, self.metadata), fs, results.join(root, results.TRIALS_FILE))
+
+    def _write_metrics(self, trial_id: str) -> None:
+        fs, root = results.filesystem(self.uri)
+        rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
+        path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
+        results.write_atomic(results.table(rows, results.METRICS_SCHEMA, self.metadata), fs, path)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else str(text)
+
+
+__all__ = ["ResultsCallback", "decode_array", "metric_row", "model_name", "normalized_time", "trial_row"]

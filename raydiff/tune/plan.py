@@ -1,0 +1,48 @@
+"""`raydiff sweep SPACE --dry-run`: the resolved trial table, without starting Ray."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from raydiff.config import ExperimentConfig, NATIVE_SHAPES, SearchSpace
+from raydiff.models.unet import build_unet, count_params
+from raydiff.tune.callback import model_name
+
+
+def param_count(cfg: ExperimentConfig) -> int:
+    """Parameters of the trial's network, built on the meta device (no memory, no init cost)."""
+    size, channels = cfg.data.shape
+    classes = 10 if (cfg.data.class_conditional and cfg.data.dataset in NATIVE_SHAPES) else 0
+    if cfg.data.class_conditional and cfg.data.dataset == "gmm":
+        classes = cfg.data.gmm_components
+    with torch.device("meta"):
+        return count_params(build_unet(cfg.model, channels, size, classes))
+
+
+def plan_rows(space: SearchSpace) -> list[dict]:
+    res = space.sweep.resources
+    rows = []
+    for i, exp in enumerate(space.experiments()):
+        rows.append({
+            "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp),
+            "params": param_count(exp), "B": exp.train.batch_size, "lr": exp.train.lr,
+            "objective": exp.diffusion.objective, "resources": f"{res.cpu:g} CPU, {res.gpu:g} GPU",
+            "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
+        })  # fmt: skip
+    return rows
+
+
+def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=sys.stdout) -> None:
+    from raydiff.tune.sweep import locate
+
+    rows = plan_rows(space)
+    cols = list(rows[0])
+    fmt = {"lr": lambda v: f"{v:.0e}", "params": lambda v: f"{v:,}"}
+    cells = [cols] + [[fmt.get(c, str)(r[c]) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)), file=out)
+    loc = locate(space, storage, name)
+    print(f"{len(rows)} trials ({space.sweep.mode} mode); results would go to {loc.uri}", file=out)
