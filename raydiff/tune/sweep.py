@@ -157,7 +157,7 @@ def run_sweep(
         from raydiff.tune.resources import check_resources
 
         check_resources(space.sweep.resources)
-        dashboard = getattr(ctx, "dashboard_url", None) if ctx else None
+        dashboard = getattr(ctx, "dashboard_url", None) if ctx is not None else None
         print(f"raydiff: sweep {loc.name!r}: {len(space.points())} trials; results → {loc.uri}", file=out)
         if dashboard:
             print(f"raydiff: Ray dashboard at http://{dashboard}", file=out)
