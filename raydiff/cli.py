@@ -6,10 +6,11 @@ A user error (UserError) ends as one line on stderr and exit code 2, never a tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from raydiff.errors import UserError
+from raydiff.errors import SweepInterrupted, UserError
 
 DEFAULT_SPACE = "default"
 
@@ -34,24 +35,31 @@ def resolve_space_path(arg: str | None) -> Path:
 
 def cmd_sweep(args) -> int:
     from raydiff.config import load_search_space
+    from raydiff.tune.loggers import parse_log_to
     from raydiff.tune.sweep import run_sweep
+
+    log_to = parse_log_to(args.log_to)
 
     if args.resume:
         from raydiff.tune.sweep import SweepLocation, load_saved_space
 
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
-        storage = args.storage or "results"
+        if args.mode:
+            raise UserError("--mode cannot change the trials of a sweep being resumed")
+        storage = args.storage or os.environ.get("RAYDIFF_STORAGE") or "results"
         space = load_saved_space(SweepLocation(locate_storage(storage), args.resume))
-        run_sweep(space, storage=storage, name=args.resume, address=args.address, resume=True)
+        run_sweep(space, storage=storage, name=args.resume, address=args.address, resume=True, log_to=log_to)
         return 0
     space = load_search_space(resolve_space_path(args.space))
+    if args.mode:
+        space = space.with_mode(args.mode)
     if args.dry_run:
         from raydiff.tune.plan import print_plan
 
         print_plan(space, storage=args.storage, name=args.name)
         return 0
-    run_sweep(space, storage=args.storage, name=args.name, address=args.address)
+    run_sweep(space, storage=args.storage, name=args.name, address=args.address, log_to=log_to)
     return 0
 
 
@@ -61,10 +69,36 @@ def locate_storage(storage: str) -> str:
     return str(Path(storage).expanduser().resolve())
 
 
+def cmd_prestage(args) -> int:
+    """Fetch what the trials of these spaces would download (datasets, feature weights) into the
+    cache now: cluster setup runs this on every node, so trials never download at once."""
+    import time
+
+    from raydiff.config import load_search_space
+    from raydiff.data import cache_dir
+    from raydiff.tune import sweep
+
+    for path in map(resolve_space_path, args.spaces):
+        t0 = time.perf_counter()
+        sweep.prestage(load_search_space(path))
+        print(f"raydiff: prestaged {path.stem} into {cache_dir()} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from raydiff.status import print_status
+
+    print_status(args.results, storage=os.environ.get("RAYDIFF_STORAGE") or "results")
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
 
-    analyze(args.results, args.out)
+    analyze(
+        args.results, args.out, censored=args.censored, interpolate=args.interpolate, n_boot=args.boot,
+        copies=args.copies.split(",") if args.copies else None,
+    )  # fmt: skip
     return 0
 
 
@@ -74,7 +108,11 @@ def cmd_train(args) -> int:
     from raydiff.trial import train
     from raydiff.tune.stopper import decide
 
+    import torch
+
     space = load_search_space(resolve_space_path(args.space))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     points = space.points()
     if not 0 <= args.point < len(points):
         raise UserError(f"--point must be in 0..{len(points) - 1} (got {args.point})")
@@ -108,16 +146,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument(
+        "--mode", choices=("grid", "one_factor"),
+        help="override sweep.mode: grid = every combination of the axes; one_factor = vary one axis at a time around the first values",
+    )  # fmt: skip
+    s.add_argument(
+        "--log-to", action="append", metavar="mlflow|wandb",
+        help="also log to MLflow or Weights & Biases through Ray's logger callbacks (needs that package)",
+    )  # fmt: skip
     s.set_defaults(fn=cmd_sweep)
+
+    pr = sub.add_parser("prestage", help="download the datasets and feature weights of search spaces into the cache")
+    pr.add_argument("spaces", nargs="+", help="search-space YAMLs or packaged names (e.g. marion2026_cifar10)")
+    pr.set_defaults(fn=cmd_prestage)
+
+    st = sub.add_parser("status", help="the trial table of a sweep, running or finished, from its results folder")
+    st.add_argument("results", nargs="?", help="results folder <storage>/<sweep> (default: the newest under ./results)")
+    st.set_defaults(fn=cmd_status)
 
     a = sub.add_parser("analyze", help="fit scaling laws and draw figures from a results folder")
     a.add_argument("results", help="results folder: <storage>/<sweep>")
     a.add_argument("--out", help="where to write figures and fits (default: RESULTS/analysis)")
+    a.add_argument("--censored", choices=("exclude", "tobit"), default="exclude",
+                   help="trials without an onset: exclude them from the fits, named (default), or fit them as"
+                   " right-censored at their last step (tobit maximum likelihood)")  # fmt: skip
+    a.add_argument("--interpolate", action="store_true",
+                   help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.set_defaults(fn=cmd_analyze)
 
     t = sub.add_parser("train", help="run one trial of a search space here, without Ray")
     t.add_argument("space", nargs="?", help="search-space YAML or packaged name")
     t.add_argument("--point", type=int, default=0, help="which trial of the space (0-based)")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     t.set_defaults(fn=cmd_train)
     return p
 
@@ -129,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"raydiff: error: {e}", file=sys.stderr)
         return 2
+    except SweepInterrupted as e:
+        print(f"raydiff: interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("raydiff: interrupted", file=sys.stderr)
         return 130

@@ -26,13 +26,18 @@ import yaml
 
 from raydiff.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from raydiff.config_search import SearchConfig
+
 DATASETS = ("digits", "cifar10", "gmm", "folder")
 OBJECTIVES = ("ddpm", "flow")
 SAMPLERS = {"ddpm": ("ddim", "ancestral"), "flow": ("euler",)}
 SWEEP_MODES = ("grid", "one_factor")
 BUDGET_SCALINGS = ("fixed", "n_over_b")
+OPTIMIZERS = ("adam", "sgd")
 FEATURES = ("auto", "inception", "digits_classifier")
 MEMORIZATION_SPACES = ("pixel", "features", "both")
+FID_REFERENCES = ("auto", "images")
 CADENCES = ("uniform", "geometric")
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
 DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
@@ -89,6 +94,9 @@ class ModelConfig:
     head_dim: int = 64
     emb_dim: int | None = None  # noise/class embedding width; None: 4 × base_channels
     dropout: float = 0.0
+    noise_dim: int | None = None  # sinusoidal c_noise features; None: base_channels
+    scale_shift: bool = False  # embedding as scale and shift of a GroupNorm (ADM's AdaGN)
+    resblock_updown: bool = False  # down/up-sample with residual blocks (ADM) instead of convs
 
     def validate(self) -> None:
         _positive("model.base_channels", self.base_channels)
@@ -98,6 +106,8 @@ class ModelConfig:
         _positive("model.head_dim", self.head_dim)
         if self.emb_dim is not None:
             _positive("model.emb_dim", self.emb_dim)
+        if self.noise_dim is not None:
+            _positive("model.noise_dim", self.noise_dim)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"must be in [0, 1) (got {self.dropout})", key="model.dropout")
 
@@ -144,6 +154,8 @@ class TrainConfig:
     budget_scaling: str = "fixed"  # n_over_b: max_steps × (N / budget_ref_n) × (budget_ref_batch / B)
     budget_ref_n: int = 2048
     budget_ref_batch: int = 16
+    optimizer: str = "adam"  # adam (Marion & Wu) | sgd: SGD with momentum (Bonnaire et al.: 0.95)
+    momentum: float = 0.95  # sgd only
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
@@ -164,6 +176,9 @@ class TrainConfig:
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"must be two numbers in [0, 1) (got {list(self.adam_betas)})", key="train.adam_betas")
         _positive("train.adam_eps", self.adam_eps)
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"must be in [0, 1) (got {self.momentum})", key="train.momentum")
         if self.weight_decay < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.weight_decay})", key="train.weight_decay")
         if self.grad_clip is not None:
@@ -188,6 +203,7 @@ class EvalConfig:
     cadence: str = "uniform"  # uniform | geometric (spacing grows by geometric_ratio)
     geometric_ratio: float = 1.25
     num_samples: int = 128  # generated samples per evaluation for the memorization test
+    mem_sample_steps: int | None = None  # sampler steps for those samples; None: diffusion.sample_steps
     sample_batch: int = 512
     sample_seed: int = 1234  # same initial noise at every evaluation
     mem_ratio: float = 1.0 / 3.0  # Bonnaire et al.: memorized when ‖x−a₁‖/‖x−a₂‖ < 1/3
@@ -198,7 +214,12 @@ class EvalConfig:
     fid_every: int = 4  # FID at every k-th evaluation (0: never); FID is the costly part
     fid_samples: int = 512
     fid_features: str = "auto"  # auto: inception for 32×32 RGB, digits_classifier for digits
-    fid_split: str = "test"  # reference images: test | train
+    fid_split: str = "test"  # the split `fid` compares with (test | train); `fid_train` is always train
+    fid_reference: str = "auto"  # auto: clean-fid's precomputed split statistics where they exist
+    # (CIFAR-10, Inception, clean mode, 32 px), else the data's images; images: always the images
+    swd_samples: int = 2000  # sliced Wasserstein distance in FID feature space on FID evaluations, between
+    # the first swd_samples FID samples (at most fid_samples) and held-out images (0: off)
+    swd_projections: int = 1000
     probe_images: int = 64  # fixed images for the train/test loss probes
     probe_noise_levels: int = 8
     use_ema: bool = True  # evaluate the EMA weights (when EMA is on)
@@ -217,6 +238,8 @@ class EvalConfig:
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
         _positive("eval.sample_batch", self.sample_batch)
+        if self.mem_sample_steps is not None:
+            _positive("eval.mem_sample_steps", self.mem_sample_steps)
         if not 0.0 < self.mem_ratio < 1.0:
             raise ConfigError(f"must be in (0, 1) (got {self.mem_ratio})", key="eval.mem_ratio")
         _choice("eval.memorization_space", self.memorization_space, MEMORIZATION_SPACES)
@@ -224,6 +247,8 @@ class EvalConfig:
             raise ConfigError(f"must be in (-1, 1) (got {self.mem_cosine})", key="eval.mem_cosine")
         if self.memorization_space != "pixel" and not self.embedding:
             raise ConfigError("feature-space memorization needs an embedding path or URL", key="eval.embedding")
+        if self.memorization_space != "pixel" and "://" not in self.embedding and not Path(self.embedding).expanduser().is_file():
+            raise ConfigError(f"no such TorchScript file: {self.embedding} (a path or an http(s) URL)", key="eval.embedding")
         _positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.fid_every})", key="eval.fid_every")
@@ -231,6 +256,10 @@ class EvalConfig:
             raise ConfigError(f"must be ≥ 2 (got {self.fid_samples})", key="eval.fid_samples")
         _choice("eval.fid_features", self.fid_features, FEATURES)
         _choice("eval.fid_split", self.fid_split, ("test", "train"))
+        _choice("eval.fid_reference", self.fid_reference, FID_REFERENCES)
+        if self.swd_samples < 0 or self.swd_samples == 1:
+            raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
+        _positive("eval.swd_projections", self.swd_projections)
         _positive("eval.probe_images", self.probe_images)
         _positive("eval.probe_noise_levels", self.probe_noise_levels)
         if self.save_samples < 0:
@@ -320,6 +349,26 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class BudgetPlannerConfig:
+    """Step budgets from the scaling law of the onsets seen so far (raydiff/tune/planner.py):
+    trials run small-N first; once `min_onsets` onsets fit τ_mem with R² ≥ `min_r2`, a trial that
+    starts gets safety × its predicted τ_mem (never more than its configured budget)."""
+
+    enabled: bool = False
+    safety: float = 3.0
+    min_onsets: int = 3
+    min_r2: float = 0.9
+
+    def validate(self) -> None:
+        if self.safety < 1.0:
+            raise ConfigError(f"must be ≥ 1 (got {self.safety})", key="sweep.budget_planner.safety")
+        if self.min_onsets < 3:
+            raise ConfigError(f"must be ≥ 3 (got {self.min_onsets})", key="sweep.budget_planner.min_onsets")
+        if not 0.0 < self.min_r2 <= 1.0:
+            raise ConfigError(f"must be in (0, 1] (got {self.min_r2})", key="sweep.budget_planner.min_r2")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     name: str = "default"
     mode: str = "grid"  # grid: full product of the axes; one_factor: vary one axis at a time
@@ -327,6 +376,7 @@ class SweepConfig:
     max_concurrent: int | None = None  # None: as many as the resources allow
     max_failures: int = 1  # restarts per trial from its last checkpoint
     storage: str | None = None  # local path or s3://…; None: ./results
+    budget_planner: BudgetPlannerConfig = field(default_factory=BudgetPlannerConfig)
 
     def validate(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
@@ -337,6 +387,7 @@ class SweepConfig:
             _positive("sweep.max_concurrent", self.max_concurrent)
         if self.max_failures < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.max_failures})", key="sweep.max_failures")
+        self.budget_planner.validate()
 
 
 @dataclass(frozen=True)
@@ -347,6 +398,7 @@ class SearchSpace:
     base: ExperimentConfig
     grid: dict[str, tuple[Any, ...]]  # dotted key → values; one_factor: the first value is the default point
     source: str = "<dict>"
+    search: "SearchConfig | None" = None  # an Optuna search instead of the grid (config_search.py)
 
     def points(self) -> list[dict[str, Any]]:
         """The trials as override dicts (dotted key → value), in a stable order."""
@@ -365,9 +417,23 @@ class SearchSpace:
     def experiments(self) -> list[ExperimentConfig]:
         return [apply_overrides(self.base, p) for p in self.points()]
 
+    def with_mode(self, mode: str) -> "SearchSpace":
+        """The same space swept in another mode (`raydiff sweep --mode`), its trials re-validated."""
+        _choice("sweep.mode", mode, SWEEP_MODES)
+        space = dataclasses.replace(self, sweep=dataclasses.replace(self.sweep, mode=mode))
+        _check_points(space)
+        return space
+
+    def extremes(self) -> list[ExperimentConfig]:
+        """The experiments at the corners of the space: every grid point, or, for an Optuna
+        search, every combination of each axis's ends (its bounds, or all of its choices)."""
+        if self.search is None:
+            return self.experiments()
+        return [apply_overrides(self.base, p) for p in self.search.corners()]
+
     def minima(self) -> dict[str, float]:
         """N_min, B_min, η_min over the sweep, for the normalized time of DESIGN.md."""
-        exps = self.experiments()
+        exps = self.extremes()
         return {
             "n_train": min(e.data.n_train for e in exps),
             "batch_size": min(e.train.batch_size for e in exps),
@@ -383,7 +449,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "stop": StopConfig,
 }
-TOP_LEVEL = ("sweep", "grid", *SECTIONS)
+TOP_LEVEL = ("sweep", "grid", "search", *SECTIONS)
 
 
 # ---------------------------------------------------------------- building from plain data
@@ -586,7 +652,12 @@ def search_space_from_dict(raw: Any, source: str = "<dict>") -> SearchSpace:
             raise ConfigError(f"must be a mapping of axis → list of values (got {grid_raw!r})", key="grid")
         grid = {str(k): _check_axis(k, v) for k, v in grid_raw.items()}
         base = experiment_from_dict({k: raw[k] for k in SECTIONS if k in raw}).validate()
-        space = SearchSpace(sweep=sweep, base=base, grid=grid, source=source)
+        search = None
+        if raw.get("search") is not None:
+            from raydiff.config_search import parse_search  # local: it builds on this module
+
+            search = parse_search(raw["search"], sweep, grid, base)
+        space = SearchSpace(sweep=sweep, base=base, grid=grid, source=source, search=search)
         _check_points(space)
         return space
     except ConfigError as e:
@@ -595,7 +666,7 @@ def search_space_from_dict(raw: Any, source: str = "<dict>") -> SearchSpace:
 
 def _check_points(space: SearchSpace) -> None:
     """Every trial validated before anything runs; an error names the axis values that broke it."""
-    for point in space.points():
+    for point in space.search.corners() if space.search else space.points():
         try:
             apply_overrides(space.base, point)
         except ConfigError as e:

@@ -78,6 +78,7 @@ def check_size(cfg: DataConfig) -> None:
                 f" (got {cfg.n_train} + {cfg.n_test})",
                 key="data.n_train",
             )
+        check_readable(files[: cfg.n_train] + files[-cfg.n_test :])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -151,6 +152,27 @@ def folder_images(root: str | None) -> list[Path]:
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}", key="data.root")
     return files
+
+
+_READABLE: set[tuple[str, float]] = set()  # (path, mtime) already checked in this process
+
+
+def check_readable(files: list[Path]) -> None:
+    """Raise on the first file PIL cannot identify or whose structure is broken (truncated PNG,
+    not an image), so a bad file fails the config, not a trial hours later. Reads headers and
+    chunk checksums, not pixels; each file is checked once per process (grids revalidate often)."""
+    from PIL import Image
+
+    for p in files:
+        key = (str(p), p.stat().st_mtime)
+        if key in _READABLE:
+            continue
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
+            raise ConfigError(f"unreadable image {p}: {type(e).__name__}: {e}", key="data.root") from None
+        _READABLE.add(key)
 
 
 def _folder(cfg: DataConfig) -> ImageData:

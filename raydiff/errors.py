@@ -28,3 +28,8 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """An invalid search space or experiment config."""
+
+
+class SweepInterrupted(Exception):
+    """A sweep stopped by a signal (Ctrl+C, SIGTERM) with trials unfinished; the message says how
+    to resume it. The CLI prints it as one line and exits 130."""

@@ -22,6 +22,7 @@ from raydiff.data import ImageData, to_model_range, to_uint8
 from raydiff.diffusion import Process
 from raydiff.metrics import fid as fidlib
 from raydiff.metrics.memorization import fraction_with_interval, memorized_cosine, memorized_pixel
+from raydiff.metrics.swd import sliced_wasserstein
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Evaluator:
 
         # the same initial noise and labels at every evaluation
         n_gen = max(ev.num_samples, ev.fid_samples if ev.fid_every else 0)
+        self.mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
         g = torch.Generator().manual_seed(ev.sample_seed)
         self.noise = torch.randn(n_gen, c, h, w, generator=g)
         if conditional:  # labels drawn from the training set's label distribution
@@ -83,21 +85,50 @@ class Evaluator:
             self.labels = None
 
         self.extractor = None
-        self.fid_ref = None
+        self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
+        self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
+        self.fid_reference = ""
         if ev.fid_every:
             self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
-            ref = data.x_test if ev.fid_split == "test" else data.x_train
-            self.fid_ref = fidlib.Stats.of(fidlib.batched_features(self.extractor, ref))
+            self._references(data)
         self.embedding = None
         if ev.memorization_space != "pixel":
             from raydiff.metrics.embedding import load_embedding
 
             self.embedding = load_embedding(ev.embedding, device)
-            self.train_emb = self.embedding(data.x_train)
+            self.train_emb = self.embedding(data.x_train)  # [N, D]
         self.count = 0
 
+    def _references(self, data: ImageData) -> None:
+        """FID reference statistics of the train and test splits, and the SWD reference features.
+
+        CIFAR-10 with clean-fid's Inception compares with clean-fid's statistics of the whole
+        splits (50,000 / 10,000 images), as papers report FID; other data with its own images
+        (the first N training images, the n_test held-out ones). SWD needs points, not moments:
+        always the first swd_samples held-out images.
+        """
+        ev, size = self.cfg.eval, data.shape[1]
+        sources = {}
+        test_feats = None
+        if ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, self.cfg.data.dataset, size):
+            for split in ("test", "train"):
+                self.fid_refs[split] = fidlib.cleanfid_reference(self.cfg.data.dataset, size, split, self.extractor.mode)
+                sources[split] = "cleanfid:" + fidlib.cleanfid_stats_name(self.cfg.data.dataset, size, self.extractor.mode, split)
+        else:
+            test_feats = fidlib.batched_features(self.extractor, data.x_test)  # [M, D]
+            self.fid_refs["test"] = fidlib.Stats.of(test_feats)
+            sources["test"] = f"images:test[{len(data.x_test)}]"
+            if len(data.x_train) >= 2:  # a covariance needs two images
+                self.fid_refs["train"] = fidlib.Stats.of(fidlib.batched_features(self.extractor, data.x_train))
+                sources["train"] = f"images:train[{len(data.x_train)}]"
+        if ev.swd_samples:
+            k = min(ev.swd_samples, len(data.x_test))
+            self.swd_ref = test_feats[:k] if test_feats is not None else fidlib.batched_features(self.extractor, data.x_test[:k])
+            sources["swd"] = f"images:test[{k}]"
+        self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
+
     @torch.no_grad()
-    def sample(self, net: nn.Module, n: int) -> torch.Tensor:
+    def sample(self, net: nn.Module, n: int, steps: int | None = None) -> torch.Tensor:
         """n generated images, uint8 [n, C, H, W], from the fixed initial noise."""
         ev, cfg = self.cfg.eval, self.cfg.diffusion
         out = []
@@ -107,7 +138,7 @@ class Evaluator:
             lab = None if self.labels is None else self.labels[sl].to(self.device)
             with self._autocast():
                 x = self.process.sample(
-                    net, self.noise[sl].to(self.device), lab, steps=cfg.sample_steps,
+                    net, self.noise[sl].to(self.device), lab, steps=steps or cfg.sample_steps,
                     sampler=cfg.resolved_sampler, guidance=cfg.guidance, generator=gen,
                 )  # fmt: skip
             out.append(to_uint8(x.float()).cpu())
@@ -128,9 +159,12 @@ class Evaluator:
             out["train_loss"] = self.train_probe.loss(self.process, net)
             out["test_loss"] = self.test_probe.loss(self.process, net)
         do_fid = bool(ev.fid_every) and self.count % ev.fid_every == 0
-        n = max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples
-        samples = self.sample(net, n)  # uint8 [n, C, H, W]
-        mem_set = samples[: ev.num_samples]
+        if self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
+            samples = self.sample(net, max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples)
+            mem_set, fid_set = samples[: ev.num_samples], samples[: ev.fid_samples]  # uint8 [n, C, H, W]
+        else:  # fewer steps for the memorization test, the full count for FID
+            mem_set = self.sample(net, ev.num_samples, self.mem_steps)
+            fid_set = self.sample(net, ev.fid_samples) if do_fid else None
 
         if ev.memorization_space in ("pixel", "both"):
             flags, nb = memorized_pixel(to_model_range(mem_set).to(self.device), self.train_flat, ev.mem_ratio)
@@ -146,14 +180,22 @@ class Evaluator:
             frac = fraction_with_interval(flags, ev.bootstrap, seed=step)
             prefix = "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"
             out.update({prefix: frac.value, f"{prefix}_lo": frac.lo, f"{prefix}_hi": frac.hi})
+            out["mem_embedding"] = self.embedding.name
 
-        out["fid"] = None
+        out.update(fid=None, fid_train=None, sliced_wasserstein=None)
         if do_fid:
-            feats = fidlib.batched_features(self.extractor, samples[: ev.fid_samples])
-            out["fid"] = fidlib.frechet(fidlib.Stats.of(feats), self.fid_ref)
+            feats = fidlib.batched_features(self.extractor, fid_set)  # [fid_samples, D]
+            gen = fidlib.Stats.of(feats)
+            out["fid"] = fidlib.frechet(gen, self.fid_refs[ev.fid_split]) if ev.fid_split in self.fid_refs else None
+            out["fid_train"] = fidlib.frechet(gen, self.fid_refs["train"]) if "train" in self.fid_refs else None
+            if self.swd_ref is not None:
+                k = min(ev.swd_samples, len(feats))
+                out["sliced_wasserstein"] = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
+                out["swd_samples"] = k
             out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
             out["fid_split"] = ev.fid_split
             out["fid_samples"] = int(ev.fid_samples)
+            out["fid_reference"] = self.fid_reference
         out["eval_s"] = time.perf_counter() - t0
         self.count += 1
         net.train(was_training)

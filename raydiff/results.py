@@ -57,6 +57,8 @@ TRIALS_SCHEMA = pa.schema(
         ("wall_s", pa.float64()),
         ("error", pa.string()),
         ("config", pa.string()),  # the trial's resolved ExperimentConfig, JSON
+        ("tau_mem_predicted", pa.float64()),  # the budget planner's τ̂ when the trial started (null: no fit)
+        ("budget_planned", pa.bool_()),  # the step budget came from the planner, not the config
     ]
 )
 
@@ -83,9 +85,22 @@ METRICS_SCHEMA = pa.schema(
         ("mem_frac_features_hi", pa.float64()),
         ("sliced_wasserstein", pa.float64()),
         ("fid_train", pa.float64()),
+        ("fid_reference", pa.string()),  # where the reference statistics came from, per split
+        ("swd_samples", pa.int64()),
+        ("mem_embedding", pa.string()),  # the embedding of the feature-space memorization test
         ("samples", pa.binary()),  # .npy bytes of uint8 [k, C, H, W]: a few generated samples
         ("samples_nn_index", pa.list_(pa.int64())),  # their nearest training images
         ("samples_nn_ratio", pa.list_(pa.float64())),  # ‖x − a₁‖ / ‖x − a₂‖
+        # the trial's axes and its onset so far, so `raydiff status` can show a running trial
+        ("n_train", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("lr", pa.float64()),
+        ("budget_steps", pa.int64()),
+        ("tau_mem_step", pa.int64()),
+        # which process reported the row and the checkpoint step it resumed from (0: fresh), so a
+        # trial restarted after a crash is visible in its own rows
+        ("pid", pa.int64()),
+        ("resumed_from_step", pa.int64()),
     ]
 )
 

@@ -12,6 +12,7 @@ Length, EMA and cadence are counted in optimizer steps and reported in images se
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from raydiff.config import ExperimentConfig
 from raydiff.data import ImageData, load, to_model_range
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
+from raydiff.metrics.objectives import objective_values
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 from raydiff.models.unet import build_unet, count_params
 
@@ -32,6 +34,7 @@ Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
 
 # a non-finite loss is looked for every this many steps (a device sync each time on GPU)
 NONFINITE_CHECK_EVERY = 50
+FAULT_ENV = "RAYDIFF_FAULT_AT_STEP"  # test hook, see injected_fault_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,10 +74,16 @@ class TrainState:
             self.ema.requires_grad_(False)
         t = cfg.train
         fused = device.type == "cuda"
-        self.opt = torch.optim.Adam(
-            self.net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps,
-            weight_decay=t.weight_decay, fused=fused, foreach=None if fused else True,
-        )  # fmt: skip
+        if t.optimizer == "sgd":
+            self.opt = torch.optim.SGD(
+                self.net.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                fused=fused, foreach=None if fused else True,
+            )  # fmt: skip
+        else:
+            self.opt = torch.optim.Adam(
+                self.net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps,
+                weight_decay=t.weight_decay, fused=fused, foreach=None if fused else True,
+            )  # fmt: skip
         self.batch_gen = torch.Generator().manual_seed(t.seed + 10_007)
         self.step = 0
         self.wall_s = 0.0
@@ -136,10 +145,16 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     data = load(cfg.data)
     process = build_process(cfg.diffusion)
     ts = TrainState(cfg, data, device)
+    # The evaluator's fixed noise has its own generators, but building it may draw from the global
+    # RNG (a feature net's init): fork it, so that a run restored from a checkpoint continues the
+    # very random stream an uninterrupted run would have used (same seed → same τ_mem).
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        evaluator = Evaluator(cfg, data, process, device)
     if state is not None:
         ts.load_state_dict(state)
-    evaluator = Evaluator(cfg, data, process, device)
+    resumed_from_step = ts.step  # 0 unless restored from a checkpoint
     evaluator.count = len(ts.history)  # keeps the FID cadence aligned across a restore
+    fault_step = injected_fault_step(cfg)
 
     x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
     y_train = data.y_train.to(device) if data.num_classes else None
@@ -158,6 +173,8 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         "lr": cfg.train.lr,
         "budget_steps": budget,
         "budget_reason": cfg.budget_reason,
+        "pid": os.getpid(),  # which process ran it: a restarted trial shows a new pid ...
+        "resumed_from_step": resumed_from_step,  # ... and the checkpoint step it resumed from
     }
 
     loss_sum = torch.zeros((), device=device)
@@ -184,6 +201,8 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
             if ema_params:
                 torch._foreach_lerp_(ema_params, net_params, 1.0 - ema_beta)
             ts.step += 1
+            if ts.step == fault_step:
+                raise RuntimeError(f"injected fault at step {ts.step} ({FAULT_ENV}, a test hook)")
             loss_sum += loss.detach()
             loss_count += 1
             if ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval:
@@ -193,6 +212,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                         **static, "step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s,
                         "loss": float("nan"), "diverged": True, "diverged_step": ts.step,
                         "tau_mem_step": None, "node_id": _node_id(),
+                        **objective_values(ts.history, None, ts.step, b, diverged=True),
                     }  # fmt: skip
                     report(last, None)
                     return last
@@ -212,6 +232,8 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
             **onset,
             "tau_mem_images": None if onset["tau_mem_step"] is None else onset["tau_mem_step"] * b,
             "tau_mem_seconds": _wall_at(ts.history, onset["tau_mem_step"]),
+            # search objectives, in every report (an Optuna search reads them; see metrics/objectives.py)
+            **objective_values(ts.history, onset["tau_mem_step"], ts.step, b),
             # the stopper decides from these, so it needs no state of its own
             "history_steps": [h["step"] for h in ts.history],
             "history_mem_frac": [h.get("mem_frac") for h in ts.history],
@@ -222,6 +244,22 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         if report(last, ts.state_dict):
             break
     return last
+
+
+def injected_fault_step(cfg: ExperimentConfig) -> int | None:
+    """Test hook: RAYDIFF_FAULT_AT_STEP="S" makes every trial raise at step S, "S:section.key=V"
+    only the trials whose config has that value (e.g. "100:data.n_train=16"), so tests can prove
+    that a failing trial is recorded as an error while the rest of the sweep goes on."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    step, _, cond = spec.partition(":")
+    if cond:
+        key, _, value = cond.partition("=")
+        section, _, name = key.partition(".")
+        if str(cfg.to_dict().get(section, {}).get(name)) != value:
+            return None
+    return int(step)
 
 
 def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:

@@ -1,7 +1,16 @@
-"""Figures for `raydiff analyze` (matplotlib, Agg backend, PNG)."""
+"""Figures for `raydiff analyze` and the paper scripts (matplotlib, Agg backend, PNG).
+
+    tau_vs_<axis>.png     τ_mem against one axis, log-log, the joint fit's line and bootstrap band,
+                          points coloured by the other axes, censored trials as lower bounds
+    curves_step.png       mem_frac, FID and train/test loss against optimizer step, one curve per trial
+    curves_normalized.png the same against normalized time T = step·(N_min/N)·(B/B_min)·(η/η_min)
+    copies_<trial>.png    generated samples beside their nearest training image, before/at/after onset
+    axis_<axis>.png       (paper scripts) the one-factor slice along an axis, raw and normalized time
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -9,71 +18,435 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from raydiff.analysis.fits import PowerLawFit  # noqa: E402
-from raydiff.analysis.load import Sweep  # noqa: E402
+from raydiff.analysis.fits import SYMBOLS, PowerLawFit  # noqa: E402
+from raydiff.analysis.load import reference_minima  # noqa: E402
+from raydiff.analysis.scaling import Analysis  # noqa: E402
+from raydiff.analysis.trials import TrialStats, normalized_steps, stop_rule  # noqa: E402
+from raydiff.errors import UserError  # noqa: E402
+
+AXIS_LABELS = {
+    "n_train": "training-set size N (images)",
+    "batch_size": "batch size B",
+    "lr": "learning rate η",
+    "params": "parameters P",
+}
+T_LABEL = "normalized time  T = step·(N_min/N)·(B/B_min)·(η/η_min)"
+MAX_LEGEND = 10  # more trials than this: colour by an axis with a colour bar instead of a legend
+
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "legend.fontsize": 8, "figure.dpi": 100})
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def tau_vs_n(sweep: Sweep, fit: PowerLawFit, path: Path) -> Path:
-    """τ_mem against N, log-log, with the fit line and its bootstrap band over α."""
-    onset = [t for t in sweep.trials if t["status"] == "memorized" and t["tau_mem_step"]]
-    n = np.array([t["n_train"] for t in onset], dtype=float)
-    tau = np.array([t["tau_mem_step"] for t in onset], dtype=float)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(n, tau, color="C0", zorder=3, label="trials")
-    grid = np.geomspace(n.min() * 0.8, n.max() * 1.25, 100)
-    a = fit.coef("n_train")
-    # other axes held at their geometric means: the line is the N-marginal of the joint fit
-    base = np.exp(fit.intercept + sum(c.value * np.mean(np.log([t[c.axis] for t in onset])) for c in fit.coefficients if c.axis != "n_train"))
-    pivot = np.exp(np.mean(np.log(n)))
-    line = base * grid**a.value
-    ax.plot(grid, line, color="C1", label=f"fit: α = {a.value:.2f} [{a.lo:.2f}, {a.hi:.2f}]")
-    at_pivot = base * pivot**a.value
-    ax.fill_between(grid, at_pivot * (grid / pivot) ** a.lo, at_pivot * (grid / pivot) ** a.hi, color="C1", alpha=0.2, lw=0)
-    for t in sweep.trials:
-        if t["status"] == "budget":  # censored: onset later than the budget
-            ax.scatter([t["n_train"]], [t["steps_done"]], marker="^", color="grey", label="no onset (budget)")
+def fmt_value(axis: str, v: float) -> str:
+    if axis == "lr":
+        return f"{v:.0e}".replace("e-0", "e-")
+    if axis == "params":
+        return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
+    return f"{v:g}"
+
+
+def trial_label(s: TrialStats, axes: list[str]) -> str:
+    if s.state == "running" and s.n_train is None:
+        return f"{s.trial_id} (running)"
+    parts = [f"{SYMBOLS[a]}={fmt_value(a, s.value(a))}" for a in axes if s.value(a) is not None]
+    return " ".join(parts) or s.trial_id
+
+
+def _plain_log(ax, which: str = "y") -> None:
+    """A log axis with plain numbers (400, not 4×10²); minor labels only when it spans < 1 decade."""
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    lim = ax.get_ylim() if which == "y" else ax.get_xlim()
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(fmt if np.ptp(np.log10(lim)) < 1 else matplotlib.ticker.NullFormatter())
+
+
+def _log_ticks(ax, axis: str, values) -> None:
+    """Ticks at the sweep's own values: a grid of 4 sizes reads better than 10^2 and 10^3."""
+    vals = sorted(set(values))
+    if 1 < len(vals) <= 8:
+        ax.set_xticks(vals)
+        ax.set_xticklabels([fmt_value(axis, v) for v in vals])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+# ----------------------------------------------------------------------------- τ vs axis
+
+
+def tau_vs_axis(an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = None, title: str | None = None) -> Path:
+    """τ_mem against one axis (log-log): trials as points coloured by the other axes' values,
+    censored trials as ▲ at the last step they trained (τ_mem lies above), the fit's line per
+    combination of the other axes and its bootstrap band."""
+    fit = fit if fit is not None else an.joint
+    pts = [s for s in an.stats if s.state in ("onset", "censored")]
+    others = [a for a in an.axes if a != axis]
+    combos = sorted({tuple(s.value(o) for o in others) for s in pts})
+    ref = tuple(an.reference.get(o) for o in others)
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    many = len(combos) > MAX_LEGEND
+    if many:  # colour by the first other axis on a colour bar
+        o = others[0]
+        vals = [s.value(o) for s in pts]
+        norm = LogNorm(min(vals), max(vals)) if min(vals) > 0 and max(vals) > min(vals) else Normalize()
+        cmap = plt.get_cmap("viridis")
+        color = {c: cmap(norm(c[0])) for c in combos}
+    else:
+        cmap = plt.get_cmap("tab10")
+        color = {c: cmap(i % 10) for i, c in enumerate(combos)}
+    label = {c: ", ".join(f"{SYMBOLS[o]}={fmt_value(o, v)}" for o, v in zip(others, c)) for c in combos}
+
+    xs = np.array([s.value(axis) for s in pts], dtype=float)
+    if fit is not None and axis in fit.axes and len(xs):
+        grid = np.geomspace(xs.min() / 1.2, xs.max() * 1.2, 80)
+        lines = [ref] if many else combos
+        for c in lines:
+            if None in c:
+                continue
+            vals = {axis: grid, **{o: np.full_like(grid, v) for o, v in zip(others, c)}}
+            ax.plot(grid, np.exp(fit.log_predict(vals)), color=color.get(c, "k"), lw=1.6, zorder=2)
+            if c == ref or len(lines) <= 3:
+                draws = fit.log_predict(vals, draws=True)
+                a = (1 - fit.level) / 2
+                lo, hi = np.nanquantile(draws, [a, 1 - a], axis=0)
+                ax.fill_between(grid, np.exp(lo), np.exp(hi), color=color.get(c, "k"), alpha=0.15, lw=0, zorder=1)
+    for c in combos:
+        on = [s for s in pts if tuple(s.value(o) for o in others) == c and s.state == "onset"]
+        ce = [s for s in pts if tuple(s.value(o) for o in others) == c and s.state == "censored"]
+        kw = {"color": color[c], "s": 36, "zorder": 3, "edgecolors": "k", "linewidths": 0.5}
+        if on:
+            ax.scatter([s.value(axis) for s in on], [s.tau for s in on], label=None if many else label[c] or "trials", **kw)
+        if ce:
+            ax.scatter([s.value(axis) for s in ce], [s.censor_step for s in ce], marker="^", facecolors="none",
+                       s=48, zorder=3, edgecolors=color[c], linewidths=1.2)  # fmt: skip
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training-set size N")
+    _plain_log(ax, "y")
+    _log_ticks(ax, axis, xs)
+    ax.set_xlabel(AXIS_LABELS.get(axis, axis))
     ax.set_ylabel("τ_mem (optimizer steps)")
+    ax.grid(True, which="both", alpha=0.25)
     handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    if any(s.state == "censored" for s in pts):
+        handles.append(Line2D([], [], marker="^", ls="", mfc="none", mec="0.3", label="no onset by this step"))
+    if fit is not None and axis in fit.axes:
+        handles.append(Line2D([], [], color="0.3", lw=1.6, label=f"fit, {int(round(fit.level * 100))}% band"))
+    if handles:
+        ax.legend(handles=handles, loc="best", frameon=True)
+    if many:
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label=AXIS_LABELS.get(others[0], others[0]))
+    if title is None and fit is not None and axis in fit.axes:
+        c = fit.coef(axis)
+        cens = f", {fit.n_censored} censored" if fit.n_censored else ""
+        title = (
+            f"τ_mem ∝ {SYMBOLS[axis]}^{c.symbol},  {c.symbol} = {c.value:.2f} [{c.lo:.2f}, {c.hi:.2f}]\n"
+            f"{'joint ' if len(fit.axes) > 1 else ''}{fit.method} fit on {fit.n_trials} trials{cens}, R² = {fit.r2:.2f}"
+        )
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 
-def mem_frac_vs_step(sweep: Sweep, path: Path) -> Path:
-    """mem_frac (with its bootstrap band) against step, one curve per trial."""
-    info = {t["trial_id"]: t for t in sweep.trials}
-    fig, ax = plt.subplots(figsize=(6, 4))
-    order = sorted(sweep.evals, key=lambda tid: (info.get(tid, {}).get("n_train") or 0, tid))
-    cmap = plt.get_cmap("viridis", max(2, len(order)))
-    for i, tid in enumerate(order):
-        rows = [r for r in sweep.evals[tid] if r.get("mem_frac") is not None]
-        if not rows:
+# ------------------------------------------------------------------------------ curves
+
+
+def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    if not pts:
+        return np.empty(0), np.empty(0)
+    s, v = np.array(pts, dtype=float).T
+    return s, v
+
+
+def _colours(an: Analysis, stats: list[TrialStats], by: str | None = None):
+    """(colour per trial, legend?) : a colour per trial when few, else by one axis with a colour bar."""
+    axis = by or (an.axes[0] if an.axes else "n_train")
+    if len(stats) <= MAX_LEGEND:
+        cmap = plt.get_cmap("viridis")
+        n = max(1, len(stats) - 1)
+        return {s.trial_id: ("0.55" if s.state == "running" and s.n_train is None else cmap(0.9 * i / n))
+                for i, s in enumerate(stats)}, None  # fmt: skip
+    vals = [s.value(axis) for s in stats if s.value(axis)]
+    norm = LogNorm(min(vals), max(vals)) if vals and max(vals) > min(vals) else Normalize(0, 1)
+    cmap = plt.get_cmap("viridis")
+    col = {s.trial_id: (cmap(norm(s.value(axis))) if s.value(axis) else "0.55") for s in stats}
+    return col, (matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), axis)
+
+
+def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | None = None, title: str = "") -> Path | None:
+    """mem_frac (with its bootstrap band), FID and the train/test loss probes against step or
+    normalized time, one colour per trial; ● marks each trial's τ_mem."""
+    minima = reference_minima(an.sweep)
+    stats = [s for s in (stats if stats is not None else an.stats) if an.sweep.evals.get(s.trial_id)]
+    if x == "normalized":
+        stats = [s for s in stats if normalized_steps(np.ones(1), s, minima) is not None]
+    if not stats:
+        return None
+    colour, bar = _colours(an, stats)
+    fig, axs = plt.subplots(3, 1, figsize=(7.2, 9.0), sharex=True)
+    threshold = stop_rule(an.sweep.trials[0] if an.sweep.trials else None, an.sweep).mem_frac_threshold
+    has_fid = False
+    for s in stats:
+        rows = an.sweep.evals[s.trial_id]
+        c = colour[s.trial_id]
+
+        def tx(steps, s=s):
+            return normalized_steps(steps, s, minima) if x == "normalized" else steps
+
+        st, m = _series(rows, "mem_frac")
+        if len(st):
+            axs[0].plot(tx(st), m, color=c, lw=1.5, label=trial_label(s, an.axes) + (" (running)" if s.state == "running" else ""))
+            lo = np.array([r.get("mem_frac_lo") if r.get("mem_frac_lo") is not None else np.nan for r in rows if r.get("mem_frac") is not None])
+            hi = np.array([r.get("mem_frac_hi") if r.get("mem_frac_hi") is not None else np.nan for r in rows if r.get("mem_frac") is not None])
+            if len(lo) == len(st):
+                axs[0].fill_between(tx(st), lo, hi, color=c, alpha=0.15, lw=0)
+        if s.tau is not None and s.state in ("onset", "running"):
+            at = np.interp(s.tau, st, m) if len(st) else threshold
+            axs[0].plot(tx(np.array([s.tau])), [at], "o", color=c, mec="k", mew=0.7, ms=6, zorder=4)
+        sf, f = _series(rows, "fid")
+        if len(sf):
+            has_fid = True
+            axs[1].plot(tx(sf), f, "-o", color=c, lw=1.2, ms=3)
+        for key, ls in (("train_loss", "-"), ("test_loss", "--")):
+            sl, v = _series(rows, key)
+            if len(sl):
+                axs[2].plot(tx(sl), v, ls, color=c, lw=1.2)
+    axs[0].axhline(threshold, color="0.4", ls=":", lw=1)
+    axs[0].text(0.01, threshold, f" onset threshold {threshold:g}", transform=axs[0].get_yaxis_transform(),
+                va="bottom", fontsize=8, color="0.3")  # fmt: skip
+    axs[0].set_ylabel("memorized fraction")
+    axs[0].set_ylim(-0.02, 1.02)
+    axs[1].set_ylabel("FID")
+    if has_fid:
+        _plain_log(axs[1])
+    else:
+        axs[1].text(0.5, 0.5, "no FID recorded", transform=axs[1].transAxes, ha="center", color="0.4")
+    axs[2].set_ylabel("denoising loss (probe)")
+    _plain_log(axs[2])
+    axs[2].legend(handles=[Line2D([], [], color="0.3", ls="-", label="train images"),
+                           Line2D([], [], color="0.3", ls="--", label="held-out images")], loc="best")  # fmt: skip
+    _plain_log(axs[2], "x")
+    axs[2].set_xlabel(T_LABEL if x == "normalized" else "optimizer step")
+    for a in axs:
+        a.grid(True, which="both", alpha=0.25)
+    if bar is None:
+        axs[0].legend(loc="upper left", ncol=1 if len(stats) <= 5 else 2)
+    else:
+        fig.colorbar(bar[0], ax=axs, label=AXIS_LABELS.get(bar[1], bar[1]), shrink=0.6)
+    if title:
+        axs[0].set_title(title)
+    return _save(fig, path)
+
+
+def axis_slice(an: Analysis, axis: str) -> list[TrialStats]:
+    """The trials at the reference value of every axis but `axis` (a one-factor slice)."""
+    others = [o for o in an.axes if o != axis]
+    return [
+        s for s in an.stats
+        if s.state != "excluded" and all(s.value(o) is not None and np.isclose(s.value(o), an.reference[o]) for o in others)
+    ]  # fmt: skip
+
+
+def axis_curves(an: Analysis, axis: str, path: Path) -> Path | None:
+    """Marion & Wu's view of one axis: mem_frac and the test−train loss gap of the one-factor
+    slice, against optimizer step (left) and normalized time (right)."""
+    minima = reference_minima(an.sweep)
+    stats = [s for s in axis_slice(an, axis) if an.sweep.evals.get(s.trial_id) and s.value(axis)]
+    if not stats:
+        return None
+    vals = sorted({s.value(axis) for s in stats})
+    cmap = plt.get_cmap("viridis")
+    col = {v: cmap(0.9 * i / max(1, len(vals) - 1)) for i, v in enumerate(vals)}
+    fig, axs = plt.subplots(2, 2, figsize=(10, 6.4), sharey="row")
+    for s in stats:
+        rows = an.sweep.evals[s.trial_id]
+        c = col[s.value(axis)]
+        st, m = _series(rows, "mem_frac")
+        tr = {r["step"]: r.get("train_loss") for r in rows}
+        gap = [(r["step"], (r["test_loss"] - tr[r["step"]]) / tr[r["step"]]) for r in rows
+               if r.get("test_loss") is not None and tr.get(r["step"])]  # fmt: skip
+        sg, g = np.array(gap, dtype=float).T if gap else (np.empty(0), np.empty(0))
+        lab = f"{SYMBOLS[axis]}={fmt_value(axis, s.value(axis))}"
+        for j, tx in enumerate((lambda v: v, lambda v, s=s: normalized_steps(v, s, minima))):
+            if len(st):
+                axs[0, j].plot(tx(st), m, color=c, lw=1.5, label=lab if j == 0 else None)
+            if len(sg):
+                axs[1, j].plot(tx(sg), g, color=c, lw=1.3)
+            if s.tau is not None and s.state == "onset":
+                axs[0, j].plot(tx(np.array([s.tau])), [np.interp(s.tau, st, m)], "o", color=c, mec="k", ms=5, zorder=4)
+    axs[0, 0].set_ylabel("memorized fraction")
+    axs[1, 0].set_ylabel("(test − train) / train loss")
+    for j, xl in enumerate(("optimizer step", "normalized time T")):
+        axs[1, j].set_xlabel(xl)
+        for i in range(2):
+            axs[i, j].set_xscale("log")
+            axs[i, j].grid(True, which="both", alpha=0.25)
+        axs[1, j].axhline(0, color="0.5", lw=0.8)
+    axs[0, 0].legend(loc="upper left")
+    where = ", ".join(f"{SYMBOLS[o]}={fmt_value(o, an.reference[o])}" for o in an.axes if o != axis)
+    fig.suptitle(f"varying {AXIS_LABELS.get(axis, axis)}" + (f" ({where})" if where else "") + ": raw vs normalized time")
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------ copies
+
+
+def training_images(trial: dict) -> np.ndarray:
+    """The trial's training images, uint8 [N, C, H, W], reloaded from its recorded config."""
+    from raydiff.config import experiment_from_dict
+    from raydiff.data import load
+
+    if not trial.get("config"):
+        raise UserError(f"{trial['trial_id']} has no recorded config to reload its training images from")
+    cfg = experiment_from_dict(json.loads(trial["config"]))
+    return load(cfg.data).x_train.numpy()
+
+
+def _show(ax, img: np.ndarray) -> None:
+    """uint8 [C, H, W] → an image axis without ticks."""
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(np.transpose(img, (1, 2, 0)), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def copy_rows(rows: list[dict], tau: float | None) -> list[tuple[str, dict]]:
+    """The evaluations to show: the last before the onset, the onset, and the last one after."""
+    have = [r for r in rows if r.get("samples") and r.get("samples_nn_index")]
+    if not have:
+        return []
+    if tau is None:
+        return [("last evaluation", have[-1])]
+    before = [r for r in have if r["step"] < tau]
+    at = [r for r in have if r["step"] >= tau]
+    out = []
+    if before:
+        out.append(("before onset", before[-1]))
+    if at:
+        out.append(("at onset", at[0]))
+        if at[-1] is not at[0]:
+            out.append(("after onset", at[-1]))
+    return out
+
+
+def copies(an: Analysis, s: TrialStats, train_x: np.ndarray, path: Path, k: int = 8) -> Path | None:
+    """Generated samples (top of each pair) beside their nearest training image (below), with
+    the distance ratio ‖x−a₁‖/‖x−a₂‖; red marks a copy (ratio under the memorization cut)."""
+    from raydiff.evaluation import decode_array
+
+    trial = an.sweep.trial(s.trial_id) or {}
+    cut = 1.0 / 3.0
+    if trial.get("config"):
+        cut = json.loads(trial["config"]).get("eval", {}).get("mem_ratio", cut)
+    shown = copy_rows(an.sweep.evals.get(s.trial_id, []), s.tau)
+    if not shown:
+        return None
+    k = min(k, min(len(r["samples_nn_index"]) for _, r in shown))
+    fig, axs = plt.subplots(2 * len(shown), k, figsize=(1.15 * k + 1.6, 2.45 * len(shown) + 0.7), squeeze=False)
+    for i, (what, r) in enumerate(shown):
+        x = decode_array(r["samples"])  # uint8 [k, C, H, W]
+        idx, ratio = r["samples_nn_index"], r.get("samples_nn_ratio") or [np.nan] * len(r["samples_nn_index"])
+        for j in range(k):
+            top, bot = axs[2 * i, j], axs[2 * i + 1, j]
+            _show(top, x[j])
+            _show(bot, train_x[idx[j]])
+            copy = ratio[j] is not None and np.isfinite(ratio[j]) and ratio[j] < cut
+            bot.set_xlabel(f"{ratio[j]:.2f}", color="crimson" if copy else "0.2", fontsize=9,
+                           fontweight="bold" if copy else "normal")  # fmt: skip
+            for ax in (top, bot):
+                for sp in ax.spines.values():
+                    sp.set_edgecolor("crimson" if copy else "0.7")
+                    sp.set_linewidth(2.0 if copy else 0.6)
+        mf = r.get("mem_frac")
+        axs[2 * i, 0].set_ylabel(f"{what}\nstep {r['step']}" + (f"\nmem_frac {mf:.2f}" if mf is not None else ""), fontsize=9)
+        axs[2 * i + 1, 0].set_ylabel("nearest\ntraining image", fontsize=9)
+    label = trial_label(s, an.axes) or s.trial_id
+    fig.suptitle(
+        f"{s.trial_id} ({label}): samples above their nearest training image;\n"
+        f"number = ‖x − a₁‖ / ‖x − a₂‖, red = copy (< {cut:.2g})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pick_copy_trials(an: Analysis) -> list[TrialStats]:
+    """Default trials for the copies figure: the smallest- and largest-N trials with an onset and
+    stored samples, on the reference slice when there is one."""
+    def has_samples(s):
+        return any(r.get("samples") for r in an.sweep.evals.get(s.trial_id, []))
+
+    cand = [s for s in an.stats if s.state == "onset" and has_samples(s)]
+    on_slice = [s for s in axis_slice(an, "n_train") if s in cand] if "n_train" in an.axes else []
+    cand = on_slice or cand
+    if not cand:
+        return []
+    cand = sorted(cand, key=lambda s: (s.n_train or 0, s.trial_id))
+    return [cand[0]] if len(cand) == 1 else [cand[0], cand[-1]]
+
+
+# ------------------------------------------------------------------------------- all
+
+
+def standard_figures(an: Analysis, out: Path, copies: list[str] | None = None) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Every figure `raydiff analyze` writes: (caption, path) pairs, and notes on what was skipped."""
+    figs: list[tuple[str, Path]] = []
+    notes: list[str] = []
+    axes = sorted(an.axes, key=lambda a: a != "n_train")  # τ vs N first
+    for a in axes:
+        p = tau_vs_axis(an, a, out / f"tau_vs_{a}.png")
+        figs.append((f"τ_mem against {AXIS_LABELS[a]} (log-log) with the joint fit and its bootstrap band", p))
+    if not axes and an.by_state("onset"):
+        notes.append("no τ_mem figure: the trials vary no axis")
+    for x, name, cap in (
+        ("step", "curves_step.png", "memorized fraction, FID and train/test loss against optimizer step"),
+        ("normalized", "curves_normalized.png", "the same against normalized time (tau_mem_normalized units)"),
+    ):
+        p = curves(an, out / name, x=x)
+        if p is not None:
+            figs.append((cap, p))
+    notes += copy_figures(an, out, copies, figs)
+    return figs, notes
+
+
+def copy_figures(an: Analysis, out: Path, ids: list[str] | None, figs: list) -> list[str]:
+    notes = []
+    if ids:
+        known = {s.trial_id: s for s in an.stats}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise UserError(f"--copies: no trial {', '.join(missing)} in this sweep (trials: {', '.join(known)})")
+        chosen = [known[i] for i in ids]
+    else:
+        chosen = pick_copy_trials(an)
+        if not chosen and an.sweep.evals:
+            notes.append("no copies figure: no trial with an onset has stored samples (eval.save_samples)")
+    cache: dict[str, np.ndarray] = {}
+    for s in chosen:
+        trial = an.sweep.trial(s.trial_id)
+        if trial is None:
+            notes.append(f"no copies figure for {s.trial_id}: still running, its config is not recorded yet")
             continue
-        s = np.array([r["step"] for r in rows])
-        m = np.array([r["mem_frac"] for r in rows])
-        t = info.get(tid, {})
-        label = f"N={t['n_train']}" if t else f"{tid} (running)"
-        ax.plot(s, m, color=cmap(i), label=label)
-        lo = np.array([r["mem_frac_lo"] if r["mem_frac_lo"] is not None else np.nan for r in rows])
-        hi = np.array([r["mem_frac_hi"] if r["mem_frac_hi"] is not None else np.nan for r in rows])
-        ax.fill_between(s, lo, hi, color=cmap(i), alpha=0.15, lw=0)
-        if t.get("tau_mem_step"):
-            ax.axvline(t["tau_mem_step"], color=cmap(i), ls=":", lw=1)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("memorized fraction (ratio < 1/3)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+        key = json.dumps(json.loads(trial["config"]).get("data"), sort_keys=True) if trial.get("config") else s.trial_id
+        try:
+            if key not in cache:
+                cache[key] = training_images(trial)
+        except (UserError, OSError) as e:
+            notes.append(f"no copies figure for {s.trial_id}: cannot reload its training images ({e})")
+            continue
+        p = copies(an, s, cache[key], out / f"copies_{s.trial_id}.png")
+        if p is None:
+            notes.append(f"no copies figure for {s.trial_id}: no stored samples")
+        else:
+            figs.append((f"copies you can see: {s.trial_id} ({trial_label(s, an.axes)}) before, at and after onset", p))
+    return notes

@@ -1,98 +1,237 @@
-"""Power-law fits of τ_mem, in log space, with bootstrap intervals.
+"""Power-law fits of τ_mem in log space, with bootstrap intervals.
 
-    log τ = c + α·log N + β·log B + γ·log η + δ·log P
+    log τ = c + α·log N + β·log B + γ·log η + δ·log P  (+ ε,  ε ~ Normal(0, σ²))
 
-by least squares over the axes the sweep actually varied (an axis with one value carries no
-information and is left out). Intervals are percentile bootstraps that resample trials.
+over the axes the sweep actually varied (an axis with one value carries no information and is
+left out). Two estimators:
+
+    ols    least squares over the trials with an onset (censored trials left out, and named)
+    tobit  maximum likelihood with right-censoring: a trial without an onset contributes
+           P(log τ > log steps_done) = 1 − Φ((log steps_done − μ)/σ) instead of a density
+
+Dropping censored trials selects on the outcome (the slowest trials go missing), which biases
+the exponents towards zero; tobit keeps them as the lower bounds they are. Intervals are
+percentile bootstraps that resample trials (a resample that loses an axis's spread is skipped).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import special
 
 AXES = {"n_train": "alpha", "batch_size": "beta", "lr": "gamma", "params": "delta"}
 SYMBOLS = {"n_train": "N", "batch_size": "B", "lr": "η", "params": "P"}
+GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "c": "c"}
+METHODS = ("ols", "tobit")
 
 
 @dataclass(frozen=True)
 class Coefficient:
-    axis: str  # n_train | batch_size | lr | params
-    name: str  # alpha | beta | gamma | delta
+    axis: str  # const | n_train | batch_size | lr | params
+    name: str  # c | alpha | beta | gamma | delta
     value: float
     lo: float
     hi: float
 
+    @property
+    def symbol(self) -> str:
+        return GREEK.get(self.name, self.name)
+
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    target: str
+    target: str  # what τ means (the onset definition)
+    method: str  # ols | tobit
     axes: list[str]
-    intercept: float
+    intercept: Coefficient
     coefficients: list[Coefficient]
-    r2: float
-    n_trials: int
-    n_boot: int
+    r2: float  # over the trials with an onset (for tobit: of the latent mean on those trials)
+    sigma: float  # residual standard deviation in log space
+    n_trials: int  # trials in the fit
+    n_censored: int  # of which censored (tobit only; ols fits none)
+    n_boot: int  # bootstrap resamples that were usable
     level: float
-    excluded: list[str] = field(default_factory=list)  # trial ids left out (censored), named
+    trials: list[str] = field(default_factory=list)  # the trials fitted
+    excluded: list[str] = field(default_factory=list)  # censored trials left out (ols), named
+    boot: np.ndarray = field(default=None, repr=False, compare=False)  # [n_boot, 1 + axes]: (c, α, …) draws
 
     def coef(self, axis: str) -> Coefficient:
         return next(c for c in self.coefficients if c.axis == axis)
 
-    def predict(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        out = np.full(np.shape(values[self.axes[0]]) if self.axes else (), self.intercept, dtype=float)
-        for c in self.coefficients:
-            out = out + c.value * np.log(values[c.axis])
-        return np.exp(out)
+    def log_predict(self, values: dict[str, np.ndarray], draws: bool = False) -> np.ndarray:
+        """log τ at the given axis values; with draws=True, one row per bootstrap resample."""
+        cols = [np.log(np.asarray(values[a], dtype=float)) for a in self.axes]
+        X = np.column_stack([np.ones_like(cols[0] if cols else np.ones(1))] + cols)  # [m, 1 + axes]
+        if draws:
+            return self.boot @ X.T  # [n_boot, m]
+        beta = np.array([self.intercept.value] + [c.value for c in self.coefficients])
+        return X @ beta
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "boot"}
+        d["intercept"] = vars(self.intercept)
+        d["coefficients"] = [vars(c) for c in self.coefficients]
+        return d
 
 
-def _lstsq(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _design(x: dict[str, np.ndarray], n: int) -> np.ndarray:
+    return np.column_stack([np.ones(n)] + [np.log(np.asarray(x[a], dtype=float)) for a in x])  # [n, 1 + axes]
+
+
+def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def _tobit_terms(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray):
+    """Log-likelihood, gradient and Hessian in θ = (b, log σ) of y = Xb + σε, y[cens] right-censored.
+
+    Observed rows add log φ(z) − log σ, censored rows log(1 − Φ(z)), with z = (y − Xb)/σ.
+    With λ = φ(z)/(1 − Φ(z)) (the hazard; dλ/dz = λ(λ − z)) the derivatives are closed-form.
+    """
+    b, ls = theta[:-1], theta[-1]
+    s = np.exp(ls)
+    z = (y - X @ b) / s
+    obs = ~cens
+    zo, zc = z[obs], z[cens]
+    logsf = special.log_ndtr(-zc)
+    lam = np.exp(-0.5 * zc**2 - 0.5 * np.log(2 * np.pi) - logsf)
+    ll = float(np.sum(-0.5 * zo**2 - ls) + np.sum(logsf))
+    g_mu, h_mm, h_ml, h_ll = (np.zeros_like(y) for _ in range(4))  # per-row d/dμ, d²/dμ², d²/dμdlogσ, d²/dlogσ²
+    g_mu[obs], h_mm[obs], h_ml[obs], h_ll[obs] = zo / s, -1.0 / s**2, -2.0 * zo / s, -2.0 * zo**2
+    q = 1.0 + zc * (lam - zc)
+    g_mu[cens], h_mm[cens], h_ml[cens], h_ll[cens] = lam / s, -lam * (lam - zc) / s**2, -lam * q / s, -lam * zc * q
+    g_ls = float(np.sum(zo**2 - 1.0) + np.sum(lam * zc))
+    grad = np.append(X.T @ g_mu, g_ls)
+    k = X.shape[1]
+    H = np.empty((k + 1, k + 1))
+    H[:k, :k] = X.T @ (h_mm[:, None] * X)
+    H[:k, k] = H[k, :k] = X.T @ h_ml
+    H[k, k] = h_ll.sum()
+    return ll, grad, H
+
+
+def _tobit(X: np.ndarray, y: np.ndarray, cens: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
+    """MLE of θ = (b, log σ) by Newton's method with a backtracking line search (a few
+    milliseconds, so thousands of bootstrap refits stay cheap). None when it does not converge
+    or σ collapses (censoring can leave the likelihood unbounded)."""
+    obs = ~cens
+    if start is None:
+        b0 = _ols(X[obs], y[obs]) if obs.sum() >= X.shape[1] else _ols(X, y)
+        start = np.append(b0, np.log(max(float(np.std(y[obs] - X[obs] @ b0)), 0.05)))
+    with np.errstate(all="ignore"):  # trial steps may overflow; they are rejected by the line search
+        return _newton(np.array(start, dtype=float), X, y, cens)
+
+
+def _newton(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray) -> np.ndarray | None:
+    ll, g, H = _tobit_terms(theta, X, y, cens)
+    for _ in range(100):
+        try:
+            step = -np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            return None
+        if g @ step <= 0:  # not an ascent direction (Hessian not negative definite here): go uphill
+            step = g / max(1.0, float(np.abs(g).max()))
+        step *= min(1.0, 5.0 / max(float(np.abs(step).max()), 1e-300))  # never jump more than e⁵ at once
+        t = 1.0
+        while t > 1e-8:
+            new = theta + t * step
+            ll_new, g_new, H_new = _tobit_terms(new, X, y, cens)
+            if np.isfinite(ll_new) and ll_new >= ll - 1e-12:
+                break
+            t /= 2
+        else:
+            return None
+        converged = abs(ll_new - ll) < 1e-10 and np.abs(new - theta).max() < 1e-7
+        theta, ll, g, H = new, ll_new, g_new, H_new
+        if converged or np.abs(g).max() < 1e-8:
+            break
+    else:
+        return None
+    if not np.all(np.isfinite(theta)) or theta[-1] < np.log(1e-6):
+        return None
+    return theta
 
 
 def fit_power_law(
     x: dict[str, np.ndarray],
     y: np.ndarray,
     *,
+    censored: np.ndarray | None = None,
+    method: str = "ols",
     target: str = "tau_mem_step",
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    trials: list[str] | None = None,
     excluded: list[str] | None = None,
 ) -> PowerLawFit:
-    """Fit log y on log x[axis] for every axis given. Needs more trials than coefficients."""
+    """Fit log y on log x[axis] for every axis given.
+
+    `censored` marks rows whose y is a lower bound (the last step trained); only tobit may use
+    them. Needs at least one residual degree of freedom: more trials than coefficients (tobit
+    also estimates σ) and, for tobit, at least two onsets.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
     axes = list(x)
     y = np.asarray(y, dtype=float)
-    cols = [np.log(np.asarray(x[a], dtype=float)) for a in axes]
-    X = np.column_stack([np.ones_like(y)] + cols)
+    n = len(y)
+    cens = np.zeros(n, bool) if censored is None else np.asarray(censored, bool)
+    if method == "ols" and cens.any():
+        raise ValueError("ols cannot fit censored trials: leave them out or use tobit")
+    X = _design(x, n)
     ly = np.log(y)
-    n, k = X.shape
-    if n <= k - 1 or n < 2:
-        raise ValueError(f"need more than {k - 1} trials with an onset to fit {', '.join(axes)} (have {n})")
-    coef = _lstsq(X, ly)
-    resid = ly - X @ coef
-    ss_tot = float(((ly - ly.mean()) ** 2).sum())
+    k = X.shape[1] + (method == "tobit")  # parameters estimated
+    what = f"{', '.join(SYMBOLS.get(a, a) for a in axes) or 'a constant'}"
+    if n <= k:
+        raise ValueError(f"need more than {k} trials to fit {what} with {method} (have {n})")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ValueError(f"the trials do not separate the axes {what} (collinear design)")
+    n_obs = int((~cens).sum())
+    if method == "tobit" and n_obs < 2:
+        raise ValueError(f"tobit needs at least 2 trials with an onset (have {n_obs})")
+
+    if method == "ols":
+        coef = _ols(X, ly)
+        sigma = float(np.sqrt(np.sum((ly - X @ coef) ** 2) / (n - X.shape[1])))
+    else:
+        theta = _tobit(X, ly, cens)
+        if theta is None:
+            raise ValueError("the censored likelihood has no maximum (σ → 0): too few onsets")
+        coef, sigma = theta[:-1], float(np.exp(theta[-1]))
+    obs = ~cens
+    resid = ly[obs] - X[obs] @ coef
+    ss_tot = float(((ly[obs] - ly[obs].mean()) ** 2).sum())
     r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
 
     rng = np.random.default_rng(seed)
     boots = []
+    start = None if method == "ols" else np.append(coef, np.log(sigma))
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        Xb = X[idx]
-        if np.linalg.matrix_rank(Xb) < k:  # a resample that lost an axis's spread says nothing
+        Xb, yb, cb = X[idx], ly[idx], cens[idx]
+        if np.linalg.matrix_rank(Xb) < X.shape[1]:  # a resample that lost an axis's spread says nothing
             continue
-        boots.append(_lstsq(Xb, ly[idx]))
-    boots = np.array(boots) if boots else np.full((1, k), np.nan)
+        if method == "ols":
+            boots.append(_ols(Xb, yb))
+        elif (~cb).sum() >= 2 and (th := _tobit(Xb, yb, cb, start)) is not None:
+            boots.append(th[:-1])
+    boot = np.array(boots) if boots else np.full((1, X.shape[1]), np.nan)
     a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boots, [a, 1.0 - a], axis=0)
-    coefs = [Coefficient(ax, AXES.get(ax, ax), float(coef[i + 1]), float(lo[i + 1]), float(hi[i + 1])) for i, ax in enumerate(axes)]
-    return PowerLawFit(target, axes, float(coef[0]), coefs, r2, n, len(boots), level, list(excluded or []))
+    lo, hi = np.nanquantile(boot, [a, 1.0 - a], axis=0) if boots else (boot[0], boot[0])
+    names = ["c"] + [AXES.get(ax, ax) for ax in axes]
+    cs = [Coefficient(ax, nm, float(coef[i]), float(lo[i]), float(hi[i])) for i, (ax, nm) in enumerate(zip(["const"] + axes, names))]
+    return PowerLawFit(
+        target, method, axes, cs[0], cs[1:], r2, sigma, n, int(cens.sum()), len(boots), level,
+        list(trials or []), list(excluded or []), boot,
+    )  # fmt: skip
 
 
-def varied_axes(rows: list[dict], candidates=tuple(AXES)) -> list[str]:
-    """The axes on which the given trials take more than one value."""
-    return [a for a in candidates if len({r.get(a) for r in rows if r.get(a) is not None}) > 1]
+def varied_axes(rows: list, candidates=tuple(AXES)) -> list[str]:
+    """The axes on which the given trials (dicts or objects with those attributes) take more than one value."""
+    def get(r, a):
+        return r.get(a) if isinstance(r, dict) else getattr(r, a, None)
+
+    return [a for a in candidates if len({get(r, a) for r in rows if get(r, a) is not None}) > 1]

@@ -20,15 +20,18 @@ class DDPM:
         self.betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        # the coefficients too: 1 − ᾱ_t in float32 keeps only ~3 digits at small t (ᾱ_0 = 0.9999)
+        self.sqrt_abar = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_abar = (1.0 - self.alphas_cumprod).sqrt()
 
-    def _abar(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """ᾱ_t gathered for a batch of integer steps t [B] → [B, 1, 1, 1] on x's device/dtype."""
-        return self.alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
+    @staticmethod
+    def _gather(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """coef[t] for a batch of integer steps t [B] → [B, 1, 1, 1] on x's device/dtype."""
+        return coef.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε."""
-        abar = self._abar(t, x0)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        return self._gather(self.sqrt_abar, t, x0) * x0 + self._gather(self.sqrt_one_minus_abar, t, x0) * noise
 
     def loss(self, net: nn.Module, x0, class_labels=None, *, t=None, noise=None) -> torch.Tensor:
         b = x0.shape[0]
@@ -44,7 +47,12 @@ class DDPM:
         return ((torch.arange(k, dtype=torch.float64) + 0.5) * self.num_timesteps / k).long()
 
     def timesteps(self, steps: int) -> list[int]:
-        """The respaced steps, descending: `steps` evenly spaced indices ending at 0."""
+        """The respaced steps, descending: `steps` evenly spaced indices from T − 1 down to 0.
+
+        One step means one jump from pure noise (t = T − 1) to the predicted x0.
+        """
+        if steps == 1:  # linspace(0, T − 1, 1) would be [0]: "sampling" from nearly clean images
+            return [self.num_timesteps - 1]
         if steps >= self.num_timesteps:
             return list(range(self.num_timesteps - 1, -1, -1))
         grid = torch.linspace(0, self.num_timesteps - 1, steps, dtype=torch.float64).round().long()

@@ -173,6 +173,33 @@ class InceptionFeatures:
         return feats.double().cpu().numpy()
 
 
+# ------------------------------------------------------------- reference statistics
+
+# clean-fid's precomputed Inception statistics of whole dataset splits (the same files
+# `cleanfid.features.get_reference_statistics` fetches), cached under fid_stats/ instead of
+# clean-fid's package folder, which a cluster image may not let us write.
+CLEANFID_STATS_URL = "https://www.cs.cmu.edu/~clean-fid/stats"
+PRECOMPUTED = {("cifar10", 32): {"train": 50_000, "test": 10_000}}  # (dataset, res) → images per split
+
+
+def has_precomputed(extractor: FeatureExtractor, dataset: str, resolution: int) -> bool:
+    return extractor.name == "inception_v3" and extractor.mode == "clean" and (dataset, resolution) in PRECOMPUTED
+
+
+def cleanfid_stats_name(dataset: str, resolution: int, mode: str, split: str) -> str:
+    return f"{dataset}_{mode}_{split}_{resolution}.npz".lower()
+
+
+def cleanfid_reference(dataset: str, resolution: int, split: str, mode: str = "clean") -> Stats:
+    """clean-fid's statistics of a whole split (e.g. all 50,000 CIFAR-10 training images)."""
+    from raydiff.download import fetch
+
+    name = cleanfid_stats_name(dataset, resolution, mode, split)
+    path = fetch(f"{CLEANFID_STATS_URL}/{name}", cache_dir("fid_stats") / name)
+    with np.load(path) as z:
+        return Stats(np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), PRECOMPUTED[(dataset, resolution)][split])
+
+
 def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu") -> FeatureExtractor:
     """`auto` picks the digits classifier for digits and Inception for everything else."""
     if kind == "auto":

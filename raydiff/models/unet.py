@@ -19,13 +19,46 @@ from torch import nn
 
 from raydiff.config import ModelConfig
 
-# Architecture presets. Marion & Wu (2026), Table 1: 128 base channels, multipliers (1, 2, 4),
-# 3 residual blocks per level, attention (head dim 64) at 16×16, 512-dim embeddings; the other
-# sizes scale the width. "digits-*" are the CPU presets of the embedded default.
+
+
+def _marion(width: int) -> dict:
+    """Marion & Wu (2026), Table 1, at base width `width` (theirs: 128 → 92.7M parameters).
+
+    Multipliers (1, 2, 4), 3 residual blocks per level, attention with head dim 64, 512-dim noise
+    and class embeddings. Their five parameter counts are exactly 5090·W² + 68325·W + 530450 for
+    W = 16, 32, 64, 128, 192, which pins the layout down to an ADM-style U-Net (Dhariwal & Nichol
+    2021): attention at 16×16 and 8×8, scale-shift (AdaGN) embedding projections, residual blocks
+    that down/up-sample, and a 512-dim sinusoid feeding two 512×512 layers at every width. Ours
+    then has 204·W + 497 parameters more than theirs (+0.03 to +0.13%; a null-label row for
+    guidance is part of it), pinned in tests/test_presets.py.
+    """
+    return dict(
+        base_channels=width, channel_mults=[1, 2, 4], num_res_blocks=3, attn_resolutions=[16, 8], head_dim=64,
+        emb_dim=512, noise_dim=512, scale_shift=True, resblock_updown=True,
+    )  # fmt: skip
+
+
+def _bonnaire(width: int) -> dict:
+    """Bonnaire et al. (2025) at base width W, as in their code (run_Unet.py of
+    tbonnair/Why-Diffusion-Models-Don-t-Memorize): multipliers (1, 2, 4), attention at the two
+    lower resolutions (16×16 and 8×8 for 32×32 images), dropout 0.1, a DDPM-style U-Net with
+    2 residual blocks per level, conv down/up-sampling and a 4·W-dim time embedding."""
+    return dict(
+        base_channels=width, channel_mults=[1, 2, 4], num_res_blocks=2, attn_resolutions=[16, 8], head_dim=64,
+        emb_dim=4 * width, dropout=0.1,
+    )  # fmt: skip
+
+
+# Architecture presets: a preset fills the ModelConfig fields a search space leaves unset.
+# "digits-*" are the CPU presets of the embedded default; "marion-*" are Marion & Wu's five sizes
+# (named by their parameter counts: 2.9M … 201.3M); "bonnaire-w*" the widths of Bonnaire et al.
 PRESETS: dict[str, dict] = {
     "digits-tiny": dict(base_channels=16, channel_mults=[1, 2], num_res_blocks=1, attn_resolutions=[], emb_dim=64),
     "digits-small": dict(base_channels=32, channel_mults=[1, 2], num_res_blocks=1, attn_resolutions=[], emb_dim=128),
-}
+    **{f"marion-{name}": _marion(w) for name, w in
+       (("2.9m", 16), ("7.9m", 32), ("25.8m", 64), ("92.7m", 128), ("201.3m", 192))},
+    **{f"bonnaire-w{w}": _bonnaire(w) for w in (8, 16, 32, 48, 64)},
+}  # fmt: skip
 
 
 def _groups(channels: int) -> int:
@@ -48,11 +81,18 @@ def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 10_0
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    """GroupNorm-SiLU-conv twice, the embedding added in between (DDPM) or applied as a
+    scale and shift of the second normalization (`scale_shift`, ADM's AdaGN). With `resample`
+    "down" / "up" the block also halves / doubles the resolution (ADM's resblock_updown)."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = False, resample: str = "none"
+    ):
         super().__init__()
+        self.scale_shift, self.resample = scale_shift, resample
         self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -60,10 +100,23 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return x
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv1(self._resample(F.silu(self.norm1(x))))
+        x = self._resample(x)
+        e = self.emb(emb)[:, :, None, None]  # [B, out (×2), 1, 1]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1.0 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -100,14 +153,26 @@ class UNet(nn.Module):
         emb_dim: int | None = None,
         num_classes: int = 0,
         dropout: float = 0.0,
+        noise_dim: int | None = None,
+        scale_shift: bool = False,
+        resblock_updown: bool = False,
     ):
         super().__init__()
         emb_dim = emb_dim or 4 * base_channels
-        self.base_channels = base_channels
+        self.noise_dim = noise_dim or base_channels  # width of the sinusoidal c_noise features
         self.num_classes = num_classes
-        self.noise_embed = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.noise_embed = nn.Sequential(nn.Linear(self.noise_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # one extra row: the "no label" token, used for guidance and unconditional sampling
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+
+        def block(i: int, o: int, attn: bool = False) -> nn.Module:
+            res = ResBlock(i, o, emb_dim, dropout, scale_shift)
+            return AttnResBlock(res, Attention(o, head_dim)) if attn else res
+
+        def resample(ch: int, kind: str) -> nn.Module:
+            if resblock_updown:
+                return ResBlock(ch, ch, emb_dim, dropout, scale_shift, resample=kind)
+            return Downsample(ch) if kind == "down" else Upsample(ch)
 
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
@@ -116,27 +181,27 @@ class UNet(nn.Module):
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
                 out = base_channels * mult
-                self.down.append(self._block(ch, out, emb_dim, dropout, res in attn_resolutions, head_dim))
+                self.down.append(block(ch, out, res in attn_resolutions))
                 ch = out
                 skips.append(ch)
             if level < len(channel_mults) - 1:
-                self.down.append(Downsample(ch))
+                self.down.append(resample(ch, "down"))
                 res //= 2
                 skips.append(ch)
 
-        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout)])
+        self.mid = nn.ModuleList([block(ch, ch)])
         if attn_resolutions:
             self.mid.append(Attention(ch, head_dim))
-        self.mid.append(ResBlock(ch, ch, emb_dim, dropout))
+        self.mid.append(block(ch, ch))
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
                 out = base_channels * mult
-                self.up.append(self._block(ch + skips.pop(), out, emb_dim, dropout, res in attn_resolutions, head_dim))
+                self.up.append(block(ch + skips.pop(), out, res in attn_resolutions))
                 ch = out
             if level > 0:
-                self.up.append(Upsample(ch))
+                self.up.append(resample(ch, "up"))
                 res *= 2
 
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
@@ -144,16 +209,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    @staticmethod
-    def _block(in_ch, out_ch, emb_dim, dropout, attn, head_dim) -> nn.Module:
-        res = ResBlock(in_ch, out_ch, emb_dim, dropout)
-        return AttnResBlock(res, Attention(out_ch, head_dim)) if attn else res
-
     def forward(
         self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x: [B, C, H, W]; c_noise: [B] float; class_labels: [B] int64 (num_classes = no label)."""
-        emb = self.noise_embed(timestep_embedding(c_noise, self.base_channels))
+        emb = self.noise_embed(timestep_embedding(c_noise, self.noise_dim))
         if self.class_embed is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
@@ -170,6 +230,8 @@ class UNet(nn.Module):
         for layer in self.up:
             if isinstance(layer, Upsample):
                 h = layer(h)
+            elif isinstance(layer, ResBlock) and layer.resample == "up":
+                h = layer(h, emb)
             else:
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -214,6 +276,9 @@ def build_unet(cfg: ModelConfig, in_channels: int, image_size: int, num_classes:
         emb_dim=cfg.emb_dim,
         num_classes=num_classes,
         dropout=cfg.dropout,
+        noise_dim=cfg.noise_dim,
+        scale_shift=cfg.scale_shift,
+        resblock_updown=cfg.resblock_updown,
     )
 
 

@@ -18,6 +18,7 @@ from ray import tune
 from raydiff import results
 from raydiff.config import ExperimentConfig, SearchSpace, apply_overrides
 from raydiff.evaluation import decode_array
+from raydiff.tune.planner import planned_columns
 from raydiff.tune.stopper import decide
 
 EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
@@ -138,6 +139,8 @@ class ResultsCallback(tune.Callback):
         if row is None:
             return
         rows = self.evals.setdefault(trial.trial_id, {})
+        if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.METRICS_SCHEMA):
+            return  # a finished trial's last result reported again after a resume: already written
         # a restarted trial re-reports from its checkpoint: drop anything after that step too
         for s in [s for s in rows if s >= row["step"]]:
             del rows[s]
@@ -162,7 +165,12 @@ class ResultsCallback(tune.Callback):
 
     def _finish(self, trial, cfg, last, status, reason, error=None) -> None:
         evals = sorted(self.evals.get(trial.trial_id, {}).values(), key=lambda r: r["step"])
-        self.trials[trial.trial_id] = trial_row(trial.trial_id, cfg, last, evals, self.minima, status, reason, error)
+        row = trial_row(trial.trial_id, cfg, last, evals, self.minima, status, reason, error)
+        row.update(planned_columns(trial.config))  # budget planner's record
+        before = self.trials.get(trial.trial_id)
+        self.trials[trial.trial_id] = row
+        if before is not None and _same(before, row, results.TRIALS_SCHEMA):
+            return  # finished again after a resume, identically: leave the file as it is
         fs, root = results.filesystem(self.uri)
         rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
         results.write_atomic(results.table(rows, results.TRIALS_SCHEMA, self.metadata), fs, results.join(root, results.TRIALS_FILE))
@@ -172,6 +180,11 @@ class ResultsCallback(tune.Callback):
         rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
         path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
         results.write_atomic(results.table(rows, results.METRICS_SCHEMA, self.metadata), fs, path)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], schema) -> bool:
+    """Two rows equal in every column of the schema (a row read back from Parquet has them all)."""
+    return all(a.get(f.name) == b.get(f.name) for f in schema)
 
 
 def _last_line(text: str) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
 
-from raydiff.config import ExperimentConfig, NATIVE_SHAPES, SearchSpace
+from raydiff.config import ExperimentConfig, ModelConfig, NATIVE_SHAPES, SearchSpace
 from raydiff.models.unet import build_unet, count_params
 from raydiff.tune.callback import model_name
 
@@ -17,8 +18,14 @@ def param_count(cfg: ExperimentConfig) -> int:
     classes = 10 if (cfg.data.class_conditional and cfg.data.dataset in NATIVE_SHAPES) else 0
     if cfg.data.class_conditional and cfg.data.dataset == "gmm":
         classes = cfg.data.gmm_components
+    return _count(cfg.model, channels, size, classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _count(model: ModelConfig, channels: int, size: int, classes: int) -> int:
+    # grids repeat a handful of architectures: a 320-trial grid builds 5 networks, not 320
     with torch.device("meta"):
-        return count_params(build_unet(cfg.model, channels, size, classes))
+        return count_params(build_unet(model, channels, size, classes))
 
 
 def plan_rows(space: SearchSpace) -> list[dict]:
@@ -38,6 +45,12 @@ def print_plan(space: SearchSpace, storage: str | None = None, name: str | None 
     from raydiff.tune.sweep import locate
 
     rows = plan_rows(space)
+    if space.search is not None:  # an Optuna search: its axes, then the base trial it varies
+        s = space.search
+        print(f"Optuna search ({s.sampler}): {s.num_samples} trials, "
+              + ", ".join(f"{o.mode}imize {o.metric}" for o in s.objective), file=out)  # fmt: skip
+        for k, d in s.axes.items():
+            print(f"  {k}: {d.kind} {list(d.values)}", file=out)
     cols = list(rows[0])
     fmt = {"lr": lambda v: f"{v:.0e}", "params": lambda v: f"{v:,}"}
     cells = [cols] + [[fmt.get(c, str)(r[c]) for c in cols] for r in rows]
@@ -45,4 +58,5 @@ def print_plan(space: SearchSpace, storage: str | None = None, name: str | None 
     for row in cells:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)), file=out)
     loc = locate(space, storage, name)
-    print(f"{len(rows)} trials ({space.sweep.mode} mode); results would go to {loc.uri}", file=out)
+    what = f"{space.search.num_samples} trials drawn by Optuna around the base trial above" if space.search else f"{len(rows)} trials ({space.sweep.mode} mode)"
+    print(f"{what}; results would go to {loc.uri}", file=out)

@@ -1,75 +1,85 @@
-"""What the sweep prints while it runs.
+"""What `raydiff sweep` prints while it runs.
 
-One line when a trial finishes, and a compact table of every trial: redrawn in place on a
-terminal, printed at most once a minute when stdout is a file or a pipe, so logs stay readable.
+One line when a trial finishes, and the trial table of `raydiff status` (raydiff/status.py):
+on a terminal it is redrawn in place (at most every `interval_s`, 2 s by default, and at once
+after a line so it never goes missing); when stdout is a file or a pipe it is printed at most
+once per `interval_s` (60 s by default) plus once at the end, so a log gets a table a minute
+however fast results arrive.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ray import tune
 
 from raydiff.config import StopConfig
+from raydiff.status import format_table
 from raydiff.tune.callback import overrides_of
 from raydiff.tune.stopper import decide
 
+RESULT_KEYS = ("n_train", "batch_size", "lr", "step", "budget_steps", "mem_frac", "tau_mem_step")
 
-def _fmt(v: Any, spec: str) -> str:
-    if v is None:
-        return "-"
+
+def _isatty(out) -> bool:
     try:
-        return format(v, spec)
-    except (TypeError, ValueError):
-        return str(v)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    cols = [
-        ("trial", "trial_id", "s"), ("N", "n_train", "d"), ("B", "batch_size", "d"), ("lr", "lr", ".0e"),
-        ("step", "step", "d"), ("mem_frac", "mem_frac", ".3f"), ("FID", "fid", ".2f"),
-        ("status", "status", "s"), ("tau_mem", "tau_mem_step", "d"),
-    ]  # fmt: skip
-    cells = [[name for name, _, _ in cols]] + [[_fmt(r.get(k), spec) for _, k, spec in cols] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+        return bool(out.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class ProgressCallback(tune.Callback):
-    def __init__(self, stop: StopConfig, out=sys.stdout, interval_s: float | None = None):
+    def __init__(
+        self, stop: StopConfig, out=sys.stdout, interval_s: float | None = None, clock: Callable[[], float] = time.monotonic
+    ):  # fmt: skip
         self.stop = stop
-        self.out = out
-        self.tty = hasattr(out, "isatty") and out.isatty()
-        self.interval_s = interval_s if interval_s is not None else (2.0 if self.tty else 60.0)
+        self.interval_s = interval_s
+        self.clock = clock
         self.rows: dict[str, dict[str, Any]] = {}
-        self._last_print = 0.0
-        self._lines = 0
+        self._attach(out)
 
-    def __getstate__(self):
+    def _attach(self, out) -> None:
+        self.out = out
+        self.tty = _isatty(out)
+        self.every = self.interval_s if self.interval_s is not None else (2.0 if self.tty else 60.0)
+        self._last_draw = None  # clock time of the last table; None: never drawn
+        self._drawn_lines = 0  # lines of the table now on the terminal (TTY only)
+
+    def __getstate__(self):  # Ray pickles callbacks with the experiment; a stream does not pickle
         state = self.__dict__.copy()
-        state["out"] = None
+        state.update(out=None, rows={}, clock=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.out = sys.stdout
+        self.clock = time.monotonic
+        self._attach(sys.stdout)
+
+    # ------------------------------------------------------------------ Tune's hooks
 
     def _row(self, trial) -> dict[str, Any]:
-        if trial.trial_id not in self.rows:
-            ov = overrides_of(trial.config)
-            self.rows[trial.trial_id] = {"trial_id": trial.trial_id, "status": "running", **{k.split(".")[-1]: v for k, v in ov.items()}}
-        return self.rows[trial.trial_id]
+        row = self.rows.get(trial.trial_id)
+        if row is None:
+            axes = {k.rsplit(".", 1)[-1]: v for k, v in overrides_of(trial.config).items()}
+            row = {"trial_id": trial.trial_id, "status": "pending"}
+            row.update({k: axes[k] for k in ("n_train", "batch_size", "lr") if k in axes})
+            self.rows[trial.trial_id] = row
+        return row
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._row(trial)["status"] = "running"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
-        for k in ("n_train", "batch_size", "lr", "step", "mem_frac", "tau_mem_step"):
-            if result.get(k) is not None:
-                row[k] = result[k]
-        if result.get("fid") is not None:
+        row["status"] = "running"
+        row.update({k: result[k] for k in RESULT_KEYS if result.get(k) is not None})
+        if result.get("fid") is not None:  # FID is measured on some evaluations only: keep the latest
             row["fid"] = result["fid"]
-        self._maybe_print()
+        self._maybe_draw()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self._row(trial)
@@ -77,35 +87,49 @@ class ProgressCallback(tune.Callback):
         decision = decide(last, self.stop)
         row["status"] = decision.status if decision else "budget"
         tau = last.get("tau_mem_step")
-        msg = f"τ_mem = step {tau}" if tau is not None and row["status"] == "memorized" else row["status"]
-        self._print_line(f"raydiff: trial {trial.trial_id} (N={row.get('n_train')}) finished: {msg}")
+        what = f"memorized at step {tau}" if row["status"] == "memorized" and tau is not None else row["status"]
+        self._line(f"raydiff: trial {trial.trial_id} ({self._axes_text(row)}) finished: {what}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._row(trial)["status"] = "error"
-        self._print_line(f"raydiff: trial {trial.trial_id} failed (see trials.parquet, column error)")
+        row = self._row(trial)
+        row["status"] = "error"
+        self._line(f"raydiff: trial {trial.trial_id} ({self._axes_text(row)}) failed (see trials.parquet, column error)")
 
     def on_experiment_end(self, trials, **info):
-        self._print_table(force=True)
+        self._draw(final=True)
 
-    def _print_line(self, text: str) -> None:
+    # ------------------------------------------------------------------ drawing
+
+    @staticmethod
+    def _axes_text(row: dict[str, Any]) -> str:
+        parts = [f"{s}={row[k]:g}" for s, k in (("N", "n_train"), ("B", "batch_size"), ("lr", "lr")) if row.get(k) is not None]
+        return ", ".join(parts)
+
+    def _erase(self) -> None:
+        if self.tty and self._drawn_lines:
+            self.out.write(f"\x1b[{self._drawn_lines}F\x1b[J")  # up to the table's first line, clear below
+            self._drawn_lines = 0
+
+    def _line(self, text: str) -> None:
         if self.out is None:
             return
-        if self.tty and self._lines:
-            self.out.write(f"\x1b[{self._lines}F\x1b[J")
-            self._lines = 0
+        self._erase()
         print(text, file=self.out, flush=True)
-        self._maybe_print()
+        if self.tty and self._last_draw is not None:
+            self._draw()  # the table was on screen: put it back under the line at once
 
-    def _maybe_print(self) -> None:
-        if time.monotonic() - self._last_print >= self.interval_s:
-            self._print_table()
+    def _maybe_draw(self) -> None:
+        if self._last_draw is None or self.clock() - self._last_draw >= self.every:
+            self._draw()
 
-    def _print_table(self, force: bool = False) -> None:
+    def _draw(self, final: bool = False) -> None:
         if self.out is None or not self.rows:
             return
-        self._last_print = time.monotonic()
+        self._last_draw = self.clock()
         text = format_table(sorted(self.rows.values(), key=lambda r: r["trial_id"]))
-        if self.tty and self._lines and not force:
-            self.out.write(f"\x1b[{self._lines}F\x1b[J")
+        self._erase()
+        if self.tty:  # a wrapped line would break the cursor arithmetic
+            width = shutil.get_terminal_size((120, 24)).columns
+            text = "\n".join(line[: width - 1] for line in text.splitlines())
         print(text, file=self.out, flush=True)
-        self._lines = text.count("\n") + 1 if self.tty and not force else 0
+        self._drawn_lines = text.count("\n") + 1 if self.tty and not final else 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import pyarrow.fs as pafs
 
 from raydiff import results
 from raydiff.config import SearchSpace, search_space_from_dict
-from raydiff.errors import UserError
+from raydiff.errors import SweepInterrupted, UserError
 
 DEFAULT_STORAGE = "results"
 
@@ -36,17 +38,30 @@ class SweepLocation:
 
 
 def locate(space: SearchSpace, storage: str | None, name: str | None) -> SweepLocation:
-    storage = storage or space.sweep.storage or DEFAULT_STORAGE
+    # --storage, else $RAYDIFF_STORAGE (cluster/aws.yaml sets it on the head), else the space's, else ./results
+    storage = storage or os.environ.get("RAYDIFF_STORAGE") or space.sweep.storage or DEFAULT_STORAGE
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
-    return SweepLocation(storage, name or space.sweep.name)
+    return SweepLocation(storage, plain_name(name or space.sweep.name))
+
+
+def plain_name(name: str) -> str:
+    """A sweep name is one folder under the storage: no separators, no leading dot."""
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise UserError(f"a sweep name must be a plain folder name (got {name!r})", key="--name")
+    return name
 
 
 def check_writable(loc: SweepLocation) -> None:
     """Fail before Ray starts if the storage cannot take our files; leave nothing behind."""
     fs, root = results.filesystem(loc.storage)
     probe = results.join(root, f".raydiff-write-test-{uuid.uuid4().hex}")
-    created = fs.get_file_info(root).type == pafs.FileType.NotFound
+    made = []  # the local folders this check creates, deepest first: removed again, nothing more
+    if "://" not in loc.storage:
+        p = Path(root)
+        while not p.exists() and p != p.parent:
+            made.append(p)
+            p = p.parent
     try:
         fs.create_dir(root, recursive=True)
         with fs.open_output_stream(probe) as f:
@@ -54,11 +69,12 @@ def check_writable(loc: SweepLocation) -> None:
         fs.delete_file(probe)
     except OSError as e:
         raise UserError(f"storage {loc.storage} is not writable: {e}") from None
-    if created and "://" not in loc.storage:
-        try:
-            os.removedirs(root)  # only the empty folders this check made
-        except OSError:
-            pass
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def sweep_exists(loc: SweepLocation) -> bool:
@@ -67,6 +83,7 @@ def sweep_exists(loc: SweepLocation) -> bool:
 
 
 def load_saved_space(loc: SweepLocation) -> SearchSpace:
+    plain_name(loc.name)
     if not sweep_exists(loc):
         raise UserError(f"no sweep named {loc.name!r} under {loc.storage} to resume")
     fs, root = results.filesystem(loc.uri)
@@ -89,6 +106,7 @@ def space_to_dict(space: SearchSpace) -> dict[str, Any]:
     return {
         "sweep": _plain(dataclasses.asdict(space.sweep)),
         "grid": {k: list(v) for k, v in space.grid.items()},
+        **({"search": space.search.to_raw()} if space.search is not None else {}),
         **space.base.to_dict(),
     }
 
@@ -96,17 +114,26 @@ def space_to_dict(space: SearchSpace) -> dict[str, Any]:
 def prestage(space: SearchSpace) -> None:
     """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
     from raydiff.data import load
-    from raydiff.metrics.fid import build_extractor
+    from raydiff.metrics.embedding import load_embedding
+    from raydiff.metrics.fid import build_extractor, cleanfid_reference, has_precomputed
 
     seen: set[tuple] = set()
-    for exp in space.experiments():
+    embeddings: set[str] = set()
+    for exp in space.extremes():
         key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if exp.eval.fid_every else None)
         if key in seen:
             continue
         seen.add(key)
-        load(exp.data)
+        data = load(exp.data)
         if exp.eval.fid_every:
-            build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            size = data.shape[1]
+            if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
+                for split in ("train", "test"):
+                    cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
+        if exp.eval.memorization_space != "pixel" and exp.eval.embedding not in embeddings:
+            embeddings.add(exp.eval.embedding)
+            load_embedding(exp.eval.embedding, "cpu")
 
 
 def run_sweep(
@@ -116,6 +143,7 @@ def run_sweep(
     name: str | None = None,
     address: str | None = None,
     resume: bool = False,
+    log_to: tuple[str, ...] = (),
     out=sys.stdout,
 ) -> SweepLocation:
     import ray
@@ -137,28 +165,31 @@ def run_sweep(
         )
     if resume:
         space = load_saved_space(loc)
+    from raydiff.tune.loggers import logger_callbacks
+
+    extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
     check_writable(loc)
+    from raydiff.tune.connect import check_reachable
+
+    check_reachable(address or os.environ.get("RAY_ADDRESS"))  # a mistyped --address fails before any download
     prestage(space)
 
-    address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
-    if started_here:
-        ctx = ray.init(
-            address=address,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            logging_level="ERROR",
-            log_to_driver=False,
-            configure_logging=True,
-        )
-    else:
-        ctx = None
+    ctx = None
+    restore_signals = _sigterm_as_sigint()
     try:
+        if started_here:
+            from raydiff.tune.connect import connect
+
+            ctx = connect(address)  # address or $RAY_ADDRESS; none: a local Ray, dashboard on 127.0.0.1
         from raydiff.tune.resources import check_resources
 
         check_resources(space.sweep.resources)
+        from raydiff.tune.search import search_setup
+
+        setup = search_setup(space, loc.name)
         dashboard = getattr(ctx, "dashboard_url", None) if ctx is not None else None
-        print(f"raydiff: sweep {loc.name!r}: {len(space.points())} trials; results → {loc.uri}", file=out)
+        print(f"raydiff: sweep {loc.name!r}: {setup.n_trials} trials; results → {loc.uri}", file=out)
         if dashboard:
             print(f"raydiff: Ray dashboard at http://{dashboard}", file=out)
         out.flush()
@@ -173,12 +204,14 @@ def run_sweep(
         res = space.sweep.resources
         fn = tune.with_parameters(trainable, base=space.base.to_dict(), threads=max(1, int(res.cpu)))
         fn = tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(space.base.stop, out=out)]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(space.base.stop, out=out), *extra_callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         storage_fs = None
-        if resume:
+        experiment = loc.uri if "://" in loc.uri else str(Path(loc.uri))
+        # a sweep stopped before Ray wrote its experiment state has nothing to restore: start it afresh
+        if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(
-                loc.uri if "://" in loc.uri else str(Path(loc.uri)),
+                experiment,
                 trainable=fn,
                 resume_unfinished=True,
                 resume_errored=False,
@@ -187,8 +220,13 @@ def run_sweep(
         else:
             tuner = tune.Tuner(
                 fn,
-                param_space={"point": tune.grid_search(space.points())},
-                tune_config=tune.TuneConfig(max_concurrent_trials=space.sweep.max_concurrent, reuse_actors=False),
+                param_space=setup.param_space,
+                tune_config=tune.TuneConfig(
+                    search_alg=setup.search_alg,
+                    num_samples=setup.num_samples,
+                    max_concurrent_trials=setup.max_concurrent,
+                    reuse_actors=False,
+                ),
                 run_config=tune.RunConfig(
                     name=loc.name,
                     storage_path=loc.storage,
@@ -201,9 +239,42 @@ def run_sweep(
                 ),
             )
         t0 = time.perf_counter()
-        tuner.fit()
+        grid = tuner.fit()
+        # Tune answers Ctrl+C (and SIGTERM, forwarded) by saving its state and returning: trials
+        # without a row in trials.parquet are then unfinished, and the sweep is not done.
+        done = results.read_trials(fs, root).num_rows
+        if done < len(grid):
+            raise SweepInterrupted(
+                f"sweep {loc.name!r} stopped with {len(grid) - done} of {len(grid)} trials unfinished; "
+                f"finish them with: raydiff sweep --resume {loc.name} --storage {loc.storage}"
+            )
         print(f"raydiff: sweep {loc.name!r} finished in {time.perf_counter() - t0:.0f} s; results in {loc.uri}", file=out)
         return loc
     finally:
+        restore_signals()
         if started_here:
-            ray.shutdown()
+            ray.shutdown()  # also on errors and interrupts: no Ray process of ours outlives the command
+
+
+def _sigterm_as_sigint():
+    """Make SIGTERM (`kill`, a batch scheduler's stop) end the sweep as Ctrl+C does: Tune saves its
+    state and stops the trials, then `run_sweep` shuts Ray down. Returns the undo. (SIGKILL cannot
+    be caught: the processes of a local Ray die with their driver; `ray stop` clears any left.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_term(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)  # Tune's own while it runs, else Python's
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    def undo() -> None:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    return undo

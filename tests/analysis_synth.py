@@ -1,0 +1,161 @@
+"""Synthetic results folders for the analysis tests: the real schemas and writers
+(raydiff.results.table / write_atomic), a known power law underneath.
+
+Each trial's true onset is τ = exp(c)·N^α·B^β·η^γ·exp(ε), ε ~ Normal(0, σ²). Its mem_frac rises
+as a logistic in log(step) that crosses the threshold exactly at τ; evaluations sit on a fine
+geometric grid, and a trial ends like a real one: `patience` evaluations after the crossing
+(status memorized) or at its step budget (status budget, censored).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from raydiff import results
+from raydiff.config import ExperimentConfig, apply_overrides
+
+THRESHOLD, PATIENCE = 0.1, 2
+LOGIT_T = math.log(THRESHOLD / (1 - THRESHOLD))
+
+
+def eval_steps(last: int, first: int = 10, ratio: float = 1.03) -> np.ndarray:
+    k = np.arange(0, int(math.log(last / first) / math.log(ratio)) + 2)
+    return np.unique(np.round(first * ratio**k).astype(np.int64))
+
+
+def mem_curve(steps: np.ndarray, tau: float, width: float = 0.3) -> np.ndarray:
+    """A logistic in log(step) through (τ, THRESHOLD)."""
+    return 1.0 / (1.0 + np.exp(-((np.log(steps) - math.log(tau)) / width + LOGIT_T)))
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _samples(train: np.ndarray, m: float, k: int, rng) -> tuple[np.ndarray, list[int], list[float]]:
+    """k generated images: a fraction m of them near-copies of training images, the rest blends;
+    their nearest training images and distance ratios computed exactly in model range."""
+    n = len(train)
+    out = []
+    for j in range(k):
+        a, b = rng.integers(0, n, 2)
+        if j < round(m * k):
+            x = train[a].astype(float) + rng.normal(0, 12, train[a].shape)
+        else:
+            x = 0.5 * train[a] + 0.5 * train[b] + rng.normal(0, 30, train[a].shape)
+        out.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    x = np.stack(out)  # uint8 [k, C, H, W]
+    f = lambda v: v.reshape(len(v), -1).astype(float) / 127.5 - 1.0  # noqa: E731
+    d = np.sqrt(((f(x)[:, None, :] - f(train)[None]) ** 2).sum(-1))  # [k, n]
+    order = np.argsort(d, axis=1)
+    d1 = d[np.arange(k), order[:, 0]]
+    d2 = d[np.arange(k), order[:, 1]] if n > 1 else d1
+    return x, order[:, 0].tolist(), (d1 / np.maximum(d2, 1e-12)).tolist()
+
+
+def write_sweep(
+    root: Path,
+    *,
+    n=(64, 128, 256, 512),
+    b=(16, 32, 64),
+    lr=(1e-4, 2e-4, 4e-4),
+    alpha=1.0,
+    beta=-1.0,
+    gamma=-0.5,
+    log_c=math.log(5.0),
+    sigma=0.1,
+    budget: int | None = None,
+    seed=0,
+    samples=False,
+    running: int = 0,
+    no_trials_file=False,
+    width=0.3,
+    diverged: int = 0,
+) -> dict[str, float]:
+    """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
+
+    `running` trials (the last ones) get metrics but no trials row, their series cut halfway;
+    `diverged` trials (the first ones) are recorded as diverged; `budget` censors slow trials.
+    """
+    rng = np.random.default_rng(seed)
+    fs = pafs.LocalFileSystem()
+    grid = {"data.n_train": list(n), "train.batch_size": list(b), "train.lr": list(lr)}
+    space = {
+        "sweep": {"name": root.name, "mode": "grid"},
+        "grid": grid,
+        "data": {"dataset": "digits", "n_test": 256},
+        "train": {"max_steps": budget or 100000},
+        "eval": {"save_samples": 8 if samples else 0},
+        "stop": {"mem_frac_threshold": THRESHOLD, "patience": PATIENCE},
+    }
+    meta = results.provenance(json.dumps(space, sort_keys=True))
+    base = apply_overrides(ExperimentConfig(), {"data.n_test": 256, "stop.patience": PATIENCE, "train.max_steps": budget or 100000})
+    digits = None
+    if samples:
+        from raydiff.data import load
+
+        digits = load(base.data.__class__(dataset="digits", n_train=max(n), n_test=256)).x_train.numpy()
+    points = [(nn, bb, ll) for nn in n for bb in b for ll in lr]
+    truth, trial_rows = {}, []
+    n_min, b_min, lr_min = min(n), min(b), min(lr)
+    for i, (nn, bb, ll) in enumerate(points):
+        tid = f"{root.name}_{i:05d}"
+        tau = math.exp(log_c + alpha * math.log(nn) + beta * math.log(bb) + gamma * math.log(ll) + rng.normal(0, sigma))
+        truth[tid] = tau
+        cap = budget or 10**9
+        steps = eval_steps(max(int(tau * 3), 200))
+        steps = steps[steps <= cap]
+        m = mem_curve(steps.astype(float), tau, width)
+        above = np.nonzero(m >= THRESHOLD)[0]
+        onset_idx = above[0] if len(above) and above[0] + PATIENCE - 1 < len(steps) else None
+        status = "memorized" if onset_idx is not None else "budget"
+        end = onset_idx + PATIENCE if onset_idx is not None else len(steps)
+        if i < diverged:
+            status, end = "diverged", max(3, end // 2)
+        is_running = i >= len(points) - running
+        if is_running:
+            end = max(2, end // 2)
+        steps, m = steps[:end], m[:end]
+        train_loss = 0.08 * (steps / 10.0) ** -0.15
+        test_loss = train_loss * (1.0 + 1.0 * m)  # the held-out loss departs as memorization sets in
+        fid = 15.0 + 300.0 * np.exp(-steps / (0.25 * tau)) + 60.0 * m
+        train_x = digits[:nn] if digits is not None else None
+        rows = []
+        for j, (s, mf) in enumerate(zip(steps, m)):
+            row = {
+                "trial_id": tid, "step": int(s), "images_seen": int(s) * bb, "wall_s": float(s) * 0.01,
+                "train_loss": float(train_loss[j]), "test_loss": float(test_loss[j]), "mem_frac": float(mf),
+                "mem_frac_lo": float(max(0.0, mf - 0.05)), "mem_frac_hi": float(min(1.0, mf + 0.05)),
+                "fid": float(fid[j]) if j % 4 == 0 else None, "loss": float(train_loss[j]),
+            }  # fmt: skip
+            if train_x is not None and (j % 8 == 0 or j >= end - PATIENCE - 1):
+                x, idx, ratio = _samples(train_x, float(mf), 8, rng)
+                row.update(samples=_npy(x), samples_nn_index=idx, samples_nn_ratio=ratio)
+            rows.append(row)
+        results.write_atomic(
+            results.table(rows, results.METRICS_SCHEMA, meta), fs, str(root / results.METRICS_DIR / f"{tid}.parquet")
+        )
+        if is_running:
+            continue
+        cfg = apply_overrides(base, {"data.n_train": nn, "train.batch_size": bb, "train.lr": ll})
+        onset = int(steps[onset_idx]) if status == "memorized" else None
+        trial_rows.append({
+            "trial_id": tid, "status": status, "stop_reason": f"synthetic {status}", "dataset": "digits",
+            "n_train": nn, "model": "digits-tiny", "params": 40489, "batch_size": bb, "lr": ll, "objective": "ddpm",
+            "seed": 0, "steps_done": int(steps[-1]), "tau_mem_step": onset,
+            "tau_mem_images": None if onset is None else onset * bb,
+            "tau_mem_normalized": None if onset is None else onset * (n_min / nn) * (bb / b_min) * (ll / lr_min),
+            "budget_steps": budget or 100000, "config": json.dumps(cfg.to_dict(), sort_keys=True),
+        })  # fmt: skip
+    if not no_trials_file:
+        results.write_atomic(results.table(trial_rows, results.TRIALS_SCHEMA, meta), fs, str(root / results.TRIALS_FILE))
+    (root / results.SPACE_FILE).write_text(json.dumps(space))
+    return truth

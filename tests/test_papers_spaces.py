@@ -1,0 +1,110 @@
+"""The papers' search spaces: dry-run tables in both sweep modes, the Bonnaire folder error, and
+one CPU trial of the Marion & Wu settings on a CIFAR-10 archive written by the test."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from cifar_archive import trust, write_cifar10
+
+from raydiff.cli import main
+from raydiff.config import ConfigError, apply_overrides, load_search_space, packaged_search_space, search_space_from_dict
+from raydiff.trial import train
+
+MARION = packaged_search_space("marion2026_cifar10")
+BONNAIRE = packaged_search_space("bonnaire2025")
+PARAMS = {"marion-2.9m": 2_930_451, "marion-7.9m": 7_936_035, "marion-25.8m": 25_765_443,
+          "marion-92.7m": 92_697_219, "marion-201.3m": 201_326_275}  # fmt: skip
+
+
+def dry_run(capsys, *args) -> tuple[list[list[str]], str]:
+    assert main(["sweep", *args, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [ln.split() for ln in lines if re.match(r"\s*\d+\s", ln)]
+    return rows, lines[-1]
+
+
+def test_marion_one_factor_dry_run(capsys, tmp_path):
+    rows, summary = dry_run(capsys, str(MARION), "--storage", str(tmp_path))
+    assert summary.startswith("14 trials (one_factor mode)")
+    assert len(rows) == 14
+    # columns: #, dataset, N, model, params, B, lr, objective, resources (4 words), budget, eval_every
+    default = rows[0]
+    assert default[1:8] == ["cifar10", "2048", "marion-92.7m", "92,697,219", "16", "1e-04", "flow"]
+    assert {(r[3], r[4]) for r in rows} == {(m, f"{p:,}") for m, p in PARAMS.items()}
+    # every other trial moves exactly one axis away from the default point
+    for r in rows[1:]:
+        assert sum(a != b for a, b in zip((r[2], r[3], r[5], r[6]), (default[2], default[3], default[5], default[6]))) == 1
+    budgets = {(r[2], r[5]): int(r[-2]) for r in rows}
+    assert budgets[("2048", "16")] == 400_000
+    assert budgets[("16384", "16")] == 8 * 400_000  # ∝ N
+    assert budgets[("2048", "128")] == 400_000 // 8  # ∝ 1/B
+    assert all(" ".join(r[8:12]) == "4 CPU, 1 GPU" for r in rows)
+    assert not (tmp_path / "marion2026-cifar10").exists()  # a dry run writes nothing
+
+
+def test_marion_grid_dry_run(capsys, tmp_path):
+    rows, summary = dry_run(capsys, str(MARION), "--mode", "grid", "--storage", str(tmp_path))
+    assert summary.startswith("320 trials (grid mode)")
+    assert len(rows) == 320 == len({(r[2], r[3], r[5], r[6]) for r in rows})
+
+
+def test_marion_file_records_the_papers_settings():
+    base = load_search_space(MARION).base
+    assert (base.diffusion.objective, base.diffusion.sample_steps, base.diffusion.guidance) == ("flow", 250, 0.0)
+    assert (base.train.optimizer, base.train.ema_decay, base.train.budget_scaling) == ("adam", 0.9999, "n_over_b")
+    assert base.data.class_conditional and base.data.n_test == 5120
+    assert (base.eval.mem_cosine, base.eval.swd_samples, base.eval.fid_features) == (0.6, 2000, "inception")
+    assert base.eval.embedding.endswith(".torchscript.pt")
+
+
+def test_bonnaire_needs_its_folder(capsys, tmp_path):
+    assert main(["sweep", str(BONNAIRE), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("raydiff: error: ") and "data.root: no such folder" in err
+
+
+def test_bonnaire_grid_with_a_folder(tmp_path):
+    from PIL import Image
+
+    for i in range(32768 + 2048):  # n up to 32,768 plus the 2,048 held out: names only matter
+        if i < 3:
+            Image.new("L", (32, 32), i).save(tmp_path / f"{i:06d}.png")
+        else:
+            (tmp_path / f"{i:06d}.png").touch()
+    raw = yaml.safe_load(BONNAIRE.read_text())
+    raw["data"]["root"] = str(tmp_path)
+    space = search_space_from_dict(raw)
+    assert len(space.points()) == 45
+    exp = space.experiments()[0]
+    assert (exp.diffusion.objective, exp.diffusion.num_timesteps, exp.train.optimizer) == ("ddpm", 1000, "sgd")
+    assert exp.data.shape == (32, 1)
+    raw["grid"]["data.n_train"].append(65536)
+    with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 34816"):
+        search_space_from_dict(raw)
+
+
+def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
+    written = write_cifar10(tmp_path, per_batch=20, n_test=40)
+    trust(monkeypatch, written["md5"])
+    space = load_search_space(MARION)
+    cfg = apply_overrides(space.base, {
+        "model.preset": "marion-2.9m", "data.root": str(tmp_path), "data.download": False,
+        "data.n_train": 32, "data.n_test": 16, "train.batch_size": 4, "train.max_steps": 4,
+        "train.budget_scaling": "fixed", "train.device": "cpu", "diffusion.sample_steps": 2,
+        "eval.every_steps": 2, "eval.every_images": None, "eval.cadence": "uniform", "eval.num_samples": 4,
+        "eval.fid_every": 0, "eval.memorization_space": "pixel", "eval.probe_images": 2,
+        "eval.probe_noise_levels": 2, "eval.bootstrap": 20, "eval.save_samples": 2,
+    })  # fmt: skip
+    reports = []
+    last = train(cfg, lambda m, ckpt: reports.append((m, ckpt)))
+    assert [m["step"] for m, _ in reports] == [2, 4]
+    assert last["params"] == PARAMS["marion-2.9m"] and last["n_train"] == 32
+    assert last["fid"] is None and 0.0 <= last["mem_frac"] <= 1.0
+    assert last["train_loss"] > 0 and last["test_loss"] > 0
+    assert "tau_mem_loss_step" in last
+    state = reports[-1][1]()
+    assert state["ema"] is not None and state["step"] == 4  # EMA 0.9999 kept beside the weights

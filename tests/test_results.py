@@ -1,0 +1,175 @@
+"""The Parquet results contract: column names and types, round trip, metadata, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raydiff import results
+
+# DESIGN.md, "Results contract": other tools read these names and types, so they are spelled out
+# here rather than taken from the code under test
+TRIALS_CONTRACT = {
+    "trial_id": pa.string(),
+    "status": pa.string(),
+    "stop_reason": pa.string(),
+    "dataset": pa.string(),
+    "n_train": pa.int64(),
+    "model": pa.string(),
+    "params": pa.int64(),
+    "batch_size": pa.int64(),
+    "lr": pa.float64(),
+    "objective": pa.string(),
+    "seed": pa.int64(),
+    "steps_done": pa.int64(),
+    "tau_mem_step": pa.int64(),
+    "tau_mem_images": pa.int64(),
+    "tau_mem_normalized": pa.float64(),
+    "tau_mem_seconds": pa.float64(),
+    "best_fid": pa.float64(),
+    "best_fid_step": pa.int64(),
+    "node_id": pa.string(),
+}
+METRICS_CONTRACT = {
+    "trial_id": pa.string(),
+    "step": pa.int64(),
+    "images_seen": pa.int64(),
+    "wall_s": pa.float64(),
+    "train_loss": pa.float64(),
+    "test_loss": pa.float64(),
+    "mem_frac": pa.float64(),
+    "mem_frac_lo": pa.float64(),
+    "mem_frac_hi": pa.float64(),
+    "fid": pa.float64(),
+}
+
+
+@pytest.mark.parametrize(
+    "schema, contract",
+    [pytest.param(results.TRIALS_SCHEMA, TRIALS_CONTRACT, id="trials"), pytest.param(results.METRICS_SCHEMA, METRICS_CONTRACT, id="metrics")],
+)
+def test_schema_holds_the_contract(schema, contract):
+    for name, typ in contract.items():
+        assert name in schema.names, name
+        assert schema.field(name).type == typ, name
+    assert schema.names[: len(contract)] == list(contract)  # contract columns first, in order
+    assert len(set(schema.names)) == len(schema.names)
+
+
+def trial_rows():
+    base = dict(
+        status="memorized", stop_reason="mem_frac ≥ 0.1", dataset="digits", model="digits-tiny", params=159_697,
+        batch_size=64, lr=2e-3, objective="ddpm", seed=0, node_id="node-a",
+    )  # fmt: skip
+    return [
+        dict(base, trial_id="t0", n_train=16, steps_done=1000, tau_mem_step=750, tau_mem_images=48_000,
+             tau_mem_normalized=750.0, tau_mem_seconds=31.5, best_fid=12.5, best_fid_step=500),
+        dict(base, trial_id="t1", n_train=32, status="budget", stop_reason="budget", steps_done=3000,
+             tau_mem_step=None, tau_mem_images=None, tau_mem_normalized=None, tau_mem_seconds=None,
+             best_fid=None, best_fid_step=None),
+    ]  # fmt: skip
+
+
+def metric_rows(trial_id, steps):
+    return [
+        dict(trial_id=trial_id, step=s, images_seen=64 * s, wall_s=0.1 * s, train_loss=0.1, test_loss=0.2,
+             mem_frac=s / 1000, mem_frac_lo=0.0, mem_frac_hi=1.0, fid=None if i % 2 else 30.0 - i, loss=0.3)
+        for i, s in enumerate(steps)
+    ]  # fmt: skip
+
+
+def test_trials_round_trip(tmp_path):
+    fs, root = results.filesystem(str(tmp_path / "sweep"))
+    meta = results.provenance(json.dumps({"grid": {"data.n_train": [16, 32]}}))
+    rows = trial_rows()
+    results.write_atomic(results.table(rows, results.TRIALS_SCHEMA, meta), fs, results.join(root, results.TRIALS_FILE))
+    back = results.read_trials(fs, root)
+    assert back.schema.remove_metadata() == results.TRIALS_SCHEMA.remove_metadata()
+    got = back.to_pylist()
+    for want, row in zip(rows, got):
+        assert {k: row[k] for k in want} == want
+    assert got[1]["tau_mem_step"] is None and got[1]["best_fid"] is None  # nulls stay nulls
+    # provenance in the schema metadata
+    md = back.schema.metadata
+    versions = json.loads(md[b"raydiff.versions"])
+    assert {"raydiff", "ray", "torch", "pyarrow"} <= set(versions)
+    assert md[b"raydiff.git_commit"].decode()
+    assert json.loads(md[b"raydiff.search_space"]) == {"grid": {"data.n_train": [16, 32]}}
+    # a plain pyarrow reader (another tool) sees the same columns
+    assert pq.read_table(tmp_path / "sweep" / "trials.parquet").column_names == results.TRIALS_SCHEMA.names
+
+
+def test_metrics_dataset_round_trip(tmp_path):
+    fs, root = results.filesystem(str(tmp_path))
+    meta = results.provenance()
+    for tid, steps in (("t1", [50, 100, 150]), ("t0", [50, 100])):
+        path = results.join(root, results.METRICS_DIR, f"{tid}.parquet")
+        results.write_atomic(results.table(metric_rows(tid, steps), results.METRICS_SCHEMA, meta), fs, path)
+    back = results.read_metrics(fs, root)
+    assert [(r["trial_id"], r["step"]) for r in back.to_pylist()] == [
+        ("t0", 50), ("t0", 100), ("t1", 50), ("t1", 100), ("t1", 150)
+    ]  # fmt: skip
+    by_key = {(r["trial_id"], r["step"]): r for r in back.to_pylist()}
+    for tid, steps in (("t1", [50, 100, 150]), ("t0", [50, 100])):
+        for want in metric_rows(tid, steps):
+            assert {k: by_key[(tid, want["step"])][k] for k in want} == want
+    for name, typ in METRICS_CONTRACT.items():
+        assert back.schema.field(name).type == typ
+    # the folder is a Parquet dataset another tool can open as one table
+    ds = pq.read_table(tmp_path / "metrics")
+    assert ds.num_rows == 5 and set(METRICS_CONTRACT) <= set(ds.column_names)
+    assert b"raydiff.git_commit" in pq.read_schema(tmp_path / "metrics" / "t0.parquet").metadata
+
+
+def test_empty_results_folder_reads_as_empty_tables(tmp_path):
+    fs, root = results.filesystem(str(tmp_path))
+    assert results.read_trials(fs, root).num_rows == 0
+    assert results.read_metrics(fs, root).num_rows == 0
+    assert not results.is_results_dir(fs, root)
+
+
+def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
+    fs, root = results.filesystem(str(tmp_path))
+    path = results.join(root, results.TRIALS_FILE)
+    meta = results.provenance()
+    first = results.table(trial_rows()[:1], results.TRIALS_SCHEMA, meta)
+    results.write_atomic(first, fs, path)
+    before = (tmp_path / "trials.parquet").read_bytes()
+
+    def broken_write(table, where, **kw):  # writes part of a file, then fails (disk full, kill, ...)
+        where.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results.pq, "write_table", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        results.write_atomic(results.table(trial_rows(), results.TRIALS_SCHEMA, meta), fs, path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]  # no temporary left
+    assert (tmp_path / "trials.parquet").read_bytes() == before
+    assert results.read_trials(fs, root).to_pylist()[0]["trial_id"] == "t0"
+
+
+def test_interrupted_write_leaves_no_temp(tmp_path, monkeypatch):
+    # KeyboardInterrupt is not an Exception: the temporary must still go
+    fs, root = results.filesystem(str(tmp_path))
+
+    def interrupted(table, where, **kw):
+        where.write(b"PAR1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results.pq, "write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        results.write_atomic(results.table([], results.METRICS_SCHEMA, {}), fs, results.join(root, "metrics", "t.parquet"))
+    assert list((tmp_path / "metrics").iterdir()) == []
+
+
+def test_corrupt_file_is_a_user_error(tmp_path):
+    from raydiff.errors import UserError
+
+    (tmp_path / "trials.parquet").write_bytes(b"not parquet")
+    fs, root = results.filesystem(str(tmp_path))
+    with pytest.raises(UserError, match="trials.parquet"):
+        results.read_trials(fs, root)

@@ -1,0 +1,178 @@
+"""The onset stopper and the one onset rule it shares with the trial record and `raydiff analyze`."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+
+from raydiff.config import StopConfig
+from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
+from raydiff.tune.stopper import MemorizationOnsetStopper, StopDecision, decide
+
+NAN = float("nan")
+
+
+def result(fracs, *, every=100, budget=1000, step=None, **extra):
+    """A reported result as `raydiff.trial.train` builds it: the history of one eval per `every` steps."""
+    steps = [every * (i + 1) for i in range(len(fracs))]
+    out = {
+        "step": step if step is not None else (steps[-1] if steps else 0),
+        "budget_steps": budget,
+        "history_steps": steps,
+        "history_mem_frac": list(fracs),
+        "diverged": False,
+    }
+    out.update(extra)
+    return out
+
+
+# (history of mem_frac, threshold, patience, budget) → expected status (None: go on) and onset step
+DECIDE_CASES = [
+    pytest.param([0.0, 0.05], 0.1, 1, 1000, None, None, id="below-threshold"),
+    pytest.param([0.0, 0.05, 0.2], 0.1, 1, 1000, "memorized", 300, id="crossing-patience1"),
+    pytest.param([0.0, 0.1], 0.1, 1, 1000, "memorized", 200, id="equal-to-threshold-counts"),
+    pytest.param([0.0, 0.2], 0.1, 2, 1000, None, None, id="patience2-one-above"),
+    pytest.param([0.0, 0.2, 0.3], 0.1, 2, 1000, "memorized", 200, id="patience2-two-above"),
+    pytest.param([0.2, 0.3], 0.1, 3, 1000, None, None, id="patience3-two-above"),
+    pytest.param([0.0, 0.2, 0.3, 0.4], 0.1, 3, 1000, "memorized", 200, id="patience3-three-above"),
+    pytest.param([0.2, 0.05, 0.2], 0.1, 2, 1000, None, None, id="streak-broken-by-lower"),
+    pytest.param([0.2, 0.05, 0.2, 0.3], 0.1, 2, 1000, "memorized", 300, id="streak-restarts-after-break"),
+    pytest.param([0.2, NAN, 0.2], 0.1, 2, 1000, None, None, id="nan-breaks-streak"),
+    pytest.param([NAN, NAN, NAN], 0.1, 1, 1000, None, None, id="nan-never-counts"),
+    pytest.param([0.2, None, 0.2], 0.1, 2, 1000, "memorized", 100, id="none-skipped-keeps-streak"),
+    pytest.param([None, None], 0.1, 1, 1000, None, None, id="all-none"),
+    pytest.param([0.0, 0.0], 0.1, 1, 200, "budget", None, id="budget-reached"),
+    pytest.param([0.0, 0.0, 0.0], 0.1, 1, 250, "budget", None, id="budget-passed"),
+    pytest.param([0.0, 0.5], 0.1, 1, 200, "memorized", 200, id="onset-at-last-eval-of-budget"),
+    pytest.param([0.0, 0.5, 0.6], 0.1, 2, 300, "memorized", 200, id="patience2-completes-at-budget"),
+    pytest.param([0.0, 0.0, 0.6], 0.1, 2, 300, "budget", None, id="patience2-incomplete-at-budget"),
+]
+
+
+@pytest.mark.parametrize("fracs, threshold, patience, budget, status, onset", DECIDE_CASES)
+def test_decide(fracs, threshold, patience, budget, status, onset):
+    stop = StopConfig(mem_frac_threshold=threshold, patience=patience)
+    r = result(fracs, budget=budget)
+    d = decide(r, stop)
+    if status is None:
+        assert d is None
+    else:
+        assert isinstance(d, StopDecision) and d.status == status
+        if status == "memorized":
+            assert f"from step {onset}" in d.reason
+    # the stopper and the onset rule agree: an onset exactly when the decision is "memorized"
+    assert mem_onset(r["history_steps"], r["history_mem_frac"], threshold, patience) == onset
+    assert MemorizationOnsetStopper(stop)("t0", r) is (status is not None)
+
+
+@pytest.mark.parametrize(
+    "res, status",
+    [
+        pytest.param({"step": 100, "budget_steps": 1000}, None, id="no-history-keys"),
+        pytest.param({"step": 1000, "budget_steps": 1000}, "budget", id="no-history-budget"),
+        pytest.param({"budget_steps": 1000}, None, id="no-step"),
+        pytest.param({"step": 5000}, None, id="no-budget"),
+        pytest.param({}, None, id="empty-result"),
+        pytest.param({"history_steps": [], "history_mem_frac": [], "step": 0, "budget_steps": 10}, None, id="empty-history"),
+        pytest.param({"history_steps": [100], "history_mem_frac": None, "step": 100, "budget_steps": 100}, "budget", id="history-fracs-none"),
+    ],
+)
+def test_decide_missing_metric(res, status):
+    d = decide(res, StopConfig(mem_frac_threshold=0.1, patience=1))
+    assert (d.status if d else None) == status
+
+
+@pytest.mark.parametrize(
+    "fracs, budget",
+    [
+        pytest.param([0.0, 0.0], 1000, id="diverged-early"),
+        pytest.param([0.5, 0.5], 1000, id="diverged-after-onset"),
+        pytest.param([0.0, 0.0], 200, id="diverged-at-budget"),
+    ],
+)
+def test_diverged_wins(fracs, budget):
+    r = result(fracs, budget=budget, diverged=True, diverged_step=150)
+    d = decide(r, StopConfig(mem_frac_threshold=0.1, patience=1))
+    assert d.status == "diverged" and "150" in d.reason
+
+
+def test_stopper_interface():
+    s = MemorizationOnsetStopper(StopConfig())
+    assert s.stop_all() is False
+    assert s("t", result([0.0])) is False
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_stopper_pickle_round_trip(patience):
+    s = MemorizationOnsetStopper(StopConfig(mem_frac_threshold=0.25, patience=patience))
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2.stop == s.stop
+    histories = [[0.0], [0.3], [0.3, 0.3], [0.3, 0.3, 0.3], [0.3, NAN, 0.3], [0.1, 0.2, 0.24], [0.0] * 10]
+    for fr in histories:
+        for budget in (100, 300, 1000):
+            r = result(fr, budget=budget)
+            assert s2("t", r) == s("t", r)
+            assert decide(r, s2.stop) == decide(r, s.stop)
+
+
+# ------------------------------------------------------------------------------ onset rules
+
+
+@pytest.mark.parametrize(
+    "steps, fracs, threshold, patience, expected",
+    [
+        pytest.param([10, 20, 30], [0.0, 0.0, 0.0], 0.1, 1, None, id="never"),
+        pytest.param([10, 20, 30], [0.0, 0.2, 0.0], 0.1, 1, 20, id="first-crossing"),
+        pytest.param([10, 20, 30, 40], [0.2, 0.0, 0.2, 0.2], 0.1, 2, 30, id="second-run"),
+        pytest.param([10, 20, 30], [0.2, None, 0.2], 0.1, 2, 10, id="none-skipped"),
+        pytest.param([10, 20, 30], [0.2, NAN, 0.2], 0.1, 2, None, id="nan-breaks"),
+        pytest.param([10, 20, 30], [0.2, math.inf, 0.2], 0.1, 2, None, id="inf-breaks"),
+        pytest.param([], [], 0.1, 1, None, id="empty"),
+        pytest.param([5, 7, 9], [0.5, 0.6, 0.7], 0.5, 3, 5, id="from-first-eval"),
+    ],
+)
+def test_mem_onset(steps, fracs, threshold, patience, expected):
+    assert mem_onset(steps, fracs, threshold, patience) == expected
+
+
+def test_interpolated_onset_log_linear():
+    # crossing between (200, 0.05) and (300, 0.2): w = (0.1 − 0.05) / 0.15 = 1/3 of the way in log(step)
+    got = interpolated_onset([100, 200, 300], [0.0, 0.05, 0.2], 0.1, 1)
+    assert got == pytest.approx(200.0 * 1.5 ** (1.0 / 3.0), rel=1e-12)  # = 228.942...
+    assert 200 < got < 300
+
+
+@pytest.mark.parametrize(
+    "steps, fracs, patience, expected",
+    [
+        pytest.param([100, 200], [0.5, 0.6], 1, 100.0, id="onset-at-first-eval"),
+        pytest.param([100, 200], [0.0, 0.0], 1, None, id="no-onset"),
+        pytest.param([100, 200, 300], [0.05, None, 0.2], 1, 100.0 * 3.0 ** (1.0 / 3.0), id="none-skipped"),
+        pytest.param([100, 200], [NAN, 0.2], 1, 200.0, id="nan-before-falls-back"),
+        pytest.param([100, 200, 300], [0.0, 0.1, 0.2], 2, 200.0, id="exactly-at-threshold"),
+    ],
+)
+def test_interpolated_onset_cases(steps, fracs, patience, expected):
+    got = interpolated_onset(steps, fracs, 0.1, patience)
+    assert got == (None if expected is None else pytest.approx(expected, rel=1e-12))
+
+
+@pytest.mark.parametrize(
+    "train, test, gap, window, expected",
+    [
+        # relative gaps 0, 0, .2, .2, .2, .2; 3-window averages 0, 0, .067, .133, .2, .2
+        pytest.param([1.0] * 6, [1, 1, 1.2, 1.2, 1.2, 1.2], 0.05, 3, 3, id="window3"),
+        # the same with a gap of 0.1: the smoothed gap first exceeds it at step 4
+        pytest.param([1.0] * 6, [1, 1, 1.2, 1.2, 1.2, 1.2], 0.1, 3, 4, id="window3-larger-gap"),
+        pytest.param([1.0] * 6, [1, 1, 1.2, 1.0, 1.0, 1.0], 0.05, 1, None, id="one-spike-ignored"),
+        pytest.param([1.0] * 6, [1.0] * 6, 0.05, 3, None, id="no-gap"),
+        pytest.param([1, None, 1, 1, 1, 1], [1, 1, 1, 1.5, 1.5, 1.5], 0.05, 1, 4, id="missing-skipped"),
+        pytest.param([1, 1, 1, NAN, 1, 1], [1, 1, 1.5, 1.5, 1.5, 1], 0.05, 1, 3, id="nan-skipped"),
+        pytest.param([2.0] * 4, [2.0, 2.4, 2.4, 2.4], 0.1, 1, 2, id="relative-gap"),
+    ],
+)
+def test_loss_divergence_onset(train, test, gap, window, expected):
+    steps = [1, 2, 3, 4, 5, 6][: len(train)]
+    assert loss_divergence_onset(steps, train, test, gap, window) == expected

@@ -1,0 +1,160 @@
+"""`train(config, report)`: cadence, reported metrics, early stop, restore from a checkpoint."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from raydiff.config import StopConfig, experiment_from_dict
+from raydiff.diffusion.ddpm import DDPM
+from raydiff.trial import eval_schedule, train
+from raydiff.tune.stopper import decide
+
+# a trial that runs in seconds on one CPU core: 8 digits, a one-level 8-channel U-Net, no FID
+TINY = {
+    "data": {"dataset": "digits", "n_train": 8, "n_test": 16},
+    "model": {"base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16},
+    "diffusion": {"objective": "ddpm", "sample_steps": 4},
+    "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 60, "ema_halflife_images": 200},
+    "eval": {"every_steps": 20, "num_samples": 8, "fid_every": 0, "probe_images": 4,
+             "probe_noise_levels": 2, "bootstrap": 50, "save_samples": 2},
+}  # fmt: skip
+
+CONTRACT_KEYS = {"step", "images_seen", "wall_s", "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid"}
+TRIAL_KEYS = {
+    "params", "n_train", "batch_size", "lr", "budget_steps", "loss", "diverged", "tau_mem_step", "tau_mem_images",
+    "tau_mem_seconds", "tau_mem_loss_step", "history_steps", "history_mem_frac", "node_id",
+}  # fmt: skip
+
+
+def tiny(**sections):
+    raw = {k: dict(v) for k, v in TINY.items()}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return experiment_from_dict(raw).validate()
+
+
+def snapshot(state_fn):
+    """What the Ray trainable does: serialize the state now (training goes on mutating the tensors)."""
+    buf = io.BytesIO()
+    torch.save(state_fn(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None):
+        self.reports, self.states, self.stop_after = [], {}, stop_after
+
+    def __call__(self, metrics, state_fn):
+        self.reports.append(metrics)
+        if state_fn is not None:
+            self.states[metrics["step"]] = snapshot(state_fn)
+        return self.stop_after is not None and len(self.reports) >= self.stop_after
+
+
+@pytest.fixture(scope="module")
+def full_run():
+    torch.set_num_threads(1)
+    cfg = tiny()
+    rec = Recorder()
+    last = train(cfg, rec)
+    return cfg, rec, last
+
+
+def test_reports_on_the_eval_schedule(full_run):
+    cfg, rec, last = full_run
+    assert [r["step"] for r in rec.reports] == [20, 40, 60] == eval_schedule(cfg, cfg.budget_steps)
+    assert last is rec.reports[-1]
+    assert [r["images_seen"] for r in rec.reports] == [320, 640, 960]
+    walls = [r["wall_s"] for r in rec.reports]
+    assert walls == sorted(walls) and walls[0] > 0
+
+
+def test_reported_metrics(full_run):
+    cfg, rec, _ = full_run
+    for i, r in enumerate(rec.reports):
+        missing = (CONTRACT_KEYS | TRIAL_KEYS) - set(r)
+        assert not missing, missing
+        assert r["history_steps"] == [20, 40, 60][: i + 1]
+        assert len(r["history_mem_frac"]) == i + 1 and r["history_mem_frac"][-1] == r["mem_frac"]
+        assert 0.0 <= r["mem_frac_lo"] <= r["mem_frac"] <= r["mem_frac_hi"] <= 1.0
+        assert r["train_loss"] > 0 and r["test_loss"] > 0 and r["loss"] > 0
+        assert r["fid"] is None  # fid_every: 0
+        assert r["diverged"] is False
+        assert r["budget_steps"] == 60 and r["n_train"] == 8 and r["batch_size"] == 16 and r["params"] > 0
+    # training lowers the training loss on the fixed probe
+    assert rec.reports[-1]["train_loss"] < rec.reports[0]["train_loss"]
+
+
+def test_resume_from_state(full_run):
+    cfg, rec, _ = full_run
+    state = rec.states[20]
+    assert state["step"] == 20 and [h["step"] for h in state["history"]] == [20]
+    resumed = Recorder()
+    train(cfg, resumed, state=state)
+    assert [r["step"] for r in resumed.reports] == [40, 60]  # continues from step 20, not from 0
+    assert resumed.reports[0]["history_steps"] == [20, 40]  # the history came along
+    assert resumed.reports[-1]["history_steps"] == [20, 40, 60]
+    assert resumed.reports[0]["history_mem_frac"][0] == rec.reports[0]["mem_frac"]
+    assert resumed.reports[0]["wall_s"] >= state["wall_s"]
+    # model, optimizer, EMA and every RNG stream restored: the same run, evaluation for evaluation
+    for a, b in zip(rec.reports[1:], resumed.reports):
+        for k in ("train_loss", "test_loss", "mem_frac", "loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+
+
+def test_returns_when_report_says_stop():
+    rec = Recorder(stop_after=1)
+    last = train(tiny(), rec)
+    assert len(rec.reports) == 1 and last["step"] == 20
+
+
+def test_onset_recorded_and_stopper_agrees(full_run):
+    # with a threshold of "any memorized sample" and patience 1 the record and the stopper agree
+    cfg, rec, _ = full_run
+    for r in rec.reports:
+        d = decide(r, cfg.stop)
+        assert (r["tau_mem_step"] is not None) == (d is not None and d.status == "memorized")
+        if r["tau_mem_step"] is not None:
+            assert r["tau_mem_images"] == r["tau_mem_step"] * 16
+
+
+def test_divergence_is_reported(monkeypatch):
+    real = DDPM.loss
+    calls = {"n": 0}
+
+    def poisoned(self, net, x0, labels=None, **kw):  # the training loss turns NaN after 25 steps
+        out = real(self, net, x0, labels, **kw)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] > 25:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(DDPM, "loss", poisoned)
+    rec = Recorder()
+    last = train(tiny(), rec)
+    assert [r["step"] for r in rec.reports] == [20, 40]  # the NaN is caught at the next check (step 40)
+    assert last["diverged"] is True and last["diverged_step"] == 40
+    assert decide(last, StopConfig()).status == "diverged"
+
+
+@pytest.mark.parametrize(
+    "eval_cfg, batch, budget, expected",
+    [
+        pytest.param({"every_steps": 20}, 16, 60, [20, 40, 60], id="uniform"),
+        pytest.param({"every_steps": 20}, 16, 70, [20, 40, 60, 70], id="uniform-budget-off-grid"),
+        pytest.param({"every_steps": 100}, 16, 60, [60], id="uniform-every-beyond-budget"),
+        pytest.param({"every_steps": 20, "every_images": 64}, 16, 12, [4, 8, 12], id="every-images"),
+        pytest.param({"every_steps": 10, "cadence": "geometric", "geometric_ratio": 2.0}, 16, 200,
+                     [10, 20, 40, 80, 160, 200], id="geometric-doubling"),  # fmt: skip
+        pytest.param({"every_steps": 10, "cadence": "geometric", "geometric_ratio": 1.05}, 16, 50,
+                     [10, 20, 30, 40, 50], id="geometric-floor-at-every"),  # fmt: skip
+    ],
+)
+def test_eval_schedule(eval_cfg, batch, budget, expected):
+    cfg = tiny(eval=eval_cfg, train={"batch_size": batch})
+    assert eval_schedule(cfg, budget) == expected
