@@ -202,6 +202,10 @@ class EvalConfig:
     every_images: int | None = None  # ... or in images seen (overrides every_steps)
     cadence: str = "uniform"  # uniform | geometric (spacing grows by geometric_ratio)
     geometric_ratio: float = 1.25
+    # weight snapshots kept, evenly spaced, between evaluations: when mem_frac first crosses the
+    # onset threshold, a binary search over them (memorization test only) narrows τ_mem's bracket
+    # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off)
+    refine_snapshots: int = 0
     num_samples: int = 128  # generated samples per evaluation for the memorization test
     mem_sample_steps: int | None = None  # sampler steps for those samples; None: diffusion.sample_steps
     sample_batch: int = 512
@@ -235,6 +239,8 @@ class EvalConfig:
         _choice("eval.cadence", self.cadence, CADENCES)
         if self.geometric_ratio <= 1.0:
             raise ConfigError(f"must be > 1 (got {self.geometric_ratio})", key="eval.geometric_ratio")
+        if self.refine_snapshots < 0:
+            raise ConfigError(f"must be ≥ 0 (got {self.refine_snapshots})", key="eval.refine_snapshots")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
         _positive("eval.sample_batch", self.sample_batch)

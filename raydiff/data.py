@@ -8,6 +8,7 @@ device and draws batches by index: no DataLoader, no worker processes, no per-st
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +149,17 @@ def folder_images(root: str | None) -> list[Path]:
     path = Path(root or "")
     if not path.is_dir():
         raise ConfigError(f"no such folder: {path}", key="data.root")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = _listing(str(path.resolve()), path.stat().st_mtime_ns)
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}", key="data.root")
-    return files
+    return list(files)
+
+
+@functools.lru_cache(maxsize=8)
+def _listing(root: str, mtime_ns: int) -> tuple[Path, ...]:
+    # every trial of a grid is validated, often more than once, and CelebA holds 202,599 files:
+    # list a folder once per process (a new file changes the folder's mtime, so the key)
+    return tuple(sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
 
 
 _READABLE: set[tuple[str, float]] = set()  # (path, mtime) already checked in this process

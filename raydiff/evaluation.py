@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -149,16 +150,19 @@ class Evaluator:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     @torch.no_grad()
-    def __call__(self, net: nn.Module, step: int) -> dict[str, Any]:
+    def __call__(self, net: nn.Module, step: int, memorization_only: bool = False) -> dict[str, Any]:
+        """All metrics; or, with memorization_only (the trial's bracket refinement), the
+        memorization test alone: no loss probes (NaN), no FID, and the FID cadence is not advanced."""
         ev = self.cfg.eval
         was_training = net.training
         net.eval()
         t0 = time.perf_counter()
-        out: dict[str, Any] = {}
-        with self._autocast():
-            out["train_loss"] = self.train_probe.loss(self.process, net)
-            out["test_loss"] = self.test_probe.loss(self.process, net)
-        do_fid = bool(ev.fid_every) and self.count % ev.fid_every == 0
+        out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan}
+        if not memorization_only:
+            with self._autocast():
+                out["train_loss"] = self.train_probe.loss(self.process, net)
+                out["test_loss"] = self.test_probe.loss(self.process, net)
+        do_fid = bool(ev.fid_every) and self.count % ev.fid_every == 0 and not memorization_only
         if self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
             samples = self.sample(net, max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples)
             mem_set, fid_set = samples[: ev.num_samples], samples[: ev.fid_samples]  # uint8 [n, C, H, W]
@@ -197,7 +201,8 @@ class Evaluator:
             out["fid_samples"] = int(ev.fid_samples)
             out["fid_reference"] = self.fid_reference
         out["eval_s"] = time.perf_counter() - t0
-        self.count += 1
+        if not memorization_only:
+            self.count += 1
         net.train(was_training)
         return out
 

@@ -134,7 +134,8 @@ def footer(facts: dict[str, Any]) -> str:
     return text
 
 
-def print_status(uri: str | None, storage: str = "results", out=sys.stdout) -> None:
+def print_status(uri: str | None, storage: str = "results", out=None) -> None:
+    out = out or sys.stdout
     uri = uri or newest_sweep(storage)
     rows, facts = status_rows(uri)
     print(f"raydiff: sweep at {uri}", file=out)

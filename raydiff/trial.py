@@ -11,6 +11,7 @@ Length, EMA and cadence are counted in optimizer steps and reported in images se
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -59,6 +60,36 @@ def eval_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
         if cfg.eval.cadence == "geometric":
             gap = s * (cfg.eval.geometric_ratio - 1.0)
     return steps + [budget]
+
+
+def refine_steps(lo: int, hi: int, k: int) -> list[int]:
+    """The steps strictly between evaluations at `lo` and `hi` at which to snapshot the evaluated
+    weights for bracket refinement: k evenly spaced (fewer when the gap is under k + 1), ascending."""
+    return sorted({lo + (hi - lo) * i // (k + 1) for i in range(1, k + 1)} - {lo, hi})
+
+
+def crossed(history: list[dict[str, Any]], mem_frac: float | None, threshold: float) -> bool:
+    """mem_frac has just risen to the threshold: this evaluation is at or above it, the last
+    measured one before it (if any) below. That bracket is what refinement narrows."""
+    if mem_frac is None or not math.isfinite(mem_frac) or mem_frac < threshold:
+        return False
+    before = [h["mem_frac"] for h in history if h.get("mem_frac") is not None]
+    return not before or not (math.isfinite(before[-1]) and before[-1] >= threshold)
+
+
+def bisect_crossing(n: int, above: Callable[[int], bool]) -> int:
+    """Binary search over n snapshots in time order, bracketed by an evaluation below the threshold
+    before them and one above after them: the index of the first snapshot found above (n: none),
+    for ⌈log₂(n + 1)⌉ calls of `above`. Every snapshot evaluated before that index is below and
+    every one after it above, so the one onset rule, run over the merged history, lands on it."""
+    lo, hi = -1, n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if above(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 class TrainState:
@@ -153,7 +184,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     if state is not None:
         ts.load_state_dict(state)
     resumed_from_step = ts.step  # 0 unless restored from a checkpoint
-    evaluator.count = len(ts.history)  # keeps the FID cadence aligned across a restore
+    evaluator.count = sum(not h.get("refined") for h in ts.history)  # keeps the FID cadence aligned across a restore
     fault_step = injected_fault_step(cfg)
 
     x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
@@ -182,7 +213,11 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
     ts.net.train()
+    eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
+    refine_k, threshold = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold
     for next_eval in schedule:
+        snap_at = set(refine_steps(ts.step, next_eval, refine_k)) if refine_k else set()
+        snaps: list[tuple[int, float, dict[str, torch.Tensor]]] = []  # (step, wall_s, weights)
         while ts.step < next_eval:
             idx = torch.randint(0, n, (b,), generator=ts.batch_gen).to(device, non_blocking=True)
             labels = None
@@ -205,6 +240,9 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                 raise RuntimeError(f"injected fault at step {ts.step} ({FAULT_ENV}, a test hook)")
             loss_sum += loss.detach()
             loss_count += 1
+            if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
+                weights = {k: v.detach().clone() for k, v in eval_net.state_dict().items()}
+                snaps.append((ts.step, time.perf_counter() - t_start, weights))
             if ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval:
                 if not math.isfinite(float(loss_sum)):
                     ts.wall_s = time.perf_counter() - t_start
@@ -217,10 +255,22 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                     report(last, None)
                     return last
 
-        metrics = evaluator(ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net, ts.step)
+        metrics = evaluator(eval_net, ts.step)
+        refined = []  # (row, metrics) of snapshot evaluations, ascending in step
+        if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):
+            refined = _refine(evaluator, eval_net, snaps, threshold, b)
         ts.wall_s = time.perf_counter() - t_start
         row = {"step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s}
         row.update({k: metrics.get(k) for k in ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")})
+        for r_row, r_metrics in refined:
+            # reported before the evaluation that found the crossing, without the history (so no
+            # stopper acts on them) and without a checkpoint; that evaluation's report carries both
+            ts.history.append(r_row)
+            r_onset = onset_summary(cfg, ts.history)
+            report({
+                **static, **r_metrics, **r_row, **r_onset, "diverged": False,
+                **objective_values(ts.history, r_onset["tau_mem_step"], r_row["step"], b), "node_id": _node_id(),
+            }, None)  # fmt: skip
         ts.history.append(row)
         onset = onset_summary(cfg, ts.history)
         last = {
@@ -260,6 +310,28 @@ def injected_fault_step(cfg: ExperimentConfig) -> int | None:
         if str(cfg.to_dict().get(section, {}).get(name)) != value:
             return None
     return int(step)
+
+
+def _refine(evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: float, b: int) -> list[tuple[dict, dict]]:
+    """Evaluate (memorization only) the snapshots a binary search for the crossing visits."""
+    scratch = copy.deepcopy(net)
+    done: dict[int, dict[str, Any]] = {}
+
+    def above(i: int) -> bool:
+        scratch.load_state_dict(snaps[i][2])
+        done[i] = evaluator(scratch, snaps[i][0], memorization_only=True)
+        v = done[i].get("mem_frac")
+        return v is not None and math.isfinite(v) and v >= threshold
+
+    bisect_crossing(len(snaps), above)
+    out = []
+    for i in sorted(done):
+        step, wall_s, _ = snaps[i]
+        m = done[i]
+        row = {"step": step, "images_seen": step * b, "wall_s": wall_s, "refined": True}
+        row.update({k: m.get(k) for k in ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")})
+        out.append((row, m))
+    return out
 
 
 def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:

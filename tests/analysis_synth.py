@@ -79,6 +79,7 @@ def write_sweep(
     no_trials_file=False,
     width=0.3,
     diverged: int = 0,
+    mode: str = "grid",
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
@@ -89,7 +90,7 @@ def write_sweep(
     fs = pafs.LocalFileSystem()
     grid = {"data.n_train": list(n), "train.batch_size": list(b), "train.lr": list(lr)}
     space = {
-        "sweep": {"name": root.name, "mode": "grid"},
+        "sweep": {"name": root.name, "mode": mode},
         "grid": grid,
         "data": {"dataset": "digits", "n_test": 256},
         "train": {"max_steps": budget or 100000},
@@ -104,6 +105,9 @@ def write_sweep(
 
         digits = load(base.data.__class__(dataset="digits", n_train=max(n), n_test=256)).x_train.numpy()
     points = [(nn, bb, ll) for nn in n for bb in b for ll in lr]
+    if mode == "one_factor":  # the first values are the default point; vary one axis at a time
+        points = [(n[0], b[0], lr[0])] + [(v, b[0], lr[0]) for v in n[1:]]
+        points += [(n[0], v, lr[0]) for v in b[1:]] + [(n[0], b[0], v) for v in lr[1:]]
     truth, trial_rows = {}, []
     n_min, b_min, lr_min = min(n), min(b), min(lr)
     for i, (nn, bb, ll) in enumerate(points):

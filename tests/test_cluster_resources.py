@@ -123,3 +123,29 @@ def test_prestage_cli(tmp_path, monkeypatch, capsys):
     assert f"prestaged smoke into {tmp_path / 'cache'}" in capsys.readouterr().out
     assert cli.main(["prestage", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.startswith("raydiff: error: ")
+
+
+@pytest.mark.ray
+def test_gpu_sweep_on_a_gpu_less_machine_fails_in_seconds(tmp_path):
+    """The everyday mistake: a GPU search space on a laptop. Ray starts, the check refuses, exit 2,
+    before any trial starts or any file is written."""
+    import os
+
+    raw = yaml.safe_load((ROOT / "raydiff" / "search_spaces" / "smoke.yaml").read_text())
+    raw["sweep"]["resources"] = {"cpu": 1, "gpu": 1}
+    raw["eval"]["fid_every"] = 0
+    space = tmp_path / "gpu.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAYDIFF_AUTOSCALING"))}
+    env.update(RAY_ADDRESS="local", RAYDIFF_AUTOSCALING_CONFIG=str(tmp_path / "absent.yaml"))  # a new local Ray
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "raydiff.cli", "sweep", str(space), "--storage", str(tmp_path / "r")],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("raydiff: error: sweep.resources: no node can host a trial asking for 1 CPU and 1 GPU"), last
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - t0 < 150  # Ray starting on a busy 2-core machine; a hang would never end
+    assert not (tmp_path / "r" / "smoke").exists()

@@ -66,8 +66,21 @@ def _plain_log(ax, which: str = "y") -> None:
     axis = ax.yaxis if which == "y" else ax.xaxis
     lim = ax.get_ylim() if which == "y" else ax.get_xlim()
     fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    span = np.ptp(np.log10(np.maximum(lim, 1e-300)))
+    if span < 2.5:  # 1-2-5 ticks: a short log axis still gets a few labelled numbers
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(fmt)
-    axis.set_minor_formatter(fmt if np.ptp(np.log10(lim)) < 1 else matplotlib.ticker.NullFormatter())
+    axis.set_minor_formatter(fmt if span < 0.7 else matplotlib.ticker.NullFormatter())
+
+
+def _colorbar(fig, ax, norm, cmap, axis: str, values) -> None:
+    """A colour bar for an axis's values, ticked at the values the sweep used."""
+    cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=AXIS_LABELS.get(axis, axis), shrink=0.8)
+    vals = sorted({v for v in values if v})
+    if 1 < len(vals) <= 8:
+        cb.set_ticks(vals)
+        cb.set_ticklabels([fmt_value(axis, v) for v in vals])
+        cb.ax.minorticks_off()
 
 
 def _log_ticks(ax, axis: str, values) -> None:
@@ -82,16 +95,19 @@ def _log_ticks(ax, axis: str, values) -> None:
 # ----------------------------------------------------------------------------- τ vs axis
 
 
-def tau_vs_axis(an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = None, title: str | None = None) -> Path:
+def tau_vs_axis(
+    an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = None, stats: list[TrialStats] | None = None,
+    title: str | None = None,
+) -> Path:
     """τ_mem against one axis (log-log): trials as points coloured by the other axes' values,
     censored trials as ▲ at the last step they trained (τ_mem lies above), the fit's line per
-    combination of the other axes and its bootstrap band."""
+    combination of the other axes (one line for a one-axis fit) and its bootstrap band."""
     fit = fit if fit is not None else an.joint
-    pts = [s for s in an.stats if s.state in ("onset", "censored")]
+    pts = [s for s in (stats if stats is not None else an.stats) if s.state in ("onset", "censored")]
     others = [a for a in an.axes if a != axis]
     combos = sorted({tuple(s.value(o) for o in others) for s in pts})
     ref = tuple(an.reference.get(o) for o in others)
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
     many = len(combos) > MAX_LEGEND
     if many:  # colour by the first other axis on a colour bar
         o = others[0]
@@ -108,16 +124,19 @@ def tau_vs_axis(an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = N
     if fit is not None and axis in fit.axes and len(xs):
         grid = np.geomspace(xs.min() / 1.2, xs.max() * 1.2, 80)
         lines = [ref] if many else combos
+        line_color = dict(color)
+        if fit.axes == [axis]:  # a one-axis fit: one line, whatever the other axes
+            lines, line_color = [ref], {ref: "0.25"}
         for c in lines:
             if None in c:
                 continue
             vals = {axis: grid, **{o: np.full_like(grid, v) for o, v in zip(others, c)}}
-            ax.plot(grid, np.exp(fit.log_predict(vals)), color=color.get(c, "k"), lw=1.6, zorder=2)
+            ax.plot(grid, np.exp(fit.log_predict(vals)), color=line_color.get(c, "k"), lw=1.6, zorder=2)
             if c == ref or len(lines) <= 3:
                 draws = fit.log_predict(vals, draws=True)
                 a = (1 - fit.level) / 2
                 lo, hi = np.nanquantile(draws, [a, 1 - a], axis=0)
-                ax.fill_between(grid, np.exp(lo), np.exp(hi), color=color.get(c, "k"), alpha=0.15, lw=0, zorder=1)
+                ax.fill_between(grid, np.exp(lo), np.exp(hi), color=line_color.get(c, "k"), alpha=0.15, lw=0, zorder=1)
     for c in combos:
         on = [s for s in pts if tuple(s.value(o) for o in others) == c and s.state == "onset"]
         ce = [s for s in pts if tuple(s.value(o) for o in others) == c and s.state == "censored"]
@@ -125,8 +144,8 @@ def tau_vs_axis(an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = N
         if on:
             ax.scatter([s.value(axis) for s in on], [s.tau for s in on], label=None if many else label[c] or "trials", **kw)
         if ce:
-            ax.scatter([s.value(axis) for s in ce], [s.censor_step for s in ce], marker="^", facecolors="none",
-                       s=48, zorder=3, edgecolors=color[c], linewidths=1.2)  # fmt: skip
+            ax.scatter([s.value(axis) for s in ce], [s.censor_step for s in ce], marker="^", facecolors="white",
+                       s=64, zorder=4, edgecolors=color[c], linewidths=1.6)  # fmt: skip
     ax.set_xscale("log")
     _plain_log(ax, "y")
     _log_ticks(ax, axis, xs)
@@ -138,11 +157,10 @@ def tau_vs_axis(an: Analysis, axis: str, path: Path, fit: PowerLawFit | None = N
         handles.append(Line2D([], [], marker="^", ls="", mfc="none", mec="0.3", label="no onset by this step"))
     if fit is not None and axis in fit.axes:
         handles.append(Line2D([], [], color="0.3", lw=1.6, label=f"fit, {int(round(fit.level * 100))}% band"))
-    if handles:
-        ax.legend(handles=handles, loc="best", frameon=True)
+    if handles:  # outside, right: points and lines stay visible
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     if many:
-        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=ax, label=AXIS_LABELS.get(others[0], others[0]))
+        _colorbar(fig, ax, norm, cmap, others[0], [s.value(others[0]) for s in pts])
     if title is None and fit is not None and axis in fit.axes:
         c = fit.coef(axis)
         cens = f", {fit.n_censored} censored" if fit.n_censored else ""
@@ -178,7 +196,7 @@ def _colours(an: Analysis, stats: list[TrialStats], by: str | None = None):
     norm = LogNorm(min(vals), max(vals)) if vals and max(vals) > min(vals) else Normalize(0, 1)
     cmap = plt.get_cmap("viridis")
     col = {s.trial_id: (cmap(norm(s.value(axis))) if s.value(axis) else "0.55") for s in stats}
-    return col, (matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), axis)
+    return col, (norm, cmap, axis, [s.value(axis) for s in stats])
 
 
 def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | None = None, title: str = "") -> Path | None:
@@ -206,7 +224,7 @@ def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | 
             axs[0].plot(tx(st), m, color=c, lw=1.5, label=trial_label(s, an.axes) + (" (running)" if s.state == "running" else ""))
             lo = np.array([r.get("mem_frac_lo") if r.get("mem_frac_lo") is not None else np.nan for r in rows if r.get("mem_frac") is not None])
             hi = np.array([r.get("mem_frac_hi") if r.get("mem_frac_hi") is not None else np.nan for r in rows if r.get("mem_frac") is not None])
-            if len(lo) == len(st):
+            if len(lo) == len(st) and bar is None:  # bands only while they stay legible
                 axs[0].fill_between(tx(st), lo, hi, color=c, alpha=0.15, lw=0)
         if s.tau is not None and s.state in ("onset", "running"):
             at = np.interp(s.tau, st, m) if len(st) else threshold
@@ -223,7 +241,8 @@ def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | 
     axs[0].text(0.01, threshold, f" onset threshold {threshold:g}", transform=axs[0].get_yaxis_transform(),
                 va="bottom", fontsize=8, color="0.3")  # fmt: skip
     axs[0].set_ylabel("memorized fraction")
-    axs[0].set_ylim(-0.02, 1.02)
+    top = max([threshold * 2.5] + [np.nanmax(_series(an.sweep.evals[s.trial_id], "mem_frac")[1], initial=0) for s in stats])
+    axs[0].set_ylim(-0.02 * top, min(1.02, 1.1 * top))
     axs[1].set_ylabel("FID")
     if has_fid:
         _plain_log(axs[1])
@@ -240,7 +259,7 @@ def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | 
     if bar is None:
         axs[0].legend(loc="upper left", ncol=1 if len(stats) <= 5 else 2)
     else:
-        fig.colorbar(bar[0], ax=axs, label=AXIS_LABELS.get(bar[1], bar[1]), shrink=0.6)
+        _colorbar(fig, axs, *bar)
     if title:
         axs[0].set_title(title)
     return _save(fig, path)
@@ -287,7 +306,7 @@ def axis_curves(an: Analysis, axis: str, path: Path) -> Path | None:
     for j, xl in enumerate(("optimizer step", "normalized time T")):
         axs[1, j].set_xlabel(xl)
         for i in range(2):
-            axs[i, j].set_xscale("log")
+            _plain_log(axs[i, j], "x")
             axs[i, j].grid(True, which="both", alpha=0.25)
         axs[1, j].axhline(0, color="0.5", lw=0.8)
     axs[0, 0].legend(loc="upper left")
@@ -352,31 +371,37 @@ def copies(an: Analysis, s: TrialStats, train_x: np.ndarray, path: Path, k: int 
     if not shown:
         return None
     k = min(k, min(len(r["samples_nn_index"]) for _, r in shown))
-    fig, axs = plt.subplots(2 * len(shown), k, figsize=(1.15 * k + 1.6, 2.45 * len(shown) + 0.7), squeeze=False)
-    for i, (what, r) in enumerate(shown):
+    fig = plt.figure(figsize=(1.1 * k + 1.4, 2.45 * len(shown) + 0.9))
+    subs = np.atleast_1d(fig.subfigures(len(shown), 1, hspace=0.04))
+    for sub, (what, r) in zip(subs, shown):
         x = decode_array(r["samples"])  # uint8 [k, C, H, W]
-        idx, ratio = r["samples_nn_index"], r.get("samples_nn_ratio") or [np.nan] * len(r["samples_nn_index"])
+        idx, ratio = r["samples_nn_index"], r.get("samples_nn_ratio") or [None] * len(r["samples_nn_index"])
+        axs = sub.subplots(2, k, squeeze=False, gridspec_kw={"hspace": 0.08, "wspace": 0.08})
         for j in range(k):
-            top, bot = axs[2 * i, j], axs[2 * i + 1, j]
+            top, bot = axs[0, j], axs[1, j]
             _show(top, x[j])
             _show(bot, train_x[idx[j]])
-            copy = ratio[j] is not None and np.isfinite(ratio[j]) and ratio[j] < cut
-            bot.set_xlabel(f"{ratio[j]:.2f}", color="crimson" if copy else "0.2", fontsize=9,
-                           fontweight="bold" if copy else "normal")  # fmt: skip
+            rj = ratio[j] if ratio[j] is not None else float("nan")
+            copy = bool(np.isfinite(rj) and rj < cut)
+            bot.set_xlabel(f"{rj:.2f}", color="crimson" if copy else "0.2", fontsize=9, fontweight="bold" if copy else "normal")
             for ax in (top, bot):
                 for sp in ax.spines.values():
-                    sp.set_edgecolor("crimson" if copy else "0.7")
-                    sp.set_linewidth(2.0 if copy else 0.6)
+                    sp.set_edgecolor("crimson" if copy else "0.75")
+                    sp.set_linewidth(2.2 if copy else 0.6)
         mf = r.get("mem_frac")
-        axs[2 * i, 0].set_ylabel(f"{what}\nstep {r['step']}" + (f"\nmem_frac {mf:.2f}" if mf is not None else ""), fontsize=9)
-        axs[2 * i + 1, 0].set_ylabel("nearest\ntraining image", fontsize=9)
+        n_copy = sum(1 for v in ratio[:k] if v is not None and np.isfinite(v) and v < cut)
+        sub.suptitle(
+            f"{what}: step {r['step']}" + (f", mem_frac {mf:.2f}" if mf is not None else "") + f"  ({n_copy}/{k} shown are copies)",
+            fontsize=10, x=0.02, ha="left",
+        )  # fmt: skip
+        axs[0, 0].set_ylabel("generated", fontsize=9)
+        axs[1, 0].set_ylabel("nearest\ntraining", fontsize=9)
     label = trial_label(s, an.axes) or s.trial_id
     fig.suptitle(
-        f"{s.trial_id} ({label}): samples above their nearest training image;\n"
-        f"number = ‖x − a₁‖ / ‖x − a₂‖, red = copy (< {cut:.2g})",
-        fontsize=10,
-    )
-    fig.tight_layout()
+        f"{s.trial_id} ({label}): each sample above its nearest training image, number ‖x − a₁‖/‖x − a₂‖,\n"
+        f"red = copy (< {cut:.2g}); a column keeps the same initial noise at every evaluation",
+        fontsize=10, y=1.0 + 0.3 / (2.45 * len(shown) + 0.9),
+    )  # fmt: skip
     return _save(fig, path)
 
 

@@ -25,6 +25,7 @@ AXES = {"n_train": "alpha", "batch_size": "beta", "lr": "gamma", "params": "delt
 SYMBOLS = {"n_train": "N", "batch_size": "B", "lr": "η", "params": "P"}
 GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "c": "c"}
 METHODS = ("ols", "tobit")
+LOG_SIGMA_MIN = float(np.log(1e-4))  # a residual spread below 0.01 % in τ is no fit but a degenerate likelihood
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,12 @@ class PowerLawFit:
     def coef(self, axis: str) -> Coefficient:
         return next(c for c in self.coefficients if c.axis == axis)
 
+    def coefs_text(self) -> str:
+        """One line: each exponent with its interval, R², the trial count."""
+        cs = ", ".join(f"{c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" for c in self.coefficients)
+        cens = f", {self.n_censored} censored" if self.n_censored else ""
+        return f"{cs}  ({self.method}, R² = {self.r2:.3f}, {self.n_trials} trials{cens})"
+
     def log_predict(self, values: dict[str, np.ndarray], draws: bool = False) -> np.ndarray:
         """log τ at the given axis values; with draws=True, one row per bootstrap resample."""
         cols = [np.log(np.asarray(values[a], dtype=float)) for a in self.axes]
@@ -71,8 +78,8 @@ class PowerLawFit:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "boot"}
-        d["intercept"] = vars(self.intercept)
-        d["coefficients"] = [vars(c) for c in self.coefficients]
+        d["intercept"] = dict(vars(self.intercept))
+        d["coefficients"] = [dict(vars(c)) for c in self.coefficients]
         return d
 
 
@@ -126,7 +133,7 @@ def _tobit(X: np.ndarray, y: np.ndarray, cens: np.ndarray, start: np.ndarray | N
 
 def _newton(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray) -> np.ndarray | None:
     ll, g, H = _tobit_terms(theta, X, y, cens)
-    for _ in range(100):
+    for _ in range(60):  # Newton converges in under 10 steps when a maximum exists
         try:
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
@@ -145,13 +152,13 @@ def _newton(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray) -
             return None
         converged = abs(ll_new - ll) < 1e-10 and np.abs(new - theta).max() < 1e-7
         theta, ll, g, H = new, ll_new, g_new, H_new
+        if theta[-1] < LOG_SIGMA_MIN:  # σ collapsing: the censoring leaves the likelihood unbounded
+            return None
         if converged or np.abs(g).max() < 1e-8:
             break
     else:
         return None
-    if not np.all(np.isfinite(theta)) or theta[-1] < np.log(1e-6):
-        return None
-    return theta
+    return theta if np.all(np.isfinite(theta)) else None
 
 
 def fit_power_law(

@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
-from raydiff.analysis.report import _num, slice_label
+from raydiff.analysis.report import _num
 from raydiff.analysis.scaling import Analysis
 
 CSS = """
@@ -56,7 +56,7 @@ def _marginal_table(an: Analysis) -> str:
         return ""
     rows = []
     for a, f in an.marginal.items():
-        where = escape(slice_label(an, a))
+        where = escape(an.marginal_where.get(a, ""))
         if isinstance(f, str):
             rows.append(f"<tr><td class=l>{SYMBOLS[a]}</td><td class=l colspan=5>{escape(f)}</td><td class=l>{where}</td></tr>")
             continue
@@ -66,9 +66,10 @@ def _marginal_table(an: Analysis) -> str:
             f"<td>{_num(f.r2, '.3f')}</td><td>{f.n_trials}</td><td>{f.n_censored}</td><td class=l>{where}</td></tr>"
         )
     return (
-        "<h3>Marginal fits</h3><p>One axis alone, over the trials at the reference value of every other axis.</p>"
+        "<h3>Marginal fits</h3><p>One axis alone: in a one-factor sweep over the trials on that axis's line"
+        " through the default point, in a full grid over every trial.</p>"
         "<table><tr><th class=l>axis</th><th>exponent</th><th>interval</th><th>R²</th><th>trials</th><th>censored</th>"
-        "<th class=l>slice</th></tr>" + "".join(rows) + "</table>"
+        "<th class=l>trials used</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -114,22 +114,19 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
 def marginal_text(an: Analysis) -> str:
     if not an.marginal:
         return ""
-    lines = ["marginal fits (one axis alone, the other axes at the reference point):"]
+    lines = ["marginal fits (one axis alone):"]
     for axis, f in an.marginal.items():
-        where = slice_label(an, axis)
+        where = an.marginal_where.get(axis, "")
         if isinstance(f, str):
             lines.append(f"  {SYMBOLS[axis]}: {f} ({where})")
             continue
         c = f.coefficients[0]
+        rough = "; few trials: a rough interval" if f.n_trials < 8 else ""
         lines.append(
             f"  {SYMBOLS[axis]}: {c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]  R² = {_num(f.r2, '.3f')},"
-            f" {f.n_trials} trials ({where})"
+            f" {f.n_trials} trials ({where}{rough})"
         )
     return "\n".join(lines)
-
-
-def slice_label(an: Analysis, axis: str) -> str:
-    return ", ".join(f"{SYMBOLS[o]}={_num(an.reference[o])}" for o in an.axes if o != axis and o in an.reference)
 
 
 def sensitivity_text(an: Analysis) -> str:
@@ -146,6 +143,10 @@ def sensitivity_text(an: Analysis) -> str:
         else:
             cells = "  ".join(f"{c.value:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]".ljust(22) for c in r.fit.coefficients)
         lines.append(f"{r.definition:<40} {r.n_onset:>6} {r.n_censored:>5}  {cells}".rstrip())
+    lines.append(
+        "  (a trial stops at the sweep's own onset, so a stricter definition often finds it censored;"
+        f" {an.sensitivity[0].fit.n_boot if an.sensitivity[0].fit else 'few'} resamples per row)"
+    )
     return "\n".join(lines)
 
 
@@ -179,6 +180,7 @@ def fits_dict(an: Analysis) -> dict:
         "joint": an.joint.to_dict() if an.joint else None,
         "joint_note": an.joint_note,
         "reference": an.reference,
+        "marginal_trials": an.marginal_where,
         "marginal": {a: (f.to_dict() if isinstance(f, PowerLawFit) else f) for a, f in an.marginal.items()},
         "sensitivity": [
             {"definition": r.definition, "n_onset": r.n_onset, "n_censored": r.n_censored,
@@ -206,7 +208,7 @@ def fits_rows(an: Analysis) -> list[dict]:
     add("joint", an.definition_label, an.joint)
     for a, f in an.marginal.items():
         if isinstance(f, PowerLawFit):
-            add("marginal", an.definition_label, f, slice_label(an, a))
+            add("marginal", an.definition_label, f, an.marginal_where.get(a, ""))
     for r in an.sensitivity:
         add("sensitivity", r.definition, r.fit)
     return rows
@@ -260,6 +262,11 @@ def analyze(
     if n_boot < 0:
         raise UserError(f"--boot must be ≥ 0 (got {n_boot})")
     sweep: Sweep = load_sweep(uri)
+    if copies:
+        known = {t["trial_id"] for t in sweep.trials} | set(sweep.running)
+        missing = [c for c in copies if c not in known]
+        if missing:
+            raise UserError(f"--copies: no trial {', '.join(missing)} in this sweep (trials: {', '.join(sorted(known))})")
     an = analyze_sweep(sweep, censored=censored, interpolate=interpolate, n_boot=n_boot)
     out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
     try:

@@ -42,7 +42,8 @@ class Analysis:
     joint: PowerLawFit | None
     joint_note: str  # why there is no joint fit ("" when there is one)
     marginal: dict[str, PowerLawFit | str]  # axis → fit, or why not
-    reference: dict[str, float]  # the slice the marginal fits sit on: other axes at these values
+    marginal_where: dict[str, str]  # axis → which trials its marginal fit uses
+    reference: dict[str, float]  # the sweep's default point (first grid values): figure lines, slices
     sensitivity: list[Sensitivity]
     warnings: list[str] = field(default_factory=list)
 
@@ -69,32 +70,55 @@ def fit_trials(
     )  # fmt: skip
 
 
-def reference_point(stats: list[TrialStats], axes: list[str]) -> dict[str, float]:
-    """Each axis's most common value among the fitted trials (ties: the smallest) — the default
-    point of a one-factor sweep, the corner of a full grid."""
+GRID_KEYS = {"n_train": "data.n_train", "batch_size": "train.batch_size", "lr": "train.lr"}
+
+
+def reference_point(sweep: Sweep, stats: list[TrialStats], axes: list[str]) -> dict[str, float]:
+    """The sweep's default point: each axis's first grid value (the centre of a one-factor sweep;
+    DESIGN: the first value is the default), else its most common value (ties: the smallest)."""
+    grid = (sweep.search_space or {}).get("grid") or {}
     ref = {}
     for a in axes:
         vals = [s.value(a) for s in stats if s.value(a) is not None]
-        if vals:
+        first = (grid.get(GRID_KEYS.get(a, "")) or [None])[0]
+        try:
+            first = float(first) if first is not None else None
+        except (TypeError, ValueError):
+            first = None
+        if first is not None and any(np.isclose(first, v) for v in vals):
+            ref[a] = first
+        elif vals:
             uniq, counts = np.unique(vals, return_counts=True)
             ref[a] = float(uniq[np.argmax(counts)])  # argmax takes the first (smallest) of a tie
     return ref
 
 
+def is_one_factor(sweep: Sweep) -> bool:
+    sw = (sweep.search_space or {}).get("sweep") or {}
+    return sw.get("mode") == "one_factor"
+
+
 def marginal_fits(
-    stats: list[TrialStats], axes: list[str], ref: dict[str, float], mode: str, *, target: str, n_boot: int
-) -> dict[str, PowerLawFit | str]:
-    """log τ on one axis alone, over the trials at the reference value of every other axis (the
-    one-factor slice through the reference point, as Marion & Wu plot τ_mem against each axis)."""
+    stats: list[TrialStats], axes: list[str], ref: dict[str, float], mode: str, *, one_factor: bool, target: str,
+    n_boot: int,
+) -> tuple[dict[str, PowerLawFit | str], dict[str, str]]:
+    """log τ on one axis alone. A one-factor sweep varies one axis at a time around its default
+    point, so the fit uses the trials on that axis's line through the point (Marion & Wu's τ_mem
+    against each axis); a full grid is balanced, so every trial counts (marginalizing the others)."""
     out: dict[str, PowerLawFit | str] = {}
+    where: dict[str, str] = {}
     for a in axes:
         others = [o for o in axes if o != a]
-        sl = [s for s in stats if all(s.value(o) is not None and np.isclose(s.value(o), ref[o]) for o in others)]
+        if one_factor:
+            sl = [s for s in stats if all(s.value(o) is not None and np.isclose(s.value(o), ref[o]) for o in others)]
+            where[a] = ", ".join(f"{SYMBOLS[o]}={ref[o]:g}" for o in others)
+        else:
+            sl, where[a] = stats, "all trials, the other axes marginalized"
         try:
             out[a] = fit_trials(sl, [a], mode, target=target, n_boot=n_boot)
         except ValueError as e:
             out[a] = f"no fit: {e}"
-    return out
+    return out, where
 
 
 def analyze_sweep(
@@ -134,10 +158,15 @@ def analyze_sweep(
         joint, note = fit_trials(fitted, axes, censored, target=target, n_boot=n_boot), ""
     except ValueError as e:
         joint, note = None, f"no joint fit: {e}"
-    ref = reference_point(fitted, axes)
-    marg = marginal_fits(fitted, axes, ref, censored, target=target, n_boot=n_boot) if len(axes) > 1 else {}
-    sens = sensitivity_table(sweep, axes, censored, interpolate, n_boot) if sensitivity else []
-    return Analysis(sweep, d, label, censored, stats, axes, joint, note, marg, ref, sens, warnings)
+    ref = reference_point(sweep, fitted, axes)
+    marg, where = {}, {}
+    if len(axes) > 1:
+        marg, where = marginal_fits(
+            fitted, axes, ref, censored, one_factor=is_one_factor(sweep), target=target, n_boot=n_boot
+        )  # fmt: skip
+    # the sensitivity rows compare definitions: fewer resamples keep them cheap, the point estimates carry it
+    sens = sensitivity_table(sweep, axes, censored, interpolate, max(200, n_boot // 4)) if sensitivity else []
+    return Analysis(sweep, d, label, censored, stats, axes, joint, note, marg, where, ref, sens, warnings)
 
 
 def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: bool, n_boot: int) -> list[Sensitivity]:

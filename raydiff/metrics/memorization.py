@@ -34,13 +34,16 @@ def nearest_two(samples: torch.Tensor, train: torch.Tensor, chunk: int = 1024, c
     t = train.reshape(train.shape[0], -1).to(s.device, torch.float32)
     n = t.shape[0]
     k = min(n, max(2, candidates))
-    t_sq = t.square().sum(1)  # [N]
+    t_sq = torch.linalg.vector_norm(t, dim=1).square()  # [N]; no [N, D] temporary, unlike t.square()
     d1, d2, idx = [], [], []
     for start in range(0, s.shape[0], chunk):
         block = s[start : start + chunk]  # [c, D]
-        approx = t_sq[None, :] - 2.0 * block @ t.T  # [c, N]; + ‖block‖² is constant per row
+        # ‖t‖² − 2·block·tᵀ in one [c, N] buffer (+ ‖block‖² is constant per row)
+        approx = torch.addmm(t_sq[None, :], block, t.T, alpha=-2.0)
         cand = approx.topk(k, dim=1, largest=False).indices  # [c, k]
-        exact = (block[:, None, :] - t[cand]).square().sum(-1).sqrt()  # [c, k]
+        del approx  # the [c, N] buffer is the peak: free it before the re-measure
+        # one candidate rank at a time: [c, D] temporaries instead of [c, k, D]
+        exact = torch.stack([(block - t[cand[:, j]]).square().sum(1) for j in range(k)], 1).sqrt()  # [c, k]
         exact, order = exact.sort(dim=1)
         d1.append(exact[:, 0])
         d2.append(exact[:, 1] if k > 1 else torch.full_like(exact[:, 0], float("inf")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 from ray import tune
@@ -159,7 +160,7 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
-        error = trial.get_error()
+        error = _error_text(trial)
         message = _last_line(error) if error else "trial failed (no error text kept)"
         self._finish(trial, self.config_of(trial), last, "error", message, error=str(error) if error else message)
 
@@ -180,6 +181,18 @@ class ResultsCallback(tune.Callback):
         rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
         path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
         results.write_atomic(results.table(rows, results.METRICS_SCHEMA, self.metadata), fs, path)
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error trace. Ray writes it on the driver before calling on_trial_error and
+    copies it to the storage only later, so `trial.get_error()` (which reads the storage copy)
+    is still empty here: read the driver's copy first."""
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    error = trial.get_error()
+    return str(error) if error else None
 
 
 def _same(a: dict[str, Any], b: dict[str, Any], schema) -> bool:

@@ -42,6 +42,23 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def check_token(address: str | None) -> None:
+    """One GCS handshake (about a second) to tell a refused token apart from everything else,
+    which `ray.init` would only report after a minute of retries as "failed to connect"."""
+    if gcs_endpoint(address) is None:
+        return
+    from ray.exceptions import AuthenticationError
+
+    try:
+        from ray._raylet import GcsClient  # private: if it moves, ray.init reports the failure
+
+        GcsClient(address=address)
+    except AuthenticationError as e:
+        raise UserError(f"the Ray cluster at {address} refused this client ({_reason(e)}); {TOKEN_HINT}") from None
+    except Exception:  # noqa: BLE001 - anything else is ray.init's to report
+        pass
+
+
 def connect(address: str | None):
     """ray.init on the cluster at `address` (default $RAY_ADDRESS; none: a new local Ray whose
     dashboard listens on 127.0.0.1 only). Returns Ray's context."""
@@ -50,6 +67,7 @@ def connect(address: str | None):
 
     address = address or os.environ.get("RAY_ADDRESS")
     check_reachable(address)
+    check_token(address)
     try:
         return ray.init(
             address=address,
@@ -60,11 +78,12 @@ def connect(address: str | None):
             configure_logging=True,
         )
     except AuthenticationError as e:
-        raise UserError(f"the Ray cluster at {address} refused this client ({_first_line(e)}); {TOKEN_HINT}") from None
+        raise UserError(f"the Ray cluster at {address} refused this client ({_reason(e)}); {TOKEN_HINT}") from None
     except ConnectionError as e:
-        raise UserError(f"cannot join the Ray cluster at {address}: {_first_line(e)}") from None
+        raise UserError(f"cannot join the Ray cluster at {address}: {_reason(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
+def _reason(e: BaseException) -> str:
+    """The first sentence of an exception's text (Ray appends paragraphs of advice; ours follows)."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return text.splitlines()[0].split(". ")[0] if text else type(e).__name__

@@ -41,9 +41,10 @@ def plan_rows(space: SearchSpace) -> list[dict]:
     return rows
 
 
-def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=sys.stdout) -> None:
+def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None) -> None:
     from raydiff.tune.sweep import locate
 
+    out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirect
     rows = plan_rows(space)
     if space.search is not None:  # an Optuna search: its axes, then the base trial it varies
         s = space.search

@@ -144,7 +144,7 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     log_to: tuple[str, ...] = (),
-    out=sys.stdout,
+    out=None,
 ) -> SweepLocation:
     import ray
     from ray import tune
@@ -154,6 +154,7 @@ def run_sweep(
     from raydiff.tune.stopper import MemorizationOnsetStopper
     from raydiff.tune.trainable import trainable
 
+    out = out or sys.stdout  # at call time: a default bound at import would outlive a redirected stdout
     loc = locate(space, storage, name)
     exists = sweep_exists(loc)
     if resume and not exists:

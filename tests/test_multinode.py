@@ -1,0 +1,248 @@
+"""A Ray cluster the way `ray up` builds one, on this machine: a head that runs no trial and two
+worker nodes with (fake) GPUs, token authentication on, the dashboard on 127.0.0.1 only.
+
+A sweep submitted with `ray job submit` joins it through RAY_ADDRESS, spreads its trials over both
+workers and writes each trial's rows once into a folder every node shares; a sweep started here
+with --address fails in seconds when it asks for more GPUs than any node has, or when it lacks the
+cluster's token. The cluster lives in a private temp dir with its own ports (other Ray instances on
+this machine are left alone) and every process it started is ended by pid at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+
+SMOKE = Path(__file__).resolve().parents[1] / "raydiff" / "search_spaces" / "smoke.yaml"
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
+RAYDIFF = [sys.executable, "-m", "raydiff.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after "(comm)": state ppid pgrp session ...; [] once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _pids_of(sessions: set[int], marker: str) -> list[int]:
+    """Processes in one of our `ray start` sessions, or naming our temp dir on their command line."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        stat = _stat(int(entry.name))
+        if stat and stat[0] != "Z" and (int(stat[3]) in sessions or marker in cmdline):  # zombies are dead
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class LocalCluster:
+    root: Path
+    token: str
+    env: dict[str, str]
+    gcs_port: int
+    dashboard_port: int
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, name: str, args: list[str]) -> None:
+        log = open(self.root / f"{name}.log", "w")
+        self.procs.append(
+            subprocess.Popen(
+                [*RAY, "start", "--block", f"--temp-dir={self.root / 'ray'}", "--disable-usage-stats",
+                 f"--dashboard-agent-listen-port={_free_port()}", "--object-store-memory=100000000", *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        )
+
+    def nodes(self) -> list[dict]:
+        status, body = _get(f"{self.dashboard}/api/v0/nodes", self.token)
+        if status != 200:
+            return []
+        return [n for n in json.loads(body)["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+    def wait(self, what: str, ready, timeout_s: float = 120) -> None:
+        t0 = time.monotonic()
+        while True:
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass  # not listening yet
+            for p, log in zip(self.procs, sorted(self.root.glob("*.log"))):
+                assert p.poll() is None, f"{what}: a `ray start` exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() - t0 < timeout_s, f"{what} not ready after {timeout_s} s"
+            time.sleep(0.5)
+
+    def stop(self) -> list[int]:
+        """SIGTERM each `ray start --block` (it stops its node's processes), workers first; then
+        SIGKILL whatever of ours is left. Returns the pids still alive after that (should be none)."""
+        sessions = {p.pid for p in self.procs}
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for pid in _pids_of(sessions, str(self.root)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 20
+        while (left := _pids_of(sessions, str(self.root))) and time.monotonic() < deadline:
+            time.sleep(0.5)  # SIGKILL is delivered, but exit takes a moment under load
+        return left
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    root = Path(tempfile.mkdtemp(prefix="rd-mn-"))  # short: Ray's socket paths live under it
+    token = secrets.token_hex(16)
+    (root / "token").write_text(token)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "RAYDIFF_AUTOSCALING"))}
+    env.pop("RAYDIFF_STORAGE", None)
+    env.update(
+        RAY_AUTH_MODE="token",  # as cluster/aws.yaml sets on every node
+        RAY_AUTH_TOKEN_PATH=str(root / "token"),  # not ~/.ray/auth_token: that one is the user's
+        RAYDIFF_AUTOSCALING_CONFIG=str(root / "no-autoscaler.yaml"),  # a fixed-size cluster
+    )
+    c = LocalCluster(root, token, env, _free_port(), _free_port())
+    try:
+        c.start("0-head", ["--head", f"--port={c.gcs_port}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
+                           f"--dashboard-port={c.dashboard_port}", f"--ray-client-server-port={_free_port()}"])  # fmt: skip
+        c.wait("head", lambda: _get(f"{c.dashboard}/api/version", token)[0] == 200)
+        for i in (1, 2):  # one at a time: nodes started together on one machine race for ports
+            c.start(f"{i}-worker", [f"--address=127.0.0.1:{c.gcs_port}", "--num-cpus=1", "--num-gpus=1"])
+            c.wait(f"worker {i}", lambda: len(c.nodes()) == 1 + i)
+        yield c
+    finally:
+        left = c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes of the test cluster still running: {left}"
+
+
+def _space(tmp_path: Path, name: str, gpu: float) -> Path:
+    """The smoke space, smaller: no FID (nothing to fetch), 100 steps, a GPU share per trial."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["sweep"].update(name=name, resources={"cpu": 1, "gpu": gpu})
+    raw["train"]["max_steps"] = 100
+    raw["eval"].update(every_steps=50, fid_every=0)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_dashboard_on_loopback_only_and_token_required(cluster):
+    status, body = _get(f"{cluster.dashboard}/api/version", cluster.token)
+    assert status == 200 and json.loads(body)["ray_version"] == __import__("ray").__version__
+    assert _get(f"{cluster.dashboard}/api/version")[0] == 401  # no token
+    assert _get(f"{cluster.dashboard}/api/version", "not-the-token")[0] == 403
+    from ray.util import get_node_ip_address
+
+    other = get_node_ip_address()
+    if other.startswith("127."):
+        pytest.skip("this machine has no interface but loopback")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((other, cluster.dashboard_port), timeout=5).close()
+
+
+def test_job_submitted_sweep_spreads_over_both_workers(cluster, tmp_path):
+    space = _space(tmp_path, "multinode", gpu=0.5)
+    storage = cluster.root / "shared"  # one folder every node of this machine sees, like NFS
+    proc = subprocess.run(
+        [*RAY, "job", "submit", "--address", cluster.dashboard, "--",
+         *RAYDIFF, "sweep", str(space), "--storage", str(storage)],
+        env=cluster.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("raydiff: Ray dashboard at http://127.0.0.1:") == 1, out
+    assert f"results → {storage / 'multinode'}" in out
+
+    workers = {n["node_id"] for n in cluster.nodes() if not n["is_head_node"]}
+    assert len(workers) == 2
+    trials = pq.read_table(storage / "multinode" / "trials.parquet").to_pylist()
+    assert sorted(t["trial_id"] for t in trials) == sorted({t["trial_id"] for t in trials}) and len(trials) == 2
+    assert all(t["status"] in ("memorized", "budget") for t in trials), trials
+    assert {t["node_id"] for t in trials} == workers, "each trial on its own worker, none on the head"
+    for t in trials:
+        steps = pq.read_table(storage / "multinode" / "metrics" / f"{t['trial_id']}.parquet").column("step").to_pylist()
+        assert steps == sorted(set(steps)) and steps[-1] == t["steps_done"], steps  # every row once
+
+
+def test_gpu_request_no_node_can_host_fails_in_seconds(cluster, tmp_path):
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*RAYDIFF, "sweep", str(_space(tmp_path, "toobig", gpu=2)), "--storage", str(tmp_path / "r"),
+         "--address", f"127.0.0.1:{cluster.gcs_port}"],
+        env=cluster.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "raydiff: error: sweep.resources: no node can host a trial asking for 1 CPU and 2 GPU "
+        "(largest node: 1 CPU, 1 GPU, no autoscaling node types); lower sweep.resources or add such a node"
+    )
+    assert time.monotonic() - t0 < 150  # imports and one Ray handshake on a busy machine, not a hang
+    assert not (tmp_path / "r" / "toobig").exists()
+
+
+def test_client_without_the_token_is_refused(cluster, tmp_path):
+    from ray.util import get_node_ip_address
+
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    proc = subprocess.run(
+        [*RAYDIFF, "sweep", str(_space(tmp_path, "notoken", gpu=0)), "--storage", str(tmp_path / "r"),
+         "--address", f"{get_node_ip_address()}:{cluster.gcs_port}"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("raydiff: error: the Ray cluster at ") and "InvalidAuthToken" in last, last
+    assert "RAY_AUTH_MODE=token" in last

@@ -1,0 +1,149 @@
+"""Following a sweep: the live table (no flood when stdout is a file) and `raydiff status`."""
+
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from raydiff import results
+from raydiff.cli import main
+from raydiff.config import StopConfig, search_space_from_dict
+from raydiff.tune.progress import ProgressCallback
+from raydiff.tune.sweep import space_json
+
+HEADER = re.compile(r"^\s*trial\s+N\s+B\s+lr\s+step", re.M)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def trial(tid, n, **last):
+    return SimpleNamespace(trial_id=tid, config={"point": {"data.n_train": n}}, last_result=last)
+
+
+def result(step, frac=0.0, fid=None, **extra):
+    return {"step": step, "n_train": 8, "batch_size": 32, "lr": 5e-3, "budget_steps": 3000, "mem_frac": frac, "fid": fid,
+            "history_steps": [step], "history_mem_frac": [frac], **extra}  # fmt: skip
+
+
+def test_non_tty_prints_at_most_one_table_a_minute():
+    out, clock = io.StringIO(), Clock()
+    cb = ProgressCallback(StopConfig(), out=out, clock=clock)
+    trials = [trial(f"t{i}", 8 * (i + 1)) for i in range(4)]
+    for k in range(100):  # 100 results in quick succession
+        clock.t += 0.1
+        cb.on_trial_result(0, trials, trials[k % 4], result(50 * (k + 1)))
+    assert len(HEADER.findall(out.getvalue())) == 1
+    last = trials[0]
+    last.last_result = result(5000, frac=0.5, tau_mem_step=4950, history_steps=[4950, 5000], history_mem_frac=[0.5, 0.5])
+    cb.on_trial_complete(0, trials, last)
+    cb.on_experiment_end(trials)
+    text = out.getvalue()
+    assert len(HEADER.findall(text)) == 2  # the first, and the final one
+    assert "trial t0 (N=8, B=32, lr=0.005) finished: memorized at step 4950" in text
+    assert "\x1b[" not in text  # no cursor codes in a log file
+    clock.t += 61  # a minute later the next result brings a table again
+    cb.on_trial_result(0, trials, trials[1], result(9000))
+    assert len(HEADER.findall(out.getvalue())) == 3
+
+
+def test_table_shows_latest_values_and_keeps_the_last_fid():
+    out, clock = io.StringIO(), Clock()
+    cb = ProgressCallback(StopConfig(), out=out, clock=clock, interval_s=0)
+    t = trial("abc", 8)
+    cb.on_trial_result(0, [t], t, result(100, frac=0.02, fid=41.5))
+    cb.on_trial_result(0, [t], t, result(200, frac=0.05, fid=None))  # an evaluation without FID
+    last_table = out.getvalue().strip().split("\n")[-2:]
+    assert last_table[1].split() == ["abc", "8", "32", "5e-03", "200", "3000", "0.050", "41.50", "running", "-"]
+
+
+def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
+    out, clock = Tty(), Clock()
+    cb = ProgressCallback(StopConfig(), out=out, clock=clock)
+    t = trial("abc", 8)
+    cb.on_trial_result(0, [t], t, result(100))
+    clock.t += 3
+    cb.on_trial_result(0, [t], t, result(200))
+    assert "\x1b[2F\x1b[J" in out.getvalue()  # moved up over the 2-line table and cleared it
+    t.last_result = result(300, frac=0.9, tau_mem_step=250, history_steps=[250, 300], history_mem_frac=[0.9, 0.9])
+    cb.on_trial_complete(0, [t], t)
+    tail = out.getvalue().rsplit("finished", 1)[1]
+    assert HEADER.search(tail), "after the line, the table is drawn again at once"
+
+
+def test_callback_pickles_without_its_stream():
+    import pickle
+
+    cb = ProgressCallback(StopConfig(), out=Tty(), clock=Clock())
+    clone = pickle.loads(pickle.dumps(cb))
+    assert clone.rows == {} and clone.out is not None and clone.clock() > 0
+
+
+# ------------------------------------------------------------------ raydiff status
+
+
+def half_finished(root):
+    """A sweep of 3 grid points: one finished, one running (metrics only), one not started."""
+    space = search_space_from_dict({"sweep": {"name": "half"}, "grid": {"data.n_train": [8, 16, 32]}})
+    fs, path = results.filesystem(str(root))
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(results.join(path, results.SPACE_FILE)) as f:
+        f.write(space_json(space).encode())
+    meta = {"raydiff.git_commit": "test"}
+    done = {"trial_id": "aaa_00000", "status": "memorized", "stop_reason": "onset", "dataset": "digits", "n_train": 8,
+            "model": "m", "params": 100, "batch_size": 64, "lr": 1e-3, "objective": "ddpm", "seed": 0, "steps_done": 500,
+            "tau_mem_step": 450, "budget_steps": 20000}  # fmt: skip
+    results.write_atomic(results.table([done], results.TRIALS_SCHEMA, meta), fs, results.join(path, results.TRIALS_FILE))
+    evals = {
+        "aaa_00000": [(250, 0.0, 80.0, None), (450, 0.2, None, 450), (500, 0.4, None, 450)],
+        "bbb_00001": [(250, 0.0, 90.5, None), (500, 0.01, None, None), (750, 0.03, None, None)],
+    }
+    for tid, rows in evals.items():
+        n = 8 if tid.startswith("aaa") else 16
+        table = [{"trial_id": tid, "step": s, "mem_frac": m, "fid": f, "tau_mem_step": tau, "n_train": n, "batch_size": 64,
+                  "lr": 1e-3, "budget_steps": 20000} for s, m, f, tau in rows]  # fmt: skip
+        results.write_atomic(
+            results.table(table, results.METRICS_SCHEMA, meta), fs, results.join(path, results.METRICS_DIR, f"{tid}.parquet")
+        )
+    return path
+
+
+def test_status_on_a_half_finished_folder(tmp_path, capsys):
+    path = half_finished(tmp_path / "half")
+    assert main(["status", path]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip().startswith(("aaa", "bbb"))}
+    assert rows["aaa_00000"] == ["aaa_00000", "8", "64", "1e-03", "500", "20000", "0.400", "80.00", "memorized", "450"]
+    # the running trial: its latest step and mem_frac, the last FID it measured, no onset yet
+    assert rows["bbb_00001"] == ["bbb_00001", "16", "64", "1e-03", "750", "20000", "0.030", "90.50", "running", "-"]
+    assert "1 finished, 1 running, 1 not started (of 3 trials)" in text
+
+
+def test_status_defaults_to_the_newest_sweep_under_the_storage(tmp_path, capsys, monkeypatch):
+    half_finished(tmp_path / "store" / "half")
+    monkeypatch.setenv("RAYDIFF_STORAGE", str(tmp_path / "store"))
+    assert main(["status"]) == 0
+    assert "bbb_00001" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make", ["missing", "not-results"])
+def test_status_errors_are_one_line(tmp_path, capsys, make):
+    target = tmp_path / "x"
+    if make == "not-results":
+        target.mkdir()
+    assert main(["status", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raydiff: error:") and err.count("\n") == 1
