@@ -66,6 +66,24 @@ def reset_peak() -> None:
         pass
 
 
+def nearest_two_before(samples: torch.Tensor, train: torch.Tensor, chunk: int = 1024, k: int = 8):
+    """raydiff's nearest_two as it was before this suite (commit fbb2353), for the before column:
+    an [N, D] temporary for the norms, three [c, N] buffers, a [c, k, D] gather."""
+    s, t = samples.float(), train.float()
+    t_sq = t.square().sum(1)
+    d1, d2, idx = [], [], []
+    for start in range(0, s.shape[0], chunk):
+        block = s[start : start + chunk]
+        approx = t_sq[None, :] - 2.0 * block @ t.T
+        cand = approx.topk(k, dim=1, largest=False).indices
+        exact = (block[:, None, :] - t[cand]).square().sum(-1).sqrt()
+        exact, order = exact.sort(dim=1)
+        d1.append(exact[:, 0])
+        d2.append(exact[:, 1])
+        idx.append(cand.gather(1, order[:, :1]).squeeze(1))
+    return torch.cat(d1), torch.cat(d2), torch.cat(idx)
+
+
 def worker(n: int, s: int, method: str, chunk: int, out: str) -> None:
     torch.set_num_threads(1)
     train, samples = make_data(n, s)
@@ -77,6 +95,8 @@ def worker(n: int, s: int, method: str, chunk: int, out: str) -> None:
 
         nb = nearest_two(samples, train, chunk=chunk)
         d1, d2, idx = nb.d1, nb.d2, nb.index
+    elif method == "before":
+        d1, d2, idx = nearest_two_before(samples, train, chunk)
     else:
         dist = torch.cdist(samples, train)  # [S, N]
         top = dist.topk(2, dim=1, largest=False)
@@ -120,7 +140,8 @@ def run(quick: bool) -> Section:
     rows, data = [], {}
     with tempfile.TemporaryDirectory(prefix="raydiff-nn-") as tmp:
         for n, s in cases:
-            methods = {"raydiff chunk 1024": ("raydiff", 1024), "cdist + topk": ("cdist", 0)}
+            methods = {"raydiff chunk 1024": ("raydiff", 1024), "before: raydiff chunk 1024": ("before", 1024),
+                       "cdist + topk": ("cdist", 0)}  # fmt: skip
             if (n, s) == cases[-1]:
                 methods.update({f"raydiff chunk {c}": ("raydiff", c) for c in tune})
             res: dict[str, list[dict]] = {k: [] for k in methods}

@@ -26,14 +26,19 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` from anywhere
 from benchmarks.common import Section, fmt, loadavg, machine  # noqa: E402
 
 ALL = ["1", "2", "3", "4", "5", "6", "7"]
+RUNNERS = {  # section → (module, function); 3a-3c can be run alone
+    "1": ("framework", "run"), "2": ("ray_tax", "run"), "3": ("measurement", "run"),
+    "3a": ("measurement", "grid_tax"), "3b": ("measurement", "cifar_size"), "3c": ("measurement", "sampler_steps"),
+    "4": ("onset", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
+}  # fmt: skip
 QUICK_DEFAULT = ["1", "3", "4", "5", "6"]  # --quick without --only: no Ray (2 and 7 start one)
 
 
 def section_runner(key: str):
     import importlib
 
-    module = {"1": "framework", "2": "ray_tax", "3": "measurement", "4": "onset", "5": "stopper", "6": "neighbours", "7": "e2e"}[key]
-    return importlib.import_module(f"benchmarks.{module}").run
+    module, fn = RUNNERS[key]
+    return getattr(importlib.import_module(f"benchmarks.{module}"), fn)
 
 
 def run_sections(keys: list[str], quick: bool) -> list[Section]:
@@ -101,14 +106,14 @@ def render(sections: list[Section], command: str, quick: bool, started: float) -
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="toy sizes: checks the suite runs, figures mean nothing")
-    p.add_argument("--only", help="comma-separated sections (1-7); default: all (--quick: 1,3,4,5,6)")
+    p.add_argument("--only", help="comma-separated sections (1-7, or 3a/3b/3c); default: all (--quick: 1,3,4,5,6)")
     p.add_argument("--out", help="Markdown report (default: benchmarks/RESULTS.md; --quick: none)")
     p.add_argument("--json", help="also write the raw figures as JSON here")
     args = p.parse_args(argv)
     keys = args.only.split(",") if args.only else (QUICK_DEFAULT if args.quick else ALL)
-    bad = [k for k in keys if k not in ALL]
+    bad = [k for k in keys if k not in RUNNERS]
     if bad:
-        p.error(f"--only: unknown section(s) {', '.join(bad)} (allowed: {', '.join(ALL)})")
+        p.error(f"--only: unknown section(s) {', '.join(bad)} (allowed: {', '.join(RUNNERS)})")
     started = time.perf_counter()
     sections = run_sections(keys, args.quick)
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

@@ -111,10 +111,11 @@ class Evaluator:
         ev, size = self.cfg.eval, data.shape[1]
         sources = {}
         test_feats = None
-        if ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, self.cfg.data.dataset, size):
+        dataset, mode = self.cfg.data.dataset, self.extractor.mode
+        if ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, dataset, size):
             for split in ("test", "train"):
-                self.fid_refs[split] = fidlib.cleanfid_reference(self.cfg.data.dataset, size, split, self.extractor.mode)
-                sources[split] = "cleanfid:" + fidlib.cleanfid_stats_name(self.cfg.data.dataset, size, self.extractor.mode, split)
+                self.fid_refs[split] = fidlib.cleanfid_reference(dataset, size, split, mode)
+                sources[split] = "cleanfid:" + fidlib.cleanfid_stats_name(dataset, size, mode, split)
         else:
             test_feats = fidlib.batched_features(self.extractor, data.x_test)  # [M, D]
             self.fid_refs["test"] = fidlib.Stats.of(test_feats)
@@ -124,7 +125,9 @@ class Evaluator:
                 sources["train"] = f"images:train[{len(data.x_train)}]"
         if ev.swd_samples:
             k = min(ev.swd_samples, len(data.x_test))
-            self.swd_ref = test_feats[:k] if test_feats is not None else fidlib.batched_features(self.extractor, data.x_test[:k])
+            if test_feats is None:
+                test_feats = fidlib.batched_features(self.extractor, data.x_test[:k])
+            self.swd_ref = test_feats[:k]
             sources["swd"] = f"images:test[{k}]"
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
 
@@ -194,7 +197,8 @@ class Evaluator:
             out["fid_train"] = fidlib.frechet(gen, self.fid_refs["train"]) if "train" in self.fid_refs else None
             if self.swd_ref is not None:
                 k = min(ev.swd_samples, len(feats))
-                out["sliced_wasserstein"] = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
+                swd = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
+                out["sliced_wasserstein"] = swd
                 out["swd_samples"] = k
             out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
             out["fid_split"] = ev.fid_split

@@ -41,6 +41,10 @@ FAULT_ENV = "RAYDIFF_FAULT_AT_STEP"  # test hook, see injected_fault_step
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from raydiff.errors import UserError
+
+        raise UserError("is cuda, but this process sees no CUDA GPU; use auto or cpu", key="train.device")
     return torch.device(name)
 
 

@@ -119,13 +119,15 @@ def test_token_auth_on_every_node(launcher):
     assert cfg["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token", "the token reaches every node"
 
 
-def test_storage_is_remote_and_credentials_are_roles(launcher):
+def test_storage_credentials_and_ami(launcher):
     path, cfg = launcher
     docker = cfg["docker"]
     env = env_of(docker.get("run_options", []) + docker.get("head_run_options", []))
     assert env.get("RAYDIFF_STORAGE", "").startswith("s3://"), "multi-node Tune needs storage every node reaches"
     for name, node_type in cfg["available_node_types"].items():
         assert "IamInstanceProfile" in node_type["node_config"], f"{name}: credentials come from an instance profile"
+        # Ray's built-in default AMI (used for a missing ImageId) ships a CUDA 11.2 driver
+        assert node_type["node_config"].get("ImageId", "latest_dlami") != "latest_dlami", f"{name}: set an AMI"
     assert not re.search(r"AWS_SECRET_ACCESS_KEY|aws_secret_access_key|AKIA[0-9A-Z]{16}", path.read_text())
 
 

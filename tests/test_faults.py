@@ -10,11 +10,11 @@ is tracked through /proc and must be gone afterwards.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from processes import Command, wait_for
 from raydiff import results
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="tracks processes through /proc")
@@ -47,110 +48,6 @@ def write_space(tmp: Path, name: str, grid: dict, **sections) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(ppid, state, start time) of a process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-    except OSError:
-        return "?"
-
-
-class Command:
-    """`python -m raydiff.cli ARGS` in its own session, with every process it ever starts
-    (Ray's GCS, raylet, dashboard, workers) recorded by polling /proc until it exits."""
-
-    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None, log: str = "cmd"):
-        self.out = tmp / f"{log}.out"
-        self.err = tmp / f"{log}.err"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "raydiff.cli", *args],
-            stdout=self.out.open("w"), stderr=self.err.open("w"), cwd=tmp,
-            env={**os.environ, **(env or {})}, start_new_session=True,
-        )  # fmt: skip
-        self.seen: dict[int, int] = {}  # pid → start time (pids get reused)
-        self._watch = threading.Thread(target=self._poll, daemon=True)
-        self._watch.start()
-
-    def _poll(self) -> None:
-        while True:
-            tree: dict[int, list[int]] = {}
-            for d in os.listdir("/proc"):
-                if d.isdigit() and (st := _stat(int(d))) is not None:
-                    tree.setdefault(st[0], []).append(int(d))
-            stack = [self.proc.pid]
-            while stack:
-                pid = stack.pop()
-                if pid not in self.seen and (st := _stat(pid)) is not None:
-                    self.seen[pid] = st[2]
-                stack.extend(tree.get(pid, []))
-            if self.proc.poll() is not None:
-                return
-            time.sleep(0.2)
-
-    def wait(self, timeout: float = 300) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"command still running after {timeout} s:\n{self.log()}") from None
-        self._watch.join()
-        self.ended_at = time.monotonic()
-        return rc
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def survivors(self) -> list[str]:
-        out = []
-        for pid, start in self.seen.items():
-            st = _stat(pid)
-            if st is not None and st[2] == start and st[1] not in "ZX":
-                out.append(f"{pid} {_cmdline(pid)}")
-        return out
-
-    def assert_no_survivors(self, grace_s: float = 30.0) -> None:
-        """No process this command started is still running `grace_s` after it ended (zombies
-        waiting for a reaper count as gone)."""
-        deadline = self.ended_at + grace_s
-        while (left := self.survivors()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if left:
-            for line in left:  # do not leak them into the rest of the suite
-                try:
-                    os.kill(int(line.split()[0]), signal.SIGKILL)
-                except OSError:
-                    pass
-        assert not left, f"{len(left)} process(es) outlived the command:\n" + "\n".join(left)
-        assert len(self.seen) > 1  # the tracker did see Ray's processes
-
-    def log(self) -> str:
-        return f"--- stdout\n{self.out.read_text()[-3000:]}\n--- stderr\n{self.err.read_text()[-3000:]}"
-
-
-def wait_for(pred, timeout: float, what: str, cmd: Command | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        if cmd is not None and cmd.proc.poll() is not None:
-            raise AssertionError(f"command ended (rc {cmd.proc.returncode}) before {what}:\n{cmd.log()}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}" + (f":\n{cmd.log()}" if cmd else ""))
 
 
 def read_rows(sweep: Path) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -281,6 +178,28 @@ def test_driver_killed_then_resumed_finishes_only_the_unfinished(tmp_path):
     for t in trials:
         assert t["status"] == "memorized", t
         assert_rows_whole(evals[t["trial_id"]], t["steps_done"])
+
+    # The narrow window: the driver dies after a trial's last report (its row written) but before
+    # Tune snapshots the trial as finished. Resumed, the trial finds its final checkpoint and
+    # reports that result again instead of training on: files unchanged.
+    files = {p: p.read_bytes() for p in [sweep / results.TRIALS_FILE, *sorted((sweep / "metrics").iterdir())]}
+    mark_running(sweep, first)
+    window = Command(tmp_path, "sweep", "--resume", "dkill", "--storage", str(storage), log="window")
+    assert window.wait() == 0, window.log()
+    assert {p: p.read_bytes() for p in files} == files
+
+
+def mark_running(sweep: Path, trial_id: str) -> None:
+    """Make Tune's newest experiment snapshot say the trial is still running (Ray 2.60's format)."""
+    state = sorted(sweep.glob("experiment_state-*.json"))[-1]
+    raw = json.loads(state.read_text())
+    for entry in raw["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["trial_id"] == trial_id:
+            assert trial["status"] == "TERMINATED"
+            trial["status"] = "RUNNING"
+            entry[0] = json.dumps(trial)
+    state.write_text(json.dumps(raw))
 
 
 @pytest.mark.ray

@@ -13,7 +13,13 @@ from raydiff.metrics.fid import DigitsClassifierFeatures, Stats, batched_feature
 
 @pytest.fixture(scope="module")
 def features():
-    return DigitsClassifierFeatures("cpu")  # trained once into the session's cache, then loaded
+    # trained once into the session's cache (on one thread, as in a trial), then loaded
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return DigitsClassifierFeatures("cpu")
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

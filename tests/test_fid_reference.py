@@ -44,7 +44,7 @@ def evaluator(monkeypatch, extractor, dataset="cifar10", **eval_kw):
         "data": {"dataset": dataset, "n_train": 20, "n_test": 30, **({} if dataset == "cifar10" else {"image_size": 32, "channels": 3})},
         "model": {"base_channels": 8, "channel_mults": [1], "emb_dim": 16},
         "diffusion": {"objective": "flow", "sample_steps": 2},
-        "eval": {"num_samples": 8, "fid_every": 2, "fid_samples": 24, "swd_samples": 16, "swd_projections": 50,
+        "eval": {"num_samples": 4, "fid_every": 2, "fid_samples": 12, "swd_samples": 8, "swd_projections": 50,
                  "probe_images": 4, "probe_noise_levels": 2, "bootstrap": 20, "save_samples": 0, **eval_kw},
     })  # fmt: skip
     g = torch.Generator().manual_seed(0)
@@ -66,17 +66,17 @@ def test_cifar10_uses_cleanfid_statistics_for_both_splits(monkeypatch):
     out = ev(net(), step=1)  # evaluation 0: an FID evaluation
     assert out["fid"] is not None and out["fid_train"] is not None and out["fid"] != out["fid_train"]
     assert out["fid_reference"] == (
-        "test=cleanfid:cifar10_clean_test_32.npz;train=cleanfid:cifar10_clean_train_32.npz;swd=images:test[16]"
+        "test=cleanfid:cifar10_clean_test_32.npz;train=cleanfid:cifar10_clean_train_32.npz;swd=images:test[8]"
     )
-    assert out["sliced_wasserstein"] > 0 and out["swd_samples"] == 16
-    assert (out["fid_extractor"], out["fid_split"], out["fid_samples"]) == ("inception_v3/clean", "test", 24)
+    assert out["sliced_wasserstein"] > 0 and out["swd_samples"] == 8
+    assert (out["fid_extractor"], out["fid_split"], out["fid_samples"]) == ("inception_v3/clean", "test", 12)
     skipped = ev(net(), step=2)  # fid_every 2: no FID, SWD or train FID here
     assert skipped["fid"] is None and skipped["fid_train"] is None and skipped["sliced_wasserstein"] is None
 
 
 def test_other_data_or_extractor_use_the_images(monkeypatch):
     ev = evaluator(monkeypatch, StandInOther())  # cifar10, but not clean-fid's Inception
-    assert ev.fid_reference == "test=images:test[30];train=images:train[20];swd=images:test[16]"
+    assert ev.fid_reference == "test=images:test[30];train=images:train[20];swd=images:test[8]"
     ev = evaluator(monkeypatch, StandInInception(), dataset="gmm")
     assert ev.fid_refs["test"].count == 30 and ev.fid_refs["train"].count == 20
     ev = evaluator(monkeypatch, StandInInception(), fid_reference="images")  # forced
@@ -91,7 +91,7 @@ def test_fewer_sampler_steps_for_the_memorization_test(monkeypatch):
     real = ev.sample
     ev.sample = lambda n_, n, steps=None: calls.append((n, steps)) or real(n_, n, steps)
     ev(net(), step=1)
-    assert calls == [(8, 1), (24, None)]  # memorization set with 1 step, the FID set with the full count
+    assert calls == [(4, 1), (12, None)]  # memorization set with 1 step, the FID set with the full count
 
 
 def test_swd_off(monkeypatch):

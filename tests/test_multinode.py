@@ -168,9 +168,10 @@ def cluster():
 
 
 def _space(tmp_path: Path, name: str, gpu: float) -> Path:
-    """The smoke space, smaller: no FID (nothing to fetch), 100 steps, a GPU share per trial."""
+    """The smoke space, smaller: two trials, no FID (nothing to fetch), 100 steps, a GPU share each."""
     raw = yaml.safe_load(SMOKE.read_text())
     raw["sweep"].update(name=name, resources={"cpu": 1, "gpu": gpu})
+    raw["grid"] = {"data.n_train": [8, 16]}  # two trials for two workers
     raw["train"]["max_steps"] = 100
     raw["eval"].update(every_steps=50, fid_every=0)
     path = tmp_path / f"{name}.yaml"

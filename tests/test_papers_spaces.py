@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 import yaml
 from cifar_archive import trust, write_cifar10
 
@@ -115,3 +116,16 @@ def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
     assert "tau_mem_loss_step" in last
     state = reports[-1][1]()
     assert state["ema"] is not None and state["step"] == 2  # the EMA weights are kept beside the raw ones
+
+
+def test_optimizer_choice():
+    from raydiff.config import experiment_from_dict
+    from raydiff.data import load
+    from raydiff.trial import TrainState
+
+    cfg = experiment_from_dict({"data": {"n_train": 8, "n_test": 8}, "model": {"preset": "digits-tiny"},
+                                "train": {"optimizer": "sgd", "momentum": 0.95, "lr": 0.01}}).validate()  # fmt: skip
+    opt = TrainState(cfg, load(cfg.data), torch.device("cpu")).opt
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.95
+    with pytest.raises(ConfigError, match="train.optimizer: must be one of adam, sgd"):
+        search_space_from_dict({"train": {"optimizer": "lion"}})

@@ -36,7 +36,8 @@ BONNAIRE_OURS = {
 
 
 def cifar(preset: str):
-    return experiment_from_dict({"data": {"dataset": "cifar10", "class_conditional": True}, "model": {"preset": preset}})
+    data = {"dataset": "cifar10", "class_conditional": True}
+    return experiment_from_dict({"data": data, "model": {"preset": preset}})
 
 
 def celeba(preset: str, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -78,8 +80,16 @@ def test_analyze_writes_figures_and_fit(smoke, capsys, tmp_path):
     capsys.readouterr()
     assert cli.main(["analyze", str(root), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "fit: tau_mem ∝" in text
-    assert "memorized" in text
-    for png in ("tau_vs_n.png", "mem_frac_vs_step.png"):
-        data = (out / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
+    lines = text.splitlines()
+    # the fit of τ_mem against N, with its exponent and interval
+    fit = [ln for ln in lines if "fit" in ln and "tau_mem" in ln and "no " not in ln.split("fit")[0]]
+    assert fit, text
+    assert re.search(r"α.*=\s*[+-]?\d+\.\d+\s+\[", text), text
+    for tid in pq.read_table(root / "trials.parquet").column("trial_id").to_pylist():  # a line per trial
+        assert any(tid in ln and "memorized" in ln for ln in lines), (tid, text)
+    pngs = [Path(m) for m in re.findall(r"^wrote (.+\.png)$", text, flags=re.M)]
+    assert any("tau_vs_n" in p.name for p in pngs), pngs  # τ_mem vs N with the fit
+    assert len(pngs) >= 2  # and the mem_frac curves
+    for p in pngs:
+        data = p.read_bytes()
+        assert p.parent == out and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, p

@@ -55,9 +55,18 @@ class Recorder:
         return self.stop_after is not None and len(self.reports) >= self.stop_after
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # as in a sweep (the trainable runs each trial on its one CPU): tiny ops gain nothing from
+    # more threads, and OpenMP threads on busy cores make a test many times slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def full_run():
-    torch.set_num_threads(1)
     cfg = tiny()
     rec = Recorder()
     last = train(cfg, rec)

@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit  # noqa: E402
 from raydiff.analysis.load import reference_minima  # noqa: E402
 from raydiff.analysis.scaling import Analysis  # noqa: E402
-from raydiff.analysis.trials import TrialStats, normalized_steps, stop_rule  # noqa: E402
+from raydiff.analysis.trials import TrialStats, fmt_value, normalized_steps, stop_rule  # noqa: E402
 from raydiff.errors import UserError  # noqa: E402
 
 AXIS_LABELS = {
@@ -43,14 +43,6 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def fmt_value(axis: str, v: float) -> str:
-    if axis == "lr":
-        return f"{v:.0e}".replace("e-0", "e-")
-    if axis == "params":
-        return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
-    return f"{v:g}"
 
 
 def trial_label(s: TrialStats, axes: list[str]) -> str:

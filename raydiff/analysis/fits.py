@@ -26,6 +26,7 @@ SYMBOLS = {"n_train": "N", "batch_size": "B", "lr": "η", "params": "P"}
 GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "c": "c"}
 METHODS = ("ols", "tobit")
 LOG_SIGMA_MIN = float(np.log(1e-4))  # a residual spread below 0.01 % in τ is no fit but a degenerate likelihood
+MAX_EXPONENT = 20.0  # |exponent| beyond this is a likelihood running off to infinity, not a scaling law
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,19 @@ class PowerLawFit:
     n_censored: int  # of which censored (tobit only; ols fits none)
     n_boot: int  # bootstrap resamples that were usable
     level: float
+    n_boot_requested: int = 0
     trials: list[str] = field(default_factory=list)  # the trials fitted
     excluded: list[str] = field(default_factory=list)  # censored trials left out (ols), named
     boot: np.ndarray = field(default=None, repr=False, compare=False)  # [n_boot, 1 + axes]: (c, α, …) draws
 
     def coef(self, axis: str) -> Coefficient:
         return next(c for c in self.coefficients if c.axis == axis)
+
+    @property
+    def boot_unreliable(self) -> bool:
+        """Most resamples could not be fitted (degenerate: an axis lost, σ → 0): the interval
+        rests on the lucky few and is too narrow."""
+        return self.n_boot_requested > 0 and self.n_boot < 0.8 * self.n_boot_requested
 
     def coefs_text(self) -> str:
         """One line: each exponent with its interval, R², the trial count."""
@@ -91,74 +99,77 @@ def _ols(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(X, y, rcond=None)[0]
 
 
-def _tobit_terms(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray):
-    """Log-likelihood, gradient and Hessian in θ = (b, log σ) of y = Xb + σε, y[cens] right-censored.
+def _tobit_terms(theta: np.ndarray, Xo: np.ndarray, yo: np.ndarray, Xc: np.ndarray, yc: np.ndarray):
+    """Log-likelihood, gradient and Hessian in θ = (b, log σ) of y = Xb + σε, observed rows
+    (Xo, yo) and right-censored rows (Xc, yc: the true y lies above).
 
     Observed rows add log φ(z) − log σ, censored rows log(1 − Φ(z)), with z = (y − Xb)/σ.
     With λ = φ(z)/(1 − Φ(z)) (the hazard; dλ/dz = λ(λ − z)) the derivatives are closed-form.
     """
     b, ls = theta[:-1], theta[-1]
     s = np.exp(ls)
-    z = (y - X @ b) / s
-    obs = ~cens
-    zo, zc = z[obs], z[cens]
+    zo, zc = (yo - Xo @ b) / s, (yc - Xc @ b) / s
     logsf = special.log_ndtr(-zc)
     lam = np.exp(-0.5 * zc**2 - 0.5 * np.log(2 * np.pi) - logsf)
-    ll = float(np.sum(-0.5 * zo**2 - ls) + np.sum(logsf))
-    g_mu, h_mm, h_ml, h_ll = (np.zeros_like(y) for _ in range(4))  # per-row d/dμ, d²/dμ², d²/dμdlogσ, d²/dlogσ²
-    g_mu[obs], h_mm[obs], h_ml[obs], h_ll[obs] = zo / s, -1.0 / s**2, -2.0 * zo / s, -2.0 * zo**2
     q = 1.0 + zc * (lam - zc)
-    g_mu[cens], h_mm[cens], h_ml[cens], h_ll[cens] = lam / s, -lam * (lam - zc) / s**2, -lam * q / s, -lam * zc * q
-    g_ls = float(np.sum(zo**2 - 1.0) + np.sum(lam * zc))
-    grad = np.append(X.T @ g_mu, g_ls)
-    k = X.shape[1]
+    ll = -0.5 * float(zo @ zo) - len(zo) * ls + float(logsf.sum())
+    grad = np.append(Xo.T @ zo / s + Xc.T @ lam / s, float(zo @ zo) - len(zo) + float(lam @ zc))
+    k = Xo.shape[1]
     H = np.empty((k + 1, k + 1))
-    H[:k, :k] = X.T @ (h_mm[:, None] * X)
-    H[:k, k] = H[k, :k] = X.T @ h_ml
-    H[k, k] = h_ll.sum()
+    H[:k, :k] = -(Xo.T @ Xo) / s**2 - (Xc.T * (lam * (lam - zc))) @ Xc / s**2
+    H[:k, k] = H[k, :k] = -2.0 * (Xo.T @ zo) / s - (Xc.T @ (lam * q)) / s
+    H[k, k] = -2.0 * float(zo @ zo) - float((lam * zc) @ q)
     return ll, grad, H
 
 
+def _identified(X: np.ndarray, y: np.ndarray, cens: np.ndarray) -> bool:
+    """Whether the onsets alone pin down every coefficient and leave a residual. Otherwise a plane
+    passes through every onset (or some direction is constrained only by lower bounds) and the
+    censored likelihood grows without bound (σ → 0 or an exponent → ∞): no maximum to find."""
+    Xo, yo = X[~cens], y[~cens]
+    if len(yo) <= X.shape[1] or np.linalg.matrix_rank(Xo) < X.shape[1]:
+        return False
+    r = yo - Xo @ _ols(Xo, yo)
+    return float(r @ r) > 1e-12 * len(yo)
+
+
 def _tobit(X: np.ndarray, y: np.ndarray, cens: np.ndarray, start: np.ndarray | None = None) -> np.ndarray | None:
-    """MLE of θ = (b, log σ) by Newton's method with a backtracking line search (a few
-    milliseconds, so thousands of bootstrap refits stay cheap). None when it does not converge
-    or σ collapses (censoring can leave the likelihood unbounded)."""
+    """MLE of θ = (b, log σ) by Newton's method with a backtracking line search (about a
+    millisecond, so thousands of bootstrap refits stay cheap). None when there is no maximum:
+    σ collapsing or a coefficient running away (censoring can leave the likelihood unbounded)."""
     obs = ~cens
     if start is None:
         b0 = _ols(X[obs], y[obs]) if obs.sum() >= X.shape[1] else _ols(X, y)
         start = np.append(b0, np.log(max(float(np.std(y[obs] - X[obs] @ b0)), 0.05)))
+    data = (X[obs], y[obs], X[cens], y[cens])
     with np.errstate(all="ignore"):  # trial steps may overflow; they are rejected by the line search
-        return _newton(np.array(start, dtype=float), X, y, cens)
+        return _newton(np.array(start, dtype=float), data)
 
 
-def _newton(theta: np.ndarray, X: np.ndarray, y: np.ndarray, cens: np.ndarray) -> np.ndarray | None:
-    ll, g, H = _tobit_terms(theta, X, y, cens)
-    for _ in range(60):  # Newton converges in under 10 steps when a maximum exists
+def _newton(theta: np.ndarray, data: tuple) -> np.ndarray | None:
+    ll, g, H = _tobit_terms(theta, *data)
+    for _ in range(40):  # Newton converges in under 10 steps when a maximum exists
         try:
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
             return None
-        if g @ step <= 0:  # not an ascent direction (Hessian not negative definite here): go uphill
+        if not g @ step > 0:  # not an ascent direction (Hessian not negative definite here): go uphill
             step = g / max(1.0, float(np.abs(g).max()))
         step *= min(1.0, 5.0 / max(float(np.abs(step).max()), 1e-300))  # never jump more than e⁵ at once
-        t = 1.0
-        while t > 1e-8:
+        for t in 0.5 ** np.arange(12):
             new = theta + t * step
-            ll_new, g_new, H_new = _tobit_terms(new, X, y, cens)
+            ll_new, g_new, H_new = _tobit_terms(new, *data)
             if np.isfinite(ll_new) and ll_new >= ll - 1e-12:
                 break
-            t /= 2
         else:
             return None
         converged = abs(ll_new - ll) < 1e-10 and np.abs(new - theta).max() < 1e-7
         theta, ll, g, H = new, ll_new, g_new, H_new
-        if theta[-1] < LOG_SIGMA_MIN:  # σ collapsing: the censoring leaves the likelihood unbounded
-            return None
+        if theta[-1] < LOG_SIGMA_MIN or np.abs(theta[1:-1]).max(initial=0) > MAX_EXPONENT:
+            return None  # σ → 0 or an exponent → ∞: the likelihood has no maximum
         if converged or np.abs(g).max() < 1e-8:
-            break
-    else:
-        return None
-    return theta if np.all(np.isfinite(theta)) else None
+            return theta if np.all(np.isfinite(theta)) else None
+    return None
 
 
 def fit_power_law(
@@ -197,8 +208,10 @@ def fit_power_law(
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ValueError(f"the trials do not separate the axes {what} (collinear design)")
     n_obs = int((~cens).sum())
-    if method == "tobit" and n_obs < 2:
-        raise ValueError(f"tobit needs at least 2 trials with an onset (have {n_obs})")
+    if method == "tobit" and not _identified(X, ly, cens):
+        raise ValueError(
+            f"tobit needs the trials with an onset ({n_obs}) to determine all {X.shape[1]} coefficients with a residual left"
+        )
 
     if method == "ols":
         coef = _ols(X, ly)
@@ -223,7 +236,7 @@ def fit_power_law(
             continue
         if method == "ols":
             boots.append(_ols(Xb, yb))
-        elif (~cb).sum() >= 2 and (th := _tobit(Xb, yb, cb, start)) is not None:
+        elif _identified(Xb, yb, cb) and (th := _tobit(Xb, yb, cb, start)) is not None:
             boots.append(th[:-1])
     boot = np.array(boots) if boots else np.full((1, X.shape[1]), np.nan)
     a = (1.0 - level) / 2.0
@@ -231,7 +244,7 @@ def fit_power_law(
     names = ["c"] + [AXES.get(ax, ax) for ax in axes]
     cs = [Coefficient(ax, nm, float(coef[i]), float(lo[i]), float(hi[i])) for i, (ax, nm) in enumerate(zip(["const"] + axes, names))]
     return PowerLawFit(
-        target, method, axes, cs[0], cs[1:], r2, sigma, n, int(cens.sum()), len(boots), level,
+        target, method, axes, cs[0], cs[1:], r2, sigma, n, int(cens.sum()), len(boots), level, n_boot,
         list(trials or []), list(excluded or []), boot,
     )  # fmt: skip
 

@@ -48,7 +48,9 @@ def _fit_table(an: Analysis) -> str:
         f"<table><tr>{names}<th>R²</th><th>σ</th><th>trials</th><th>censored</th></tr>"
         f"<tr>{_coef_cells(f)}<td>{_num(f.r2, '.3f')}</td><td>{f.sigma:.3f}</td><td>{f.n_trials}</td>"
         f"<td>{f.n_censored}</td></tr></table>"
-    )
+        + (f"<div class=warn>only {f.n_boot} of {f.n_boot_requested} bootstrap resamples could be fitted:"
+           " the intervals are too narrow</div>" if f.boot_unreliable else "")
+    )  # fmt: skip
 
 
 def _marginal_table(an: Analysis) -> str:

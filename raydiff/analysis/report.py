@@ -108,6 +108,11 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
     for c in [fit.intercept, *fit.coefficients]:
         sym = f"{c.symbol} ({SYMBOLS[c.axis]})" if c.axis in SYMBOLS else c.symbol
         lines.append(f"  {sym:>7} = {c.value:+8.3f}   [{c.lo:+8.3f}, {c.hi:+8.3f}]")
+    if fit.boot_unreliable:
+        lines.append(
+            f"  warning: only {fit.n_boot} of {fit.n_boot_requested} resamples could be fitted (too few trials"
+            " for the bootstrap): the intervals are too narrow"
+        )
     return "\n".join(lines)
 
 
@@ -121,7 +126,7 @@ def marginal_text(an: Analysis) -> str:
             lines.append(f"  {SYMBOLS[axis]}: {f} ({where})")
             continue
         c = f.coefficients[0]
-        rough = "; few trials: a rough interval" if f.n_trials < 8 else ""
+        rough = "; few trials: a rough interval" if f.n_trials < 8 or f.boot_unreliable else ""
         lines.append(
             f"  {SYMBOLS[axis]}: {c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]  R² = {_num(f.r2, '.3f')},"
             f" {f.n_trials} trials ({where}{rough})"
@@ -163,6 +168,9 @@ def report_text(an: Analysis) -> str:
     parts += [f"warning: {w}" for w in an.warnings]
     parts.append(format_fit(an.joint) if an.joint else an.joint_note)
     parts += [p for p in (marginal_text(an), sensitivity_text(an)) if p]
+    from raydiff.analysis import budgets, pareto  # an Optuna search's front; the planner's predictions
+
+    parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
     return "\n".join(parts)
 
 
@@ -256,9 +264,10 @@ def analyze(
     interpolate: bool = False,
     n_boot: int = 2000,
     copies: list[str] | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> Path:
     """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
+    out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
     if n_boot < 0:
         raise UserError(f"--boot must be ≥ 0 (got {n_boot})")
     sweep: Sweep = load_sweep(uri)

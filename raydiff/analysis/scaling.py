@@ -15,7 +15,7 @@ import numpy as np
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit, fit_power_law, varied_axes
 from raydiff.analysis.load import Sweep
-from raydiff.analysis.trials import AXES, Definition, TrialStats, stop_rule, trial_stats
+from raydiff.analysis.trials import AXES, Definition, TrialStats, fmt_value, stop_rule, trial_stats
 from raydiff.errors import UserError
 
 CENSORED_MODES = ("exclude", "tobit")
@@ -111,7 +111,7 @@ def marginal_fits(
         others = [o for o in axes if o != a]
         if one_factor:
             sl = [s for s in stats if all(s.value(o) is not None and np.isclose(s.value(o), ref[o]) for o in others)]
-            where[a] = ", ".join(f"{SYMBOLS[o]}={ref[o]:g}" for o in others)
+            where[a] = ", ".join(f"{SYMBOLS[o]}={fmt_value(o, ref[o])}" for o in others)
         else:
             sl, where[a] = stats, "all trials, the other axes marginalized"
         try:
@@ -187,7 +187,7 @@ def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: boo
 
 
 def _censored_name(s: TrialStats) -> str:
-    axes = ", ".join(f"{SYMBOLS[a]}={_fmt(s.value(a))}" for a in ("n_train", "batch_size", "lr") if s.value(a) is not None)
+    axes = ", ".join(f"{SYMBOLS[a]}={fmt_value(a, s.value(a))}" for a in ("n_train", "batch_size", "lr") if s.value(a) is not None)
     return f"{s.trial_id} ({axes}; none by step {s.censor_step})"
 
 

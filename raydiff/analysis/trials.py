@@ -180,6 +180,15 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
     )  # fmt: skip
 
 
+def fmt_value(axis: str, v: float) -> str:
+    """An axis value as people write it: N=512, B=16, η=1e-4, P=92.7M."""
+    if axis == "lr":
+        return f"{v:.0e}".replace("e-0", "e-") if float(f"{v:.0e}") == v else f"{v:.2g}"
+    if axis == "params":
+        return f"{v / 1e6:.3g}M" if v >= 1e5 else f"{v / 1e3:.3g}k"
+    return f"{v:g}"
+
+
 def normalized_steps(steps: np.ndarray, s: TrialStats, minima: dict[str, float]) -> np.ndarray | None:
     """Steps in Marion & Wu's normalized time units (None when the trial's axes are unknown)."""
     if not (s.n_train and s.batch_size and s.lr):

@@ -23,15 +23,12 @@ class DDPM:
         # the coefficients too: 1 − ᾱ_t in float32 keeps only ~3 digits at small t (ᾱ_0 = 0.9999)
         self.sqrt_abar = self.alphas_cumprod.sqrt()
         self.sqrt_one_minus_abar = (1.0 - self.alphas_cumprod).sqrt()
-
-    @staticmethod
-    def _gather(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """coef[t] for a batch of integer steps t [B] → [B, 1, 1, 1] on x's device/dtype."""
-        return coef.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
+        self._coefs = torch.stack([self.sqrt_abar, self.sqrt_one_minus_abar])  # [2, T]: one copy per step
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε."""
-        return self._gather(self.sqrt_abar, t, x0) * x0 + self._gather(self.sqrt_one_minus_abar, t, x0) * noise
+        c = self._coefs.to(x0.device)[:, t].to(x0.dtype).view(2, -1, 1, 1, 1)  # [2, B, 1, 1, 1]
+        return c[0] * x0 + c[1] * noise
 
     def loss(self, net: nn.Module, x0, class_labels=None, *, t=None, noise=None) -> torch.Tensor:
         b = x0.shape[0]

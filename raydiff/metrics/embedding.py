@@ -32,7 +32,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Embedding:
     """uint8 images [B, C, H, W] → float32 embeddings [B, D] (on the CPU), in batches."""
 
-    def __init__(self, model: torch.jit.ScriptModule, name: str, device, image_size: int = SSCD_IMAGE_SIZE, batch: int = 256):
+    def __init__(
+        self, model: torch.jit.ScriptModule, name: str, device, image_size: int = SSCD_IMAGE_SIZE, batch: int = 256
+    ):
         self.model, self.name, self.device = model, name, torch.device(device)
         self.image_size, self.batch = image_size, batch
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -44,12 +46,14 @@ class Embedding:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            size = (self.image_size, self.image_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = [self.model(self.preprocess(images[i : i + self.batch])).float().cpu() for i in range(0, len(images), self.batch)]
+        batches = (images[i : i + self.batch] for i in range(0, len(images), self.batch))
+        out = [self.model(self.preprocess(b)).float().cpu() for b in batches]
         return torch.cat(out).reshape(len(images), -1)
 
 

@@ -197,7 +197,8 @@ def cleanfid_reference(dataset: str, resolution: int, split: str, mode: str = "c
     name = cleanfid_stats_name(dataset, resolution, mode, split)
     path = fetch(f"{CLEANFID_STATS_URL}/{name}", cache_dir("fid_stats") / name)
     with np.load(path) as z:
-        return Stats(np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), PRECOMPUTED[(dataset, resolution)][split])
+        mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
+    return Stats(mu, sigma, PRECOMPUTED[(dataset, resolution)][split])
 
 
 def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu") -> FeatureExtractor:

@@ -77,6 +77,17 @@ def check_writable(loc: SweepLocation) -> None:
                 break
 
 
+def check_devices(space: SearchSpace) -> None:
+    """Ray hides every GPU from a trial that asks for none, so device cuda needs sweep.resources.gpu."""
+    devices = {space.base.train.device, *space.grid.get("train.device", ())}
+    if "cuda" in devices and space.sweep.resources.gpu == 0:
+        raise UserError(
+            "is cuda, but sweep.resources.gpu is 0 and Ray gives such trials no GPU; "
+            "set sweep.resources.gpu (e.g. 1) or train.device: auto",
+            key="train.device",
+        )
+
+
 def sweep_exists(loc: SweepLocation) -> bool:
     fs, root = results.filesystem(loc.uri)
     return fs.get_file_info(root).type != pafs.FileType.NotFound
@@ -169,6 +180,7 @@ def run_sweep(
     from raydiff.tune.loggers import logger_callbacks
 
     extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
+    check_devices(space)
     check_writable(loc)
     from raydiff.tune.connect import check_reachable
 
@@ -177,12 +189,13 @@ def run_sweep(
 
     started_here = not ray.is_initialized()
     ctx = None
-    restore_signals = _sigterm_as_sigint()
+    restore_signals = lambda: None  # noqa: E731
     try:
         if started_here:
             from raydiff.tune.connect import connect
 
             ctx = connect(address)  # address or $RAY_ADDRESS; none: a local Ray, dashboard on 127.0.0.1
+        restore_signals = _sigterm_as_sigint()  # after ray.init: Ray's core worker installs an aborting one
         from raydiff.tune.resources import check_resources
 
         check_resources(space.sweep.resources)
