@@ -183,9 +183,14 @@ def test_memorization_rate_and_peak_fidelity(tmp_path):
     mem = [0.0, 0.0, 0.05, 0.2, 0.4, 0.6]
     fid = [300.0, 100.0, 50.0, 60.0, None, 40.0]
     rows = [{"step": s, "mem_frac": m, "fid": f, "train_loss": 0.1, "test_loss": 0.1} for s, m, f in zip(steps, mem, fid)]
-    _write(tmp_path / "r", [_trial("t1", steps_done=600, tau_mem_step=400)], {"t1": rows})
-    (s,) = trial_stats(load_sweep(str(tmp_path / "r")))
-    assert s.state == "onset" and s.tau == 400
+    # t2 has the same series but a recorded τ that the metrics do not support: said, metrics win
+    trials = [_trial("t1", steps_done=600, tau_mem_step=400), _trial("t2", n_train=128, steps_done=600, tau_mem_step=300)]
+    _write(tmp_path / "r", trials, {"t1": rows, "t2": rows})
+    sw = load_sweep(str(tmp_path / "r"))
+    s, s2 = trial_stats(sw)
+    assert s.state == "onset" and s.tau == 400 and s2.tau == 400
+    (warning,) = analyze_sweep(sw, n_boot=10, sensitivity=False).warnings
+    assert warning.startswith("t2: τ_mem re-read from metrics (400) differs from trials.parquet (300)")
     assert s.mem_rate == pytest.approx(0.002)  # (0.2, 0.4, 0.6) over steps 400..600
     assert (s.peak_fid, s.peak_fid_step) == (50.0, 300)  # the 40 after onset does not count
 

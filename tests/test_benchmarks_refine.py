@@ -60,7 +60,20 @@ def test_refine_snapshots_validated():
         smoke(**{"eval.refine_snapshots": -1})
 
 
-def test_memorization_only_evaluation_skips_probes_and_fid_cadence():
+class MeanFeatures:
+    """A two-number feature extractor (the protocol is pluggable): FID's cadence is what is tested."""
+
+    name, mode = "mean", "test"
+
+    def __call__(self, images):
+        x = images.float().flatten(1)
+        return torch.stack([x.mean(1), x.std(1)], 1).double().numpy()
+
+
+def test_memorization_only_evaluation_skips_probes_and_fid_cadence(monkeypatch):
+    from raydiff.metrics import fid as fidlib
+
+    monkeypatch.setattr(fidlib, "build_extractor", lambda *a, **k: MeanFeatures())
     cfg = smoke(**{"eval.fid_every": 2})
     data = load(cfg.data)
     ev = Evaluator(cfg, data, build_process(cfg.diffusion), torch.device("cpu"))

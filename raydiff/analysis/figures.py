@@ -124,7 +124,7 @@ def tau_vs_axis(
                 continue
             vals = {axis: grid, **{o: np.full_like(grid, v) for o, v in zip(others, c)}}
             ax.plot(grid, np.exp(fit.log_predict(vals)), color=line_color.get(c, "k"), lw=1.6, zorder=2)
-            if c == ref or len(lines) <= 3:
+            if (c == ref or len(lines) <= 3) and fit.n_boot > 0:
                 draws = fit.log_predict(vals, draws=True)
                 a = (1 - fit.level) / 2
                 lo, hi = np.nanquantile(draws, [a, 1 - a], axis=0)
@@ -148,8 +148,11 @@ def tau_vs_axis(
     if any(s.state == "censored" for s in pts):
         handles.append(Line2D([], [], marker="^", ls="", mfc="none", mec="0.3", label="no onset by this step"))
     if fit is not None and axis in fit.axes:
-        handles.append(Line2D([], [], color="0.3", lw=1.6, label=f"fit, {int(round(fit.level * 100))}% band"))
-    if handles:  # outside, right: points and lines stay visible
+        at = f" at {label[ref]}" if many and len(fit.axes) > 1 and ref in label else ""
+        handles.append(Line2D([], [], color="0.3", lw=1.6, label=f"fit{at}, {int(round(fit.level * 100))}% band"))
+    if handles and many:  # below: the colour bar holds the right side
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    elif handles:  # outside, right: points and lines stay visible
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     if many:
         _colorbar(fig, ax, norm, cmap, others[0], [s.value(others[0]) for s in pts])

@@ -250,6 +250,9 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "copies_*.png")
+
+
 def default_out(uri: str) -> Path:
     if "://" in uri:  # a remote results folder: write locally, named after the sweep
         return Path("analysis-" + uri.rstrip("/").rsplit("/", 1)[-1])
@@ -286,6 +289,9 @@ def analyze(
 
     from raydiff.analysis import figures, html
 
+    if (out_path / "fits.json").exists():  # a folder this command wrote before: no stale figures left in it
+        for old in [p for pat in FIGURE_PATTERNS for p in out_path.glob(pat)]:
+            old.unlink()
     written = write_tables(an, out_path)
     figs, fig_notes = figures.standard_figures(an, out_path, copies=copies)
     for note in fig_notes:
