@@ -163,8 +163,12 @@ def tau_vs_axis(
             f"τ_mem ∝ {SYMBOLS[axis]}^{c.symbol},  {c.symbol} = {c.value:.2f} [{c.lo:.2f}, {c.hi:.2f}]\n"
             f"{'joint ' if len(fit.axes) > 1 else ''}{fit.method} fit on {fit.n_trials} trials{cens}, R² = {fit.r2:.2f}"
         )
+    elif title is None:
+        note = an.joint_note if fit is None else f"the fit does not vary {SYMBOLS[axis]}"
+        title = f"τ_mem against {SYMBOLS[axis]}" + (f"\n({note})" if note else "")
     if title:
         ax.set_title(title)
+    ax.margins(0.08)
     return _save(fig, path)
 
 

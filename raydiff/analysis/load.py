@@ -30,6 +30,7 @@ class Sweep:
     search_space: dict[str, Any] | None = None  # the sweep's search space (plain form), if recorded
     planned: int | None = None  # trials the search space plans, if known
     notes: list[str] = field(default_factory=list)  # what could not be read, said once
+    minima: dict[str, float] | None = None  # the search space's N_min, B_min, η_min
 
     @property
     def name(self) -> str:
@@ -85,8 +86,8 @@ def load_sweep(uri: str) -> Sweep:
     done = {t["trial_id"] for t in trials}
     running = sorted(t for t in evals if t not in done)
     space, notes = _search_space(fs, root, meta)
-    planned = _planned(space, notes)
-    return Sweep(uri, trials, evals, running, meta, space, planned, notes)
+    planned, minima = _plan(space, notes)
+    return Sweep(uri, trials, evals, running, meta, space, planned, notes, minima)
 
 
 def _complete(row: dict) -> dict:
@@ -113,29 +114,25 @@ def _search_space(fs: pafs.FileSystem, root: str, meta: dict[str, str]) -> tuple
         return None, notes
 
 
-def _planned(space: dict | None, notes: list[str]) -> int | None:
+def _plan(space: dict | None, notes: list[str]) -> tuple[int | None, dict[str, float] | None]:
+    """How many trials the recorded search space plans, and its N_min, B_min, η_min."""
     if space is None:
-        return None
+        return None, None
     from raydiff.config import search_space_from_dict
 
     try:
         parsed = search_space_from_dict(space)
-        return parsed.search.num_samples if parsed.search is not None else len(parsed.points())
+        return len(parsed.points()), parsed.minima()
     except UserError as e:
         notes.append(f"the recorded search space no longer validates ({e}); planned trials unknown")
-        return None
+        return None, None
 
 
 def reference_minima(sweep: Sweep) -> dict[str, float]:
     """N_min, B_min, η_min of the normalized time: the search space's (as the sweep wrote
     tau_mem_normalized), else the smallest values among the trials that landed."""
-    if sweep.search_space is not None:
-        from raydiff.config import search_space_from_dict
-
-        try:
-            return search_space_from_dict(sweep.search_space).minima()
-        except UserError:
-            pass
+    if sweep.minima is not None:
+        return sweep.minima
     out = {}
     for axis in ("n_train", "batch_size", "lr"):
         vals = [t[axis] for t in sweep.trials if t.get(axis) is not None]

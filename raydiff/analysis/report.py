@@ -148,9 +148,10 @@ def sensitivity_text(an: Analysis) -> str:
         else:
             cells = "  ".join(f"{c.value:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]".ljust(22) for c in r.fit.coefficients)
         lines.append(f"{r.definition:<40} {r.n_onset:>6} {r.n_censored:>5}  {cells}".rstrip())
+    boots = next((r.fit.n_boot_requested for r in an.sensitivity if r.fit), None)
     lines.append(
-        "  (a trial stops at the sweep's own onset, so a stricter definition often finds it censored;"
-        f" {an.sensitivity[0].fit.n_boot if an.sensitivity[0].fit else 'few'} resamples per row)"
+        "  (a trial stops at the sweep's own onset, so a stricter definition often finds it censored"
+        + (f"; {boots} resamples per row)" if boots else ")")
     )
     return "\n".join(lines)
 
