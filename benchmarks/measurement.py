@@ -83,7 +83,7 @@ def measure_costs(cfg, reps: int, block: int) -> dict[str, float]:
 def evals_to_stop(cfg, tau: int) -> tuple[int, int, int]:
     """(steps, full evaluations, memorization-only evaluations) of a trial whose mem_frac crosses
     the threshold at step τ and stays above: the stopper's cost under cfg's cadence."""
-    sched = eval_schedule(cfg, 10**12)
+    sched = eval_schedule(cfg, 4 * tau + 10 * cfg.eval_every_steps)  # far enough past τ to stop
     first = next(i for i, s in enumerate(sched) if s >= tau)
     k = cfg.eval.refine_snapshots
     stop_i = first + (cfg.stop.patience - 1)

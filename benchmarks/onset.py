@@ -1,11 +1,13 @@
 """4. Onset resolution per evaluation.
 
-A dense-cadence reference run per N evaluates the memorization test every d ≈ τ/100 steps; its
-onset (the one rule, `mem_onset`, patience 2) is the reference τ. Training does not depend on the
-cadence (evaluation draws from its own generators), so each cadence policy is replayed exactly on
-that curve — the same schedule (`eval_schedule`), snapshot steps (`refine_steps`), crossing test
+A dense-cadence reference per N: one training run keeps the EMA weights every d ≈ τ/50 steps and
+the default's memorization test is run on them in order up to the first onset (the one rule,
+`mem_onset`, patience 2): that is the reference τ. Training does not depend on the evaluation
+(evaluation draws from its own generators), so each cadence policy is replayed exactly on these
+weights — the same schedule (`eval_schedule`), snapshot steps (`refine_steps`), crossing test
 (`crossed`), binary search (`bisect_crossing`) and onset rule as `train()` — with each evaluation
-read off the nearest dense point. One real run of the packaged default checks the replay.
+read off the nearest kept weights (evaluated when first needed). One real run of the packaged
+default checks the replay.
 """
 
 from __future__ import annotations
@@ -16,49 +18,83 @@ import time
 import torch
 
 from benchmarks.common import Section, config, default_space, smoke_space
+from raydiff.config import apply_overrides
+from raydiff.data import load
+from raydiff.diffusion import build_process
+from raydiff.evaluation import Evaluator
 from raydiff.metrics.onset import mem_onset
+from raydiff.models.unet import build_unet
 from raydiff.trial import bisect_crossing, crossed, eval_schedule, refine_steps, train
 from raydiff.tune.stopper import decide
 
 Curve = tuple[list[int], list[float]]  # dense steps, mem_frac
 
 
-def dense_reference(cfg, d: int, beyond: float) -> Curve:
-    dense = config_dense(cfg, d)
-    steps: list[int] = []
-    fracs: list[float] = []
-    thr, pat = cfg.stop.mem_frac_threshold, cfg.stop.patience
+class DenseReference:
+    """EMA weights every d steps of one training run, and their memorization test on demand."""
 
-    def report(m, _ckpt) -> bool:
-        steps.append(m["step"])
-        fracs.append(m["mem_frac"])
-        tau = mem_onset(steps, fracs, thr, pat)
-        return tau is not None and m["step"] >= beyond * tau
+    def __init__(self, cfg, d: int, beyond: float):
+        self.cfg = cfg
+        self.steps: list[int] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+        self.values: dict[int, float] = {}  # index → mem_frac, evaluated lazily
+        data = load(cfg.data)
+        self.evaluator = Evaluator(cfg, data, build_process(cfg.diffusion), torch.device("cpu"))
+        self.net = build_unet(cfg.model, data.shape[0], data.shape[1], data.num_classes)
+        thr, pat = cfg.stop.mem_frac_threshold, cfg.stop.patience
+        self.tau: int | None = None
 
-    train(dense, report)
-    return steps, fracs
+        def report(m, ckpt) -> bool:
+            state = ckpt()
+            w = state["ema"] if state["ema"] is not None else state["net"]
+            self.steps.append(m["step"])
+            self.weights.append({k: v.clone() for k, v in w.items()})
+            if self.tau is None:  # evaluate in order until the onset is seen
+                self.value(len(self.steps) - 1)
+                curve = [self.values[i] for i in range(len(self.steps))]
+                self.tau = mem_onset(self.steps, curve, thr, pat)
+            return self.tau is not None and m["step"] >= beyond * self.tau
 
+        # the trial's own evaluation is cut to almost nothing: it only marks where to keep weights
+        train(apply_overrides(cfg, {
+            "eval.every_steps": d, "eval.every_images": None, "eval.cadence": "uniform", "eval.refine_snapshots": 0,
+            "eval.fid_every": 0, "eval.num_samples": 2, "eval.mem_sample_steps": 1, "eval.probe_images": 1,
+            "eval.probe_noise_levels": 1, "eval.save_samples": 0, "eval.bootstrap": 1,
+        }), report)  # fmt: skip
 
-def config_dense(cfg, d: int):
-    from raydiff.config import apply_overrides
+    def value(self, i: int) -> float:
+        if i not in self.values:
+            self.net.load_state_dict(self.weights[i])
+            self.values[i] = self.evaluator(self.net, self.steps[i], memorization_only=True)["mem_frac"]
+        return self.values[i]
 
-    return apply_overrides(cfg, {
-        "eval.every_steps": d, "eval.every_images": None, "eval.cadence": "uniform", "eval.refine_snapshots": 0,
-        "eval.fid_every": 0, "eval.probe_images": 1, "eval.probe_noise_levels": 1, "eval.save_samples": 0,
-    })  # fmt: skip
-
-
-def replay(curve: Curve, cfg) -> dict:
-    """What train() under cfg's cadence would measure and decide on this curve."""
-    steps, fracs = curve
-
-    def at(s: int) -> float:
-        i = bisect.bisect_left(steps, s)
-        if i == len(steps):
-            return fracs[-1]  # past the reference run's end: mem_frac stays where it ended
-        if i > 0 and s - steps[i - 1] < steps[i] - s:
+    def at(self, s: int) -> float:
+        """mem_frac at the kept weights nearest step s (past the end: the last ones)."""
+        i = bisect.bisect_left(self.steps, s)
+        if i == len(self.steps):
             i -= 1
-        return fracs[i]
+        elif i > 0 and s - self.steps[i - 1] < self.steps[i] - s:
+            i -= 1
+        return self.value(i)
+
+    def curve(self) -> Curve:
+        done = sorted(self.values)
+        return [self.steps[i] for i in done], [self.values[i] for i in done]
+
+
+def replay(curve, cfg) -> dict:
+    """What train() under cfg's cadence would measure and decide on this curve (a DenseReference,
+    or (steps, mem_frac) lists read at the nearest step)."""
+    if isinstance(curve, DenseReference):
+        at = curve.at
+    else:
+        steps, fracs = curve
+
+        def at(s: int) -> float:
+            i = min(bisect.bisect_left(steps, s), len(steps) - 1)
+            if i > 0 and s - steps[i - 1] < steps[i] - s:
+                i -= 1
+            return fracs[i]
 
     thr, pat, k = cfg.stop.mem_frac_threshold, cfg.stop.patience, cfg.eval.refine_snapshots
     history: list[dict] = []
@@ -86,6 +122,19 @@ def replay(curve: Curve, cfg) -> dict:
     return {"tau": None, "full": full, "mem": mem, "stop": cfg.budget_steps}
 
 
+def real_vs_replay(cfg, ref: DenseReference) -> dict:
+    """τ and evaluation count of a real train() under the stopper, and of its replay."""
+    real: list[dict] = []
+
+    def report(m, _ckpt) -> bool:
+        real.append(m)
+        return not m.get("refined") and decide(m, cfg.stop) is not None
+
+    train(cfg, report)
+    sim = replay(ref, cfg)
+    return {"real": real[-1]["tau_mem_step"], "real_evals": len(real), "replay": sim["tau"], "replay_evals": sim["full"] + sim["mem"]}
+
+
 def policies(quick: bool) -> dict[str, dict]:
     g = {"eval.cadence": "geometric", "eval.every_images": None}
     u = {"eval.cadence": "uniform", "eval.every_images": None, "eval.refine_snapshots": 0}
@@ -95,6 +144,7 @@ def policies(quick: bool) -> dict[str, dict]:
         "geometric 50 ×1.2 + 3 snapshots": {**g, "eval.every_steps": 50, "eval.geometric_ratio": 1.2, "eval.refine_snapshots": 3},
         "geometric 50 ×1.5 + 7 snapshots": {**g, "eval.every_steps": 50, "eval.geometric_ratio": 1.5, "eval.refine_snapshots": 7},
         "geometric 100 ×1.5 + 7 snapshots": {**g, "eval.every_steps": 100, "eval.geometric_ratio": 1.5, "eval.refine_snapshots": 7},
+        "geometric 50 ×1.5 + 15 snapshots": {**g, "eval.every_steps": 50, "eval.geometric_ratio": 1.5, "eval.refine_snapshots": 15},
         "geometric 100 ×2 + 15 snapshots": {**g, "eval.every_steps": 100, "eval.geometric_ratio": 2.0, "eval.refine_snapshots": 15},
         "packaged default (after)": {},
     }  # fmt: skip
@@ -103,21 +153,21 @@ def policies(quick: bool) -> dict[str, dict]:
 
 def run(quick: bool) -> Section:
     torch.set_num_threads(1)
-    if quick:
-        space, ns, guess = smoke_space(), [8], lambda n: 25 * n
-    else:
-        space, ns, guess = default_space(), [16, 32, 64], lambda n: 20 * n
-    curves: dict[int, Curve] = {}
-    refs: dict[int, int] = {}
+    if quick:  # a tiny model on 4 images memorizes within a few hundred cheap steps
+        space, ns, guess, beyond = smoke_space(), [4], lambda n: 40 * n, 1.3
+    else:  # τ ≈ 12 N steps at B = 64 (measured); the tail covers a ×1.5 cadence's confirmation
+        space, ns, guess, beyond = default_space(), [16, 32, 64], lambda n: 12 * n, 2.3
+    curves: dict[int, DenseReference] = {}
+    refs: dict[int, int | None] = {}
     d_of: dict[int, int] = {}
     t0 = time.perf_counter()
     for n in ns:
         base = config(space, {"data.n_train": n})
-        d_of[n] = max(2, round(guess(n) * (64 / base.train.batch_size) / 100))
-        curves[n] = dense_reference(base, d_of[n], beyond=1.6 if not quick else 1.2)
-        refs[n] = mem_onset(*curves[n], base.stop.mem_frac_threshold, base.stop.patience)
-        print(f"  dense reference N={n}: every {d_of[n]} steps, τ_ref={refs[n]}, "
-              f"{len(curves[n][0])} evaluations, {time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        d_of[n] = max(2, round(guess(n) * (64 / base.train.batch_size) / 50))
+        curves[n] = DenseReference(base, d_of[n], beyond)
+        refs[n] = curves[n].tau
+        print(f"  dense reference N={n}: every {d_of[n]} steps, τ_ref={refs[n]}, {len(curves[n].values)} evaluations "
+              f"of {len(curves[n].steps)} kept weights, {time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
 
     rows, summary = [], {}
     for name, over in policies(quick).items():
@@ -134,22 +184,22 @@ def run(quick: bool) -> Section:
         rows.append(row)
         summary[name] = {"evals": total, "worst_err": worst}
 
-    # the replay against a real run of the packaged default at the smallest N
-    n0 = ns[0]
-    real = []
-    cfg0 = config(space, {"data.n_train": n0, "eval.fid_every": 0})
-    def report(m, _ckpt) -> bool:
-        real.append(m)
-        return not m.get("refined") and decide(m, cfg0.stop) is not None
-
-    train(cfg0, report)
-    real_tau = real[-1]["tau_mem_step"]
-    sim = replay(curves[n0], cfg0)
-    check = f"real run of the packaged default at N={n0}: τ={real_tau} in {len(real)} evaluations; replay: τ={sim['tau']} in {sim['full'] + sim['mem']}"
+    # the replay against real train() runs at the smallest N: a policy whose every evaluation and
+    # snapshot falls on the kept weights (uniform every k·d, k − 1 snapshots) must match exactly;
+    # the packaged default's own steps fall between kept weights, so its replay is approximate
+    n0, k = ns[0], 4
+    on_grid = {"eval.cadence": "uniform", "eval.every_images": None, "eval.every_steps": k * d_of[n0],
+               "eval.refine_snapshots": k - 1, "eval.fid_every": 0}  # fmt: skip
+    checks = {"on-grid": real_vs_replay(config(space, {"data.n_train": n0, **on_grid}), curves[n0])}
+    if not quick:
+        checks["packaged default"] = real_vs_replay(config(space, {"data.n_train": n0}), curves[n0])
+    check = "; ".join(f"{name} policy at N={n0}: real train() τ={c['real']} in {c['real_evals']} evaluations, "
+                      f"replay τ={c['replay']} in {c['replay_evals']}" for name, c in checks.items())  # fmt: skip
 
     default = summary["packaged default (after)"]
     uniform_ok = [v["evals"] for k, v in summary.items() if k.startswith("uniform") and v["worst_err"] is not None and v["worst_err"] <= 0.05]
-    head = (f"packaged default: worst |error| {default['worst_err']:.1%} with {default['evals']} evaluations "
+    worst = "n/a (no onset)" if default["worst_err"] is None else f"{default['worst_err']:.1%}"
+    head = (f"packaged default: worst |error| {worst} with {default['evals']} evaluations "
             f"over N={ns}; uniform cadences within 5%: {min(uniform_ok) if uniform_ok else 'none'} evaluations")  # fmt: skip
     cols = ["policy"]
     for n in ns:
@@ -160,10 +210,11 @@ def run(quick: bool) -> Section:
         head, None if quick else (default["worst_err"] is not None and default["worst_err"] <= 0.05),
         cols, rows,
         notes=[
-            f"dense reference every {', '.join(str(d_of[n]) for n in ns)} steps (N = {', '.join(map(str, ns))}) "
-            "with the default's memorization test; every policy below is replayed on those curves",
+            f"dense reference: EMA weights every {', '.join(str(d_of[n]) for n in ns)} steps (N = {', '.join(map(str, ns))}) "
+            "kept weights, with the default's memorization test (evaluated up to the onset, then where a policy looks); "
+            "every policy below is replayed on them",
             "evals: regular evaluations + memorization-only refinement evaluations (cheaper: no probes, no FID)",
             "error = (τ − τ_ref)/τ_ref: positive means late. " + check,
         ],
-        data={"curves": {n: curves[n] for n in ns}, "refs": refs, "summary": summary, "real_tau": real_tau, "replay_tau": sim["tau"]},
+        data={"curves": {n: curves[n].curve() for n in ns}, "d": d_of, "refs": refs, "summary": summary, "checks": checks},
     )  # fmt: skip

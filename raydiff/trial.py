@@ -208,7 +208,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         "lr": cfg.train.lr,
         "budget_steps": budget,
         "budget_reason": cfg.budget_reason,
-        "pid": os.getpid(),  # which process ran it: a restarted trial shows a new pid ...
+        "pid": os.getpid(),  # which process ran it (Ray fills in the same): a restarted trial shows a new pid ...
         "resumed_from_step": resumed_from_step,  # ... and the checkpoint step it resumed from
     }
 

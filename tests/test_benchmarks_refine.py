@@ -22,7 +22,7 @@ from raydiff.tune.stopper import decide
 
 def smoke(**over):
     space = load_search_space(packaged_search_space("smoke"))
-    return apply_overrides(space.base, {"data.n_train": 8, **over})
+    return apply_overrides(space.base, {"data.n_train": 8} | over)
 
 
 def test_refine_steps_evenly_inside_the_gap():
@@ -97,7 +97,9 @@ def run(cfg):
 
 
 def test_train_with_refinement_same_trajectory_finer_onset():
-    over = {"eval.cadence": "geometric", "eval.geometric_ratio": 1.5, "eval.fid_every": 0, "train.max_steps": 400}
+    # 4 images: the smoke model memorizes them within ~100 steps
+    over = {"data.n_train": 4, "eval.every_steps": 20, "eval.cadence": "geometric", "eval.geometric_ratio": 1.5,
+            "eval.fid_every": 0, "train.max_steps": 400}  # fmt: skip
     plain_last, plain = run(smoke(**over))
     k = 3
     last, reps = run(smoke(**over, **{"eval.refine_snapshots": k}))

@@ -87,7 +87,7 @@ def test_restored_run_continues_the_same_random_stream():
     try:
         raw = {k: dict(v) for k, v in TINY.items()}
         base = search_space_from_dict(raw).base
-        cfg = apply_overrides(base, {"train.max_steps": 3 * EVERY, "eval.fid_every": 1, "eval.fid_samples": 64})
+        cfg = apply_overrides(base, {"train.max_steps": 2 * EVERY, "eval.fid_every": 1, "eval.fid_samples": 64})
 
         def run(state=None):
             rows, saved = [], {}
@@ -105,7 +105,7 @@ def test_restored_run_continues_the_same_random_stream():
         resumed, _ = run(torch.load(io.BytesIO(saved[EVERY]), weights_only=False))
     finally:
         torch.set_num_threads(threads)
-    assert [r["step"] for r in resumed] == [2 * EVERY, 3 * EVERY]
+    assert [r["step"] for r in resumed] == [2 * EVERY] and resumed[0]["fid"] is not None
     assert resumed == whole[1:]
 
 
@@ -232,7 +232,7 @@ def test_divergence_and_error_end_their_trial_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_the_sweep_and_ray(tmp_path, sig):
     """SIGTERM and Ctrl+C: Tune saves its state, Ray is shut down, the exit says how to resume."""
-    space = write_space(tmp_path, "sig", {"data.n_train": [64, 128]}, stop={"mem_frac_threshold": 1.0, "patience": 50})
+    space = write_space(tmp_path, "sig", {"data.n_train": [64]}, stop={"mem_frac_threshold": 1.0, "patience": 50})
     sweep = tmp_path / "store" / "sig"
     cmd = Command(tmp_path, "sweep", str(space), "--storage", str(tmp_path / "store"), log="sig")
     wait_for(lambda: try_rows(sweep)[1], 240, "a first evaluation", cmd)

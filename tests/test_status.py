@@ -147,3 +147,26 @@ def test_status_errors_are_one_line(tmp_path, capsys, make):
     assert main(["status", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("raydiff: error:") and err.count("\n") == 1
+
+
+def test_ray_gauges_get_the_trials_numbers(monkeypatch):
+    from raydiff.tune import ray_metrics
+
+    class Gauge:
+        def __init__(self):
+            self.sets = []
+
+        def set(self, value, tags=None):
+            self.sets.append((value, tags))
+
+    gauges = {k: Gauge() for k in ray_metrics.GAUGES}
+    monkeypatch.setattr(ray_metrics, "_gauges", gauges)
+    monkeypatch.setenv("RAYDIFF_RAY_METRICS", "1")
+    ray_metrics.record({"mem_frac": 0.25, "fid": None, "step": 300}, "t1", "sw")
+    ray_metrics.record({"mem_frac": float("nan"), "fid": 41.0, "step": 350}, "t1", "sw")
+    tags = {"sweep": "sw", "trial_id": "t1"}
+    assert gauges["mem_frac"].sets == [(0.25, tags)]  # NaN is not a measurement
+    assert gauges["fid"].sets == [(41.0, tags)] and [v for v, _ in gauges["step"].sets] == [300.0, 350.0]
+    monkeypatch.setenv("RAYDIFF_RAY_METRICS", "0")
+    ray_metrics.record({"mem_frac": 0.5}, "t1", "sw")
+    assert len(gauges["mem_frac"].sets) == 1

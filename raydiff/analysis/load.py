@@ -122,7 +122,8 @@ def _plan(space: dict | None, notes: list[str]) -> tuple[int | None, dict[str, f
 
     try:
         parsed = search_space_from_dict(space)
-        return len(parsed.points()), parsed.minima()
+        search = getattr(parsed, "search", None)  # an Optuna search plans num_samples trials, not grid points
+        return (search.num_samples if search is not None else len(parsed.points())), parsed.minima()
     except UserError as e:
         notes.append(f"the recorded search space no longer validates ({e}); planned trials unknown")
         return None, None

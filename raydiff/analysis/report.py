@@ -25,7 +25,6 @@ from raydiff import results
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
 from raydiff.analysis.load import Sweep, load_sweep
 from raydiff.analysis.scaling import Analysis, analyze_sweep
-from raydiff.analysis.trials import TrialStats
 from raydiff.errors import UserError
 
 FITS_SCHEMA = pa.schema(

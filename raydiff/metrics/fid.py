@@ -127,6 +127,9 @@ class DigitsClassifierFeatures:
         if path.exists():
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         else:  # trained once (seconds on a CPU), then cached for every later trial
+            import sys
+
+            print(f"raydiff: training the digits FID feature classifier once; cached at {path}", file=sys.stderr, flush=True)
             net, _ = train_digits_classifier()
             _atomic_torch_save(net.state_dict(), path)
         self.net = net.eval().to(device)

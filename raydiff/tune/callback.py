@@ -140,8 +140,8 @@ class ResultsCallback(tune.Callback):
         if row is None:
             return
         rows = self.evals.setdefault(trial.trial_id, {})
-        if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.METRICS_SCHEMA):
-            return  # a finished trial's last result reported again after a resume: already written
+        if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.METRICS_SCHEMA, ignore=("pid",)):
+            return  # a finished trial's last result reported again (from a new process) after a resume
         # a restarted trial re-reports from its checkpoint: drop anything after that step too
         for s in [s for s in rows if s >= row["step"]]:
             del rows[s]
@@ -195,9 +195,9 @@ def _error_text(trial) -> str | None:
     return str(error) if error else None
 
 
-def _same(a: dict[str, Any], b: dict[str, Any], schema) -> bool:
+def _same(a: dict[str, Any], b: dict[str, Any], schema, ignore: tuple[str, ...] = ()) -> bool:
     """Two rows equal in every column of the schema (a row read back from Parquet has them all)."""
-    return all(a.get(f.name) == b.get(f.name) for f in schema)
+    return all(a.get(f.name) == b.get(f.name) for f in schema if f.name not in ignore)
 
 
 def _last_line(text: str) -> str:

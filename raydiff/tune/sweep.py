@@ -273,7 +273,8 @@ def run_sweep(
 def _sigterm_as_sigint():
     """Make SIGTERM (`kill`, a batch scheduler's stop) end the sweep as Ctrl+C does: Tune saves its
     state and stops the trials, then `run_sweep` shuts Ray down. Returns the undo. (SIGKILL cannot
-    be caught: the processes of a local Ray die with their driver; `ray stop` clears any left.)"""
+    be caught: a local Ray's GCS and raylet die with their driver, its agents and idle workers
+    within about a minute; `ray stop` ends them at once.)"""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # signal handlers can only be set from the main thread
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

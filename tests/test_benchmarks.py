@@ -1,0 +1,124 @@
+"""The benchmark suite at toy sizes (`benchmarks/run.py --quick` and its parts), so it does not rot.
+
+The full run (`python benchmarks/run.py`) takes about an hour and is not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmarks/ sits beside the package, not in it
+
+from benchmarks import e2e, measurement, neighbours, onset  # noqa: E402
+from benchmarks.common import BEFORE_EVAL, alternate, config, default_space  # noqa: E402
+
+
+def test_alternate_swaps_the_order_every_round():
+    order = []
+    out = alternate({"a": lambda: order.append("a") or 1, "b": lambda: order.append("b") or 2}, 3)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert out == {"a": [1, 1, 1], "b": [2, 2, 2]}
+
+
+def test_quick_cli_writes_results(tmp_path):
+    out, raw = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--only", "1,3a,5", "--out", str(out), "--json", str(raw)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## Summary" in text and "Command: `python benchmarks/run.py --quick" in text
+    for head in ("### 1. Framework tax", "### 3a. Measurement tax", "### 5. Stopper savings"):
+        assert head in text
+    data = json.loads(raw.read_text())
+    assert set(data) == {"1", "3a", "5"}
+    assert 0 < data["1"]["data"]["ratio"] < 10
+    assert all(math.isfinite(x) and x > 0 for x in data["1"]["data"]["bare"])
+
+
+def test_unknown_section_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--only", "9"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown section" in proc.stderr
+
+
+def step_curve(tau: int, last: int, d: int = 1) -> onset.Curve:
+    """mem_frac 0 before step τ, 0.5 from it on, on a dense grid every d steps."""
+    steps = list(range(d, last + 1, d))
+    return steps, [0.5 if s >= tau else 0.0 for s in steps]
+
+
+def test_replay_of_cadences_on_a_known_curve():
+    space = default_space()
+    curve = step_curve(1000, 5000)
+    uni = onset.replay(curve, config(space, {"eval.cadence": "uniform", "eval.every_steps": 300, "eval.refine_snapshots": 0}))
+    assert uni == {"tau": 1200, "full": 5, "mem": 0, "stop": 1500}  # evals at 300 … 1200, 1500
+    geo = config(space, {"eval.cadence": "geometric", "eval.every_steps": 100, "eval.geometric_ratio": 2.0,
+                         "eval.refine_snapshots": 15})  # fmt: skip
+    r = onset.replay(curve, geo)  # evals at 100, 200, 400, 800, 1600: bracket (800, 1600], 16 parts
+    assert r["full"] == 5 and r["mem"] == 4 and r["stop"] == 1600
+    assert 1000 <= r["tau"] <= 1050
+    # the measurement-tax model counts the same evaluations as the replay
+    steps, full, mem = measurement.evals_to_stop(geo, 1000)
+    assert (steps, full, mem) == (r["stop"], r["full"], r["mem"])
+
+
+def test_onset_section_quick():
+    s = onset.run(quick=True)
+    assert s.key == "4" and len(s.rows) == len(onset.policies(True))
+    c = s.data["checks"]["on-grid"]  # the replay decides as the real run did
+    assert c["real"] is not None and (c["real"], c["real_evals"]) == (c["replay"], c["replay_evals"])
+
+
+def test_measurement_parts_quick():
+    cifar = measurement.cifar_size(quick=True)
+    assert cifar.data["costs"]["step"] > 0 and 0 < cifar.data["direct_tax"] < 1
+    projected = [r for r in cifar.rows if str(r[0]).startswith("projected")]
+    assert projected and all(0 < x < 1 for r in projected for x in r[1:])
+    steps = measurement.sampler_steps(quick=True)
+    assert {r[3] for r in steps.rows} == {50, 10}
+
+
+def test_neighbours_quick_exact_and_measured():
+    s = neighbours.run(quick=True)
+    ours = s.data["1000/100/raydiff chunk 1024"]
+    assert ours["wrong_nn"] == 0 and ours["max_rel_err"] < 1e-5 and ours["index_agreement"] > 0.99
+    assert all(v["seconds"] > 0 and v["peak_mib"] >= 0 for v in s.data.values())
+
+
+def test_before_space_is_the_default_with_the_old_evaluation(tmp_path):
+    from raydiff.config import load_search_space
+
+    space = load_search_space(e2e.before_space_file(str(tmp_path)))
+    assert space.points() == default_space().points()
+    for key, value in BEFORE_EVAL.items():
+        section, name = key.split(".")
+        assert getattr(getattr(space.base, section), name) == value
+
+
+def test_gpu_script_dry_mode_on_cpu(tmp_path):
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--cpu", "--seconds", "0.2", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = json.loads(out.with_suffix(".json").read_text())
+    assert raw["train"] and all(r["steps_s"] > 0 and r["tflop_step"] > 0 for r in raw["train"])
+    assert raw["eval"] and all(r["eval_s"] > r["mem_only_s"] > 0 for r in raw["eval"])
+    assert [r["trials"] for r in raw["pack"]] == [1, 2] and all(r["aggregate_steps_s"] > 0 for r in raw["pack"])
+
+
+@pytest.mark.ray
+def test_ray_tax_quick():
+    from benchmarks import ray_tax
+
+    s = ray_tax.run(quick=True)
+    assert s.data["ratio"] > 0 and s.data["ratio_with_startup"] >= s.data["ratio"]
