@@ -101,7 +101,7 @@ class BudgetPlanner:
         """A finished trial: its onset (None: none) after `steps_done` of `budget` steps.
 
         The onset step is the first evaluation at or past the true onset, which lies after the
-        evaluation before it (`prev_eval`; 0 if none): the law is fitted to the middle of that
+        evaluation before it (`prev_eval`; None: one uniform gap earlier): the law is fitted to the middle of that
         interval, so a coarse evaluation grid does not bend the fitted exponent.
         """
         if tau is not None:
