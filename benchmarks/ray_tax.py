@@ -15,9 +15,12 @@ import tempfile
 import torch
 
 from benchmarks.common import Section, alternate, config, default_space, median, smoke_space, timed
+from benchmarks.framework import raydiff_rate
 from raydiff import results
 from raydiff.config import search_space_from_dict
 from raydiff.trial import train
+
+TRIAL_SECONDS = 180  # "a trial of a few minutes"
 
 
 def one_point_space(cfg, name: str):
@@ -53,15 +56,18 @@ def direct_side(cfg) -> dict[str, float]:
 
 
 def run(quick: bool) -> Section:
+    torch.set_num_threads(1)  # what the trainable gives a 1-CPU trial
     if quick:
         space, n, steps, every, reps = smoke_space(), 8, 30, 10, 1
-    else:
-        space, n, steps, every, reps = default_space(), 64, 900, None, 2
+    else:  # a budget that takes about three minutes here, from the loop's measured speed
+        space, n, every, reps = default_space(), 64, None, 2
+        probe = config(space, {"data.n_train": n, "train.max_steps": 200, "eval.every_steps": 100,
+                               "eval.cadence": "uniform", "eval.fid_every": 0})  # fmt: skip
+        steps = max(500, round(TRIAL_SECONDS * 0.9 * raydiff_rate(probe, 100), -2))  # ~10% goes to evaluation
     over = {"data.n_train": n, "train.max_steps": steps, "stop.patience": 10**6}
     if every:
         over["eval.every_steps"] = every
     cfg = config(space, over)
-    torch.set_num_threads(1)  # what the trainable gives a 1-CPU trial
     counter = [0]
     with tempfile.TemporaryDirectory(prefix="raydiff-raytax-") as storage:
         res = alternate({"ray": lambda: ray_side(cfg, storage, counter), "direct": lambda: direct_side(cfg)}, reps)
@@ -85,7 +91,8 @@ def run(quick: bool) -> Section:
         None if quick else ratio <= 1.03,
         ["what", "seconds (median)", "vs direct"], rows,
         notes=[
-            f"{cfg.data.dataset} N={n}, B={cfg.train.batch_size}, fixed budget of {steps} steps, "
+            f"{cfg.data.dataset} N={n}, B={cfg.train.batch_size}, fixed budget of {steps} steps (sized to take "
+            f"about {TRIAL_SECONDS} s from the loop's speed measured just before), "
             f"default evaluation cadence ({len(res['direct'])} alternated repetitions per side)",
             "the headline excludes Ray's start-up and shutdown (a sweep pays them once, not per trial)",
         ],

@@ -13,6 +13,7 @@ sides alternated and summarised by medians, since the machine may be shared.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -41,10 +42,10 @@ def section_runner(key: str):
     return getattr(importlib.import_module(f"benchmarks.{module}"), fn)
 
 
-def run_sections(keys: list[str], quick: bool) -> list[Section]:
+def run_sections(keys: list[str], quick: bool, on_section=None) -> list[Section]:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a 1-CPU trial's setting; torch's default (all cores) thrashes when shared
     out: list[Section] = []
     for key in keys:
         load0, t0 = loadavg(), time.perf_counter()
@@ -54,6 +55,8 @@ def run_sections(keys: list[str], quick: bool) -> list[Section]:
             s.seconds, s.load = time.perf_counter() - t0, (load0, loadavg())
             out.append(s)
             print(render_section(s), flush=True)
+        if on_section:
+            on_section(out)
     return out
 
 
@@ -69,38 +72,74 @@ def verdict(s: Section) -> str:
 
 
 def render_section(s: Section) -> str:
-    parts = [
-        f"### {s.key}. {s.title}",
-        "",
-        f"**{s.headline}** — goal {s.goal}: {verdict(s)}.",
-        "",
-        table(s.columns, s.rows),
-        "",
-    ]
+    parts = [f"### {s.key}. {s.title}", "", f"**{s.headline}** — goal {s.goal}: {verdict(s)}.", "", table(s.columns, s.rows), ""]
     parts += [f"- {n}" for n in s.notes]
-    parts.append(f"- took {s.seconds:.0f} s; load average (1 min) {s.load[0]:.1f} before, {s.load[1]:.1f} after")
+    parts.append(f"- section group took {s.seconds:.0f} s; load average (1 min) {s.load[0]:.1f} before, {s.load[1]:.1f} after")
     return "\n".join(parts) + "\n"
 
 
-def render(sections: list[Section], command: str, quick: bool, started: float) -> str:
-    m = machine()
+# What this suite changed, for the record beside the figures (the before/after columns above).
+CHANGES = """\
+## Speed-ups made, and where their before/after shows
+
+- **Bracket refinement** (`eval.refine_snapshots`, raydiff/trial.py): EMA snapshots kept between
+  evaluations; when mem_frac first crosses the threshold a binary search over them
+  (memorization-only evaluations: no probes, no FID) narrows τ_mem's bracket. The embedded
+  default now evaluates every 100 steps ×1.5 with 15 snapshots instead of every 50 steps ×1.2:
+  sections 3a and 7 (before/after columns), 4 (trade-off table).
+- **Nearest neighbours** (raydiff/metrics/memorization.py): no [N, D] temporary for the norms,
+  one [c, N] buffer instead of three, candidates re-measured one rank at a time: same results,
+  a fraction of the memory (section 6, before/after rows).
+- **Sampler steps for the memorization test**: 25 DDIM/Euler steps agree with 250 within the
+  bootstrap interval, 10 do not (section 3c); the default keeps 25, the paper grid can use
+  `eval.mem_sample_steps: 50` (3b projections).
+- **One torch thread per trial** on a shared CPU: torch's default (all cores) was 10-40× slower
+  here while other jobs ran (the trainable already sets it; the benchmarks and their tests do too).
+- Tried and not adopted on CPU: `torch.compile` (200 s to compile, no faster per step for the
+  digits U-Net), channels-last (slower), fused CPU Adam (within noise of foreach).
+"""
+
+GPU_NOTE = """\
+## GPU
+
+`bash benchmarks/gpu.sh` measures, on one GPU in a few minutes: training steps/s and model FLOP
+utilisation of marion-2.9m/25.8m/92.7m at B=16 and 128 (bf16), the cost of one evaluation at
+the paper grid's counts, and 1 vs 4 vs 8 packed trials. It writes benchmarks/RESULTS-gpu.md.
+{status}
+"""
+
+
+def render(sections: list[Section], command: str, quick: bool, seconds: float, m: dict[str, str] | None = None) -> str:
+    m = m or machine()
     head = [
         "# raydiff benchmarks",
         "",
         f"Command: `{command}`{' (toy sizes: figures not meaningful)' if quick else ''}  ",
-        f"Date: {m['date']}, {time.perf_counter() - started:.0f} s in all  ",
+        f"Date: {m['date']}, {seconds:.0f} s in all  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, GPU: {m['gpu']}; "
-        f"Python {m['python']}, torch {m['torch']}  ",
+        f"Python {m['python']}, torch {m['torch']}; shared with other jobs while measured  ",
         f"Load average (1 min) at the start: {sections[0].load[0]:.1f}" if sections else "",
+        "",
+        "Every ratio is measured side by side in one run: its sides alternate (A B, B A, …) and are",
+        "summarised by medians, so the machine's load, which changed during the run, hits both alike.",
         "",
         "## Summary",
         "",
         table(["#", "what", "measured", "goal", "verdict"], [[s.key, s.title, s.headline, s.goal, verdict(s)] for s in sections]),
         "",
-        "## Details",
-        "",
     ]
-    return "\n".join(head) + "\n".join(render_section(s) for s in sections)
+    gpu = ROOT / "benchmarks" / "RESULTS-gpu.md"
+    status = ("Figures: [RESULTS-gpu.md](RESULTS-gpu.md)." if gpu.exists() else
+              "No GPU was available for these measurements: the script is ready and is run in its CPU dry "
+              "mode (`python benchmarks/gpu.py --cpu`, toy sizes) by tests/test_benchmarks.py.")  # fmt: skip
+    tail = ["", CHANGES, GPU_NOTE.format(status=status), "## Details", ""]
+    return "\n".join(head + tail) + "\n".join(render_section(s) for s in sections)
+
+
+def dump(path: str, sections: list[Section], command: str, quick: bool, seconds: float) -> None:
+    raw = {"command": command, "quick": quick, "seconds": seconds, "machine": machine(),
+           "sections": [dataclasses.asdict(s) for s in sections]}  # fmt: skip
+    Path(path).write_text(json.dumps(raw, default=str, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,23 +147,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes: checks the suite runs, figures mean nothing")
     p.add_argument("--only", help="comma-separated sections (1-7, or 3a/3b/3c); default: all (--quick: 1,3,4,5,6)")
     p.add_argument("--out", help="Markdown report (default: benchmarks/RESULTS.md; --quick: none)")
-    p.add_argument("--json", help="also write the raw figures as JSON here")
+    p.add_argument("--json", help="also write every figure as JSON here (after each section)")
+    p.add_argument("--from-json", metavar="JSON[,JSON…]",
+                   help="render the Markdown report from earlier --json dumps (later ones replace sections); measure nothing")
     args = p.parse_args(argv)
-    keys = args.only.split(",") if args.only else (QUICK_DEFAULT if args.quick else ALL)
-    bad = [k for k in keys if k not in RUNNERS]
-    if bad:
-        p.error(f"--only: unknown section(s) {', '.join(bad)} (allowed: {', '.join(RUNNERS)})")
-    started = time.perf_counter()
-    sections = run_sections(keys, args.quick)
-    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(sections, command.strip(), args.quick, started)
     out = args.out or (None if args.quick else str(ROOT / "benchmarks" / "RESULTS.md"))
+    if args.from_json:
+        # several dumps (e.g. a full run, then one section rerun): later ones replace earlier sections
+        dumps = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        merged: dict[str, Section] = {}
+        for raw in dumps:
+            for s in raw["sections"]:
+                merged[s["key"]] = Section(**{**s, "load": tuple(s["load"])})
+        order = {k: i for i, k in enumerate(["1", "2", "3a", "3b", "3c", "4", "5", "6", "7"])}
+        sections = sorted(merged.values(), key=lambda s: order.get(s.key, 99))
+        first = dumps[0]
+        command = " && ".join(dict.fromkeys(d["command"] for d in dumps))
+        text = render(sections, command, first["quick"], sum(d["seconds"] for d in dumps), first["machine"])
+    else:
+        keys = args.only.split(",") if args.only else (QUICK_DEFAULT if args.quick else ALL)
+        bad = [k for k in keys if k not in RUNNERS]
+        if bad:
+            p.error(f"--only: unknown section(s) {', '.join(bad)} (allowed: {', '.join(RUNNERS)})")
+        command = ("python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
+        started = time.perf_counter()
+
+        def save(sections: list[Section]) -> None:
+            if args.json:
+                dump(args.json, sections, command, args.quick, time.perf_counter() - started)
+
+        sections = run_sections(keys, args.quick, save)
+        text = render(sections, command, args.quick, time.perf_counter() - started)
     if out:
         Path(out).write_text(text)
         print(f"wrote {out}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({s.key: {"headline": s.headline, "met": s.met, "data": s.data} for s in sections},
-                                              default=str, indent=1))  # fmt: skip
     return 0
 
 

@@ -204,7 +204,8 @@ class EvalConfig:
     geometric_ratio: float = 1.25
     # weight snapshots kept, evenly spaced, between evaluations: when mem_frac first crosses the
     # onset threshold, a binary search over them (memorization test only) narrows τ_mem's bracket
-    # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off)
+    # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off). Each snapshot is a copy
+    # of the evaluated weights on the trial's device: k × the model's size in memory.
     refine_snapshots: int = 0
     num_samples: int = 128  # generated samples per evaluation for the memorization test
     mem_sample_steps: int | None = None  # sampler steps for those samples; None: diffusion.sample_steps

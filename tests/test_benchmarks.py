@@ -49,10 +49,16 @@ def test_quick_cli_writes_results(tmp_path):
     assert "## Summary" in text and "Command: `python benchmarks/run.py --quick" in text
     for head in ("### 1. Framework tax", "### 3a. Measurement tax", "### 5. Stopper savings"):
         assert head in text
-    data = json.loads(raw.read_text())
+    data = {s["key"]: s for s in json.loads(raw.read_text())["sections"]}
     assert set(data) == {"1", "3a", "5"}
     assert 0 < data["1"]["data"]["ratio"] < 10
     assert all(math.isfinite(x) and x > 0 for x in data["1"]["data"]["bare"])
+    # the report renders again from the dump alone
+    again = tmp_path / "again.md"
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--from-json", str(raw), "--out", str(again)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert again.read_text().split("## Summary")[1] == text.split("## Summary")[1]
 
 
 def test_unknown_section_is_a_usage_error():
