@@ -63,7 +63,7 @@ def run(quick: bool) -> Section:
         space, n, every, reps = default_space(), 64, None, 2
         probe = config(space, {"data.n_train": n, "train.max_steps": 200, "eval.every_steps": 100,
                                "eval.cadence": "uniform", "eval.fid_every": 0})  # fmt: skip
-        steps = max(500, round(TRIAL_SECONDS * 0.9 * raydiff_rate(probe, 100), -2))  # ~10% goes to evaluation
+        steps = max(500, int(round(TRIAL_SECONDS * 0.9 * raydiff_rate(probe, 100), -2)))  # ~10% goes to evaluation
     over = {"data.n_train": n, "train.max_steps": steps, "stop.patience": 10**6}
     if every:
         over["eval.every_steps"] = every
