@@ -211,6 +211,8 @@ def sampler_steps(quick: bool) -> Section:
         kept: list[tuple[int, float, dict]] = []  # (step, mem_frac, EMA weights)
 
         def report(m, ckpt, kept=kept, cfg=cfg):
+            if ckpt is None:  # a refinement or divergence report carries no weights
+                return False
             state = ckpt()
             weights = state["ema"] if state["ema"] is not None else state["net"]
             kept.append((m["step"], m["mem_frac"], {k: v.clone() for k, v in weights.items()}))
