@@ -26,13 +26,13 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` from anywhere
 
 from benchmarks.common import Section, fmt, loadavg, machine  # noqa: E402
 
-ALL = ["1", "2", "3", "4", "5", "6", "7"]
+ALL = ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7"]
 RUNNERS = {  # section → (module, function); 3a-3c can be run alone
     "1": ("framework", "run"), "2": ("ray_tax", "run"), "3": ("measurement", "run"),
     "3a": ("measurement", "grid_tax"), "3b": ("measurement", "cifar_size"), "3c": ("measurement", "sampler_steps"),
     "4": ("onset", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
 }  # fmt: skip
-QUICK_DEFAULT = ["1", "3", "4", "5", "6"]  # --quick without --only: no Ray (2 and 7 start one)
+QUICK_DEFAULT = ["1", "3a", "3b", "3c", "4", "5", "6"]  # --quick without --only: no Ray (2 and 7 start one)
 
 
 def section_runner(key: str):
@@ -50,7 +50,13 @@ def run_sections(keys: list[str], quick: bool, on_section=None) -> list[Section]
     for key in keys:
         load0, t0 = loadavg(), time.perf_counter()
         print(f"[{key}] running …", flush=True)
-        got = section_runner(key)(quick)
+        try:
+            got = section_runner(key)(quick)
+        except Exception as e:  # noqa: BLE001 - one benchmark failing must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            got = Section(key, f"section {key}", "–", f"failed: {type(e).__name__}: {e}", False, [], [])
         for s in got if isinstance(got, list) else [got]:
             s.seconds, s.load = time.perf_counter() - t0, (load0, loadavg())
             out.append(s)

@@ -35,16 +35,22 @@ def nearest_two(samples: torch.Tensor, train: torch.Tensor, chunk: int = 1024, c
     n = t.shape[0]
     k = min(n, max(2, candidates))
     t_sq = torch.linalg.vector_norm(t, dim=1).square()  # [N]; no [N, D] temporary, unlike t.square()
+    # two buffers reused by every chunk (no allocator churn): the ranking matrix and one candidate
+    rows = min(chunk, s.shape[0])
+    approx_buf = torch.empty(rows, n, device=s.device)  # [c, N]: the peak, bounded by chunk × N
+    diff_buf = torch.empty(rows, t.shape[1], device=s.device)  # [c, D]
     d1, d2, idx = [], [], []
     for start in range(0, s.shape[0], chunk):
         block = s[start : start + chunk]  # [c, D]
-        # ‖t‖² − 2·block·tᵀ in one [c, N] buffer (+ ‖block‖² is constant per row)
-        approx = torch.addmm(t_sq[None, :], block, t.T, alpha=-2.0)
+        c = block.shape[0]
+        # ‖t‖² − 2·block·tᵀ (+ ‖block‖², constant per row, left out)
+        approx = torch.addmm(t_sq[None, :], block, t.T, alpha=-2.0, out=approx_buf[:c])
         cand = approx.topk(k, dim=1, largest=False).indices  # [c, k]
-        del approx  # the [c, N] buffer is the peak: free it before the re-measure
-        # one candidate rank at a time: [c, D] temporaries instead of [c, k, D]
-        exact = torch.stack([(block - t[cand[:, j]]).square().sum(1) for j in range(k)], 1).sqrt()  # [c, k]
-        exact, order = exact.sort(dim=1)
+        exact = torch.empty(c, k, device=s.device)
+        for j in range(k):  # one candidate rank at a time: [c, D] at most, never [c, k, D]
+            diff = torch.index_select(t, 0, cand[:, j], out=diff_buf[:c])
+            exact[:, j] = diff.sub_(block).square_().sum(1)
+        exact, order = exact.sqrt_().sort(dim=1)
         d1.append(exact[:, 0])
         d2.append(exact[:, 1] if k > 1 else torch.full_like(exact[:, 0], float("inf")))
         idx.append(cand.gather(1, order[:, :1]).squeeze(1))
