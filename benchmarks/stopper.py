@@ -41,15 +41,22 @@ def run(quick: bool) -> Section:
     s_cfg, s_or = tot["cfg_steps"] / tot["steps"], tot["or_steps"] / tot["steps"]
     w_cfg, w_or = tot["cfg_wall"] / tot["wall"], tot["or_wall"] / tot["wall"]
     all_memorized = all(r.status == "memorized" for r in runs)
+    # against the oracle no stopper can beat n × oracle / Σ τ (each trial stopped exactly at its onset)
+    taus = [r.tau for r in runs if r.tau is not None]
+    bound = len(runs) * oracle / sum(taus) if len(taus) == len(runs) else None
+    bound_txt = f"; a perfect stopper (each trial stopped exactly at τ) would reach {bound:.2f}×" if bound else ""
     return Section(
         "5", "Stopper savings: onset stopper vs a fixed budget", "≥ 3×",
         f"{s_cfg:.1f}× fewer steps ({w_cfg:.1f}× wall) than the config's budget; "
-        f"{s_or:.2f}× steps ({w_or:.2f}× wall) than the oracle budget {oracle}",
+        f"{s_or:.2f}× steps ({w_or:.2f}× wall) than the oracle budget {oracle}{bound_txt}",
         None if quick else (s_cfg >= 3 and all_memorized),
         ["N", "status", "steps (stopper)", "wall s (stopper)", "config budget", "wall s (computed)",
          "oracle budget", "wall s (computed)"], rows,
         notes=["stopper side measured (trials of 3a, 'after'); fixed-budget sides computed from each trial's "
                "measured s/step and s/evaluation × the evaluations its cadence makes up to the budget",
-               "oracle budget = the largest stop step in the grid: only knowable after the fact"],
-        data={"steps_ratio_config": s_cfg, "steps_ratio_oracle": s_or, "wall_ratio_config": w_cfg, "wall_ratio_oracle": w_or},
+               "oracle budget = the largest stop step in the grid: only knowable after the fact. Against it the "
+               "ratio is bounded by the grid itself (n trials × the largest onset over Σ onsets, about 2.7× for "
+               "onsets growing as N^1.5 over 4 doublings), so the ≥ 3× goal is judged against the budget a "
+               "sweep without a stopper has to set in advance: the config's max_steps"],
+        data={"bound_oracle": bound, "steps_ratio_config": s_cfg, "steps_ratio_oracle": s_or, "wall_ratio_config": w_cfg, "wall_ratio_oracle": w_or},
     )  # fmt: skip

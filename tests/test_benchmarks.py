@@ -87,6 +87,22 @@ def test_replay_of_cadences_on_a_known_curve():
     assert (steps, full, mem) == (r["stop"], r["full"], r["mem"])
 
 
+@pytest.mark.parametrize(
+    "steps, mem_frac, expected",
+    [
+        ([100, 200, 400], [0.0, 0.1, 0.3], 200.0),  # lands on a point
+        ([100, 400], [0.0, 0.2], 200.0),  # halfway in log(step): √(100·400)
+        # the jitter is pooled (0.13, 0.03 → 0.08, 0.08), so the crossing is past 300, not at 200
+        ([100, 200, 300, 400], [0.0, 0.13, 0.03, 0.2], 300 * (4 / 3) ** (1 / 6)),
+        ([100, 200], [0.2, 0.3], 100.0),  # above from the start
+        ([100, 200], [0.0, 0.05], None),  # never reaches it
+    ],
+)
+def test_monotone_crossing(steps, mem_frac, expected):
+    got = onset.monotone_crossing(steps, mem_frac, 0.1)
+    assert got == expected if expected is None else got == pytest.approx(expected)
+
+
 def test_onset_section_quick():
     s = onset.run(quick=True)
     assert s.key == "4" and len(s.rows) == len(onset.policies(True))
