@@ -123,7 +123,7 @@ def render(sections: list[Section], command: str, quick: bool, seconds: float, m
         f"Command: `{command}`{' (toy sizes: figures not meaningful)' if quick else ''}  ",
         f"Date: {m['date']}, {seconds:.0f} s in all  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, GPU: {m['gpu']}; "
-        f"Python {m['python']}, torch {m['torch']}; shared with other jobs while measured  ",
+        f"Python {m['python']}, torch {m['torch']} (each section gives the load average around it)  ",
         f"Load average (1 min) at the start: {sections[0].load[0]:.1f}" if sections else "",
         "",
         "Every ratio is measured side by side in one run: its sides alternate (A B, B A, …) and are",

@@ -615,26 +615,30 @@ def _check_axis(key: Any, values: Any) -> tuple[Any, ...]:
     return checked
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Rejects a key given twice in one mapping (YAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"line {key_node.start_mark.line + 1}: key '{key}' is given twice")
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _reject_repeated_keys(node: yaml.Node, path: str = "") -> None:
+    """A key given twice in one mapping (YAML silently keeps the last one) is an error that names
+    the key by its dotted path and both lines."""
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(f"line {line}: key '{dotted}' is given twice (first on line {first_line[key]})")
+            first_line[key] = line
+            _reject_repeated_keys(value_node, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_repeated_keys(item, f"{path}[{i}]")
 
 
 def parse_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _reject_repeated_keys(node)
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -10,6 +10,7 @@ import pytest
 from raydiff.config import StopConfig
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
 from raydiff.tune.stopper import MemorizationOnsetStopper, StopDecision, decide
+from raydiff.tune.trainable import for_tune
 
 NAN = float("nan")
 
@@ -65,6 +66,10 @@ def test_decide(fracs, threshold, patience, budget, status, onset):
     # the stopper and the onset rule agree: an onset exactly when the decision is "memorized"
     assert mem_onset(r["history_steps"], r["history_mem_frac"], threshold, patience) == onset
     assert MemorizationOnsetStopper(stop)("t0", r) is (status is not None)
+    # as Ray gets the report (lists as tuples, so its TensorBoard logger skips them): same decision
+    as_tuples = for_tune(r)
+    assert isinstance(as_tuples["history_mem_frac"], tuple)
+    assert decide(as_tuples, stop) == d
 
 
 @pytest.mark.parametrize(
