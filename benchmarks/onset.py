@@ -194,9 +194,7 @@ def noise_floor(ref: DenseReference, threshold: float, samples: int) -> float | 
     pts = [(math.log(s), v) for s, v in zip(*ref.curve()) if 0.2 * threshold <= v <= 2.5 * threshold]
     if len(pts) < 3:
         return None
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    slope = float(np.polyfit(*zip(*pts), deg=1)[0])
     return math.sqrt(threshold * (1 - threshold) / samples) / slope if slope > 0 else None
 
 

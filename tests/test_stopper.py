@@ -181,3 +181,15 @@ def test_interpolated_onset_cases(steps, fracs, patience, expected):
 def test_loss_divergence_onset(train, test, gap, window, expected):
     steps = [1, 2, 3, 4, 5, 6][: len(train)]
     assert loss_divergence_onset(steps, train, test, gap, window) == expected
+
+
+def test_metric_row_is_the_same_from_what_ray_gets():
+    """Ray gets list metrics as tuples (`for_tune`); the Parquet row built from them must equal the
+    row built from the trial's own report, or a resumed sweep would rewrite unchanged files."""
+    from raydiff.tune.callback import metric_row
+
+    report = {**result([0.0, 0.2]), "train_loss": 0.1, "test_loss": 0.2, "mem_frac": 0.2,
+              "samples_nn_index": [3, 1], "samples_nn_ratio": [0.2, 0.9], "eval_s": 1.0}  # fmt: skip
+    row = metric_row("t0", for_tune(report))
+    assert row == metric_row("t0", report)
+    assert row["samples_nn_index"] == [3, 1] and isinstance(row["samples_nn_index"], list)

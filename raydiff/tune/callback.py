@@ -48,7 +48,8 @@ def metric_row(trial_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """One evaluation as a metrics row; None for reports that are not evaluations."""
     if "train_loss" not in result:
         return None
-    row = {k: result.get(k) for k in EVAL_KEYS}
+    # list columns arrive as tuples (the trainable's `for_tune`): back to lists, as read from Parquet
+    row = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, result.get(k)) for k in EVAL_KEYS)}
     row["trial_id"] = trial_id
     for k, v in row.items():
         if isinstance(v, float) and not math.isfinite(v) and k != "loss":
