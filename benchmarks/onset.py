@@ -167,12 +167,12 @@ PHASES = (0.8, 0.9, 1.0, 1.1, 1.2)  # every_steps × these: where τ falls betwe
 def over_phases(curves, refs, space, over: dict, ns: list[int]) -> dict:
     """The policy's errors with its evaluation grid shifted (first evaluation at every_steps × each
     of PHASES, the rest following): RMS and worst |error| over N × phases, mean evaluations."""
+    every = {n: config(space, {"data.n_train": n, **over}).eval.every_steps for n in ns}
     errs, evals = [], []
     for f in PHASES:
         total = 0
         for n in ns:
-            cfg = config(space, {"data.n_train": n, **over})
-            shifted = config(space, {"data.n_train": n, **over, "eval.every_steps": max(1, round(cfg.eval.every_steps * f)),
+            shifted = config(space, {"data.n_train": n, **over, "eval.every_steps": max(1, round(every[n] * f)),
                                      "eval.every_images": None})  # fmt: skip
             r = replay(curves[n], shifted)
             errs.append(relative(r["tau"], refs[n]))

@@ -12,3 +12,15 @@ def _raydiff_cache(tmp_path_factory):
     os.environ.setdefault("RAYDIFF_CACHE", str(tmp_path_factory.mktemp("raydiff-cache")))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One thread, as a 1-CPU trial runs: on a shared machine torch's default (all cores) is
+    many times slower, its threads waiting on each other."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ sits beside the package, not in it
@@ -20,15 +19,7 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ sits beside the package, not in it
 from benchmarks import e2e, measurement, neighbours, onset  # noqa: E402
 from benchmarks.common import BEFORE_EVAL, alternate, config, default_space  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread, as a 1-CPU trial runs: on a shared machine torch's default (all cores) is
-    many times slower, its threads waiting on each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def test_alternate_swaps_the_order_every_round():

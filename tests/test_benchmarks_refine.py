@@ -20,14 +20,7 @@ from raydiff.trial import bisect_crossing, crossed, refine_steps, train
 from raydiff.tune.stopper import decide
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One thread, as a 1-CPU trial runs: on a shared machine torch's default (all cores) is
-    many times slower, its threads waiting on each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def smoke(**over):
