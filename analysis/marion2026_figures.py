@@ -21,9 +21,9 @@ from pathlib import Path
 
 from raydiff.analysis import figures
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
-from raydiff.analysis.load import load_sweep
 from raydiff.analysis.scaling import analyze_sweep, is_one_factor
 from raydiff.errors import UserError
+from raydiff.results_folder import load_sweep
 
 
 def build(results: str, out: Path, censored: str = "exclude", n_boot: int = 2000) -> list[Path]:

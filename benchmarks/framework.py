@@ -16,7 +16,7 @@ import torch
 from benchmarks.common import Section, alternate, config, default_space, median, smoke_space
 from raydiff.data import load, to_model_range
 from raydiff.diffusion.ddpm import DDPM
-from raydiff.models.unet import build_unet
+from raydiff.models import build_unet
 from raydiff.trial import eval_schedule, train
 
 

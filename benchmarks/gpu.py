@@ -1,7 +1,9 @@
 """GPU benchmarks, one prepared script for one GPU (a few minutes on an H200).
 
     bash benchmarks/gpu.sh                 # on a GPU machine: writes benchmarks/RESULTS-gpu.md
-    python benchmarks/gpu.py --cpu         # dry mode on CPU, toy sizes: checks the script runs
+    python -m benchmarks.gpu --cpu         # dry mode on CPU, toy sizes: checks the script runs
+
+(from the repository root; gpu.sh changes there itself.)
 
 Measures, with the Marion & Wu presets (marion-2.9m, -25.8m, -92.7m; fallback to whatever
 marion-* presets exist) on 32×32×3 data resident on the GPU, rectified flow, Adam (fused), bf16
@@ -24,18 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, no sparsity
 WANTED = ["marion-2.9m", "marion-25.8m", "marion-92.7m"]
 
 
 def presets(cpu: bool) -> list[str]:
-    from raydiff.models.unet import PRESETS
+    from raydiff.config import PRESETS
 
     if cpu:
         return ["digits-tiny"]
@@ -184,9 +184,11 @@ def bench_packing(cpu: bool, seconds: float) -> list[dict]:
     batch = 4 if cpu else 16
     rows = []
     for k in (1, 2) if cpu else (1, 4, 8):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--preset", preset, "--batch", str(batch)]
+        cmd = [sys.executable, "-m", "benchmarks.gpu", "--worker", "--preset", preset, "--batch", str(batch)]
         cmd += ["--cpu"] if cpu else []
-        procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                 for _ in range(k)]  # fmt: skip
         for p in procs:  # every process initialised before any starts timing
             if p.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"packed trial worker failed to start (exit {p.wait()})")
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_rows = [] if "eval" in skip else bench_eval(args.cpu)
     pack_rows = [] if "pack" in skip else bench_packing(args.cpu, seconds * (3 if not args.cpu else 1))
     info = {
-        "command": "python benchmarks/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.gpu " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": name, "peak_tflops": peak,
         "torch": torch.__version__, "seconds": time.perf_counter() - t0,
     }  # fmt: skip

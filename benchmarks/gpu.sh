@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
-exec python benchmarks/gpu.py "$@"
+exec python -m benchmarks.gpu "$@"

@@ -24,7 +24,7 @@ from raydiff.data import load, to_model_range
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.memorization import fraction_with_interval, memorized_pixel
-from raydiff.models.unet import build_unet
+from raydiff.models import build_unet
 from raydiff.trial import TrainState, eval_schedule, train
 
 

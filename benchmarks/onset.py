@@ -32,9 +32,8 @@ from raydiff.data import load
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.onset import mem_onset
-from raydiff.models.unet import build_unet
+from raydiff.models import build_unet
 from raydiff.trial import bisect_crossing, crossed, eval_schedule, refine_steps, train
-from raydiff.tune.stopper import decide
 
 Curve = tuple[list[int], list[float]]  # dense steps, mem_frac
 
@@ -204,7 +203,7 @@ def real_vs_replay(cfg, ref: DenseReference) -> dict:
 
     def report(m, _ckpt) -> bool:
         real.append(m)
-        return not m.get("refined") and decide(m, cfg.stop) is not None
+        return not m.get("refined") and m.get("stop_status") is not None
 
     train(cfg, report)
     sim = replay(ref, cfg)

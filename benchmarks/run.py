@@ -1,8 +1,10 @@
 """raydiff's benchmark suite: one command, a table on stdout, benchmarks/RESULTS.md.
 
-    python benchmarks/run.py            # everything (about an hour on a loaded 2-core machine)
-    python benchmarks/run.py --quick    # every benchmark at toy sizes (a minute or two): a smoke test
-    python benchmarks/run.py --only 1,4 # some of them
+From the repository root (benchmarks/ is a package beside raydiff, not installed with it):
+
+    python -m benchmarks.run            # everything (about an hour on a loaded 2-core machine)
+    python -m benchmarks.run --quick    # every benchmark at toy sizes (a minute or two): a smoke test
+    python -m benchmarks.run --only 1,4 # some of them
 
 Sections: 1 framework tax, 2 Ray tax, 3 measurement tax (3a embedded default, 3b CIFAR-size,
 3c sampler steps), 4 onset resolution per evaluation, 5 stopper savings, 6 nearest-neighbour
@@ -20,11 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python benchmarks/run.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+from benchmarks.common import Section, fmt, loadavg, machine
 
-from benchmarks.common import Section, fmt, loadavg, machine  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ALL = ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7"]
 RUNNERS = {  # section → (module, function); 3a-3c can be run alone
@@ -137,7 +137,7 @@ def render(sections: list[Section], command: str, quick: bool, seconds: float, m
     gpu = ROOT / "benchmarks" / "RESULTS-gpu.md"
     status = ("Figures: [RESULTS-gpu.md](RESULTS-gpu.md)." if gpu.exists() else
               "No GPU was available for these measurements: the script is ready and is run in its CPU dry "
-              "mode (`python benchmarks/gpu.py --cpu`, toy sizes) by tests/test_benchmarks.py.")  # fmt: skip
+              "mode (`python -m benchmarks.gpu --cpu`, toy sizes) by tests/test_benchmarks.py.")  # fmt: skip
     tail = ["", CHANGES, GPU_NOTE.format(status=status), "## Details", ""]
     return "\n".join(head + tail) + "\n".join(render_section(s) for s in sections)
 
@@ -149,7 +149,7 @@ def dump(path: str, sections: list[Section], command: str, quick: bool, seconds:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="toy sizes: checks the suite runs, figures mean nothing")
     p.add_argument("--only", help="comma-separated sections (1-7, or 3a/3b/3c); default: all (--quick: 1,3,4,5,6)")
     p.add_argument("--out", help="Markdown report (default: benchmarks/RESULTS.md; --quick: none)")
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         bad = [k for k in keys if k not in RUNNERS]
         if bad:
             p.error(f"--only: unknown section(s) {', '.join(bad)} (allowed: {', '.join(RUNNERS)})")
-        command = ("python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
+        command = ("python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
         started = time.perf_counter()
 
         def save(sections: list[Section]) -> None:

@@ -12,7 +12,6 @@ import torch
 
 from benchmarks.common import BEFORE_EVAL, alternate, config, default_space, smoke_space
 from raydiff.trial import train
-from raydiff.tune.stopper import decide
 
 
 @dataclass
@@ -48,9 +47,9 @@ def run_trial(cfg, overrides: dict[str, Any]) -> TrialRun:
         out.history.append((m["step"], m.get("mem_frac")))
         if m.get("refined"):
             return False
-        d = decide(m, cfg.stop)
-        out.status = d.status if d else "budget"
-        return d is not None
+        status = m.get("stop_status")  # train()'s stop decision for this evaluation (None: go on)
+        out.status = status or "budget"
+        return status is not None
 
     last = train(cfg, report)
     out.steps, out.wall_s, out.tau = last["step"], last["wall_s"], last.get("tau_mem_step")

@@ -10,20 +10,21 @@ import os
 import sys
 from pathlib import Path
 
+from raydiff.config import load_search_space, packaged_search_space
 from raydiff.errors import SweepInterrupted, UserError
+from raydiff.location import resolve_storage
 
 DEFAULT_SPACE = "default"
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own errors: one line, exit 2
-        self.exit(2, f"raydiff: error: {message} (see raydiff {self.prog.split()[-1]} --help)\n")
+        command = " ".join(self.prog.split()[1:])  # prog is "raydiff" or "raydiff sweep"
+        self.exit(2, f"raydiff: error: {message} (see raydiff {command + ' ' if command else ''}--help)\n")
 
 
 def resolve_space_path(arg: str | None) -> Path:
     """A path, or the name of a packaged search space (default, smoke, ...)."""
-    from raydiff.config import packaged_search_space
-
     if arg is None:
         return packaged_search_space(DEFAULT_SPACE)
     p = Path(arg)
@@ -33,40 +34,41 @@ def resolve_space_path(arg: str | None) -> Path:
     return packaged if packaged.exists() else p
 
 
+# Each command imports the layers it uses when it runs (torch, Ray), so `status` loads neither
+# and `--dry-run` no Ray.
+
+
 def cmd_sweep(args) -> int:
-    from raydiff.config import load_search_space
     from raydiff.tune.loggers import parse_log_to
-    from raydiff.tune.sweep import run_sweep
 
     log_to = parse_log_to(args.log_to)
-
     if args.resume:
-        from raydiff.tune.sweep import SweepLocation, load_saved_space
-
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
         if args.mode:
             raise UserError("--mode cannot change the trials of a sweep being resumed")
-        storage = args.storage or os.environ.get("RAYDIFF_STORAGE") or "results"
-        space = load_saved_space(SweepLocation(locate_storage(storage), args.resume))
-        run_sweep(space, storage=storage, name=args.resume, address=args.address, resume=True, log_to=log_to)
+        if args.dry_run:
+            raise UserError("--dry-run shows a new sweep's trials; a sweep being resumed runs the trials it saved")
+        if args.name:
+            raise UserError("--resume NAME already names the sweep; leave out --name")
+        from raydiff.tune.sweep import run_sweep
+
+        run_sweep(None, storage=args.storage, name=args.resume, address=args.address, resume=True, log_to=log_to)
         return 0
     space = load_search_space(resolve_space_path(args.space))
     if args.mode:
         space = space.with_mode(args.mode)
     if args.dry_run:
-        from raydiff.tune.plan import print_plan
+        from raydiff.preflight import preflight
+        from raydiff.tune.dryrun import print_plan
 
+        preflight(space)
         print_plan(space, storage=args.storage, name=args.name)
         return 0
+    from raydiff.tune.sweep import run_sweep
+
     run_sweep(space, storage=args.storage, name=args.name, address=args.address, log_to=log_to)
     return 0
-
-
-def locate_storage(storage: str) -> str:
-    if "://" in storage:
-        return storage
-    return str(Path(storage).expanduser().resolve())
 
 
 def cmd_prestage(args) -> int:
@@ -74,13 +76,15 @@ def cmd_prestage(args) -> int:
     cache now: cluster setup runs this on every node, so trials never download at once."""
     import time
 
-    from raydiff.config import load_search_space
     from raydiff.data import cache_dir
-    from raydiff.tune import sweep
+    from raydiff.preflight import preflight
+    from raydiff.tune.sweep import prestage
 
     for path in map(resolve_space_path, args.spaces):
         t0 = time.perf_counter()
-        sweep.prestage(load_search_space(path))
+        space = load_search_space(path)
+        preflight(space)
+        prestage(space)
         print(f"raydiff: prestaged {path.stem} into {cache_dir()} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
 
@@ -88,7 +92,7 @@ def cmd_prestage(args) -> int:
 def cmd_status(args) -> int:
     from raydiff.status import print_status
 
-    print_status(args.results, storage=os.environ.get("RAYDIFF_STORAGE") or "results")
+    print_status(args.results, storage=resolve_storage(None))
     return 0
 
 
@@ -104,19 +108,21 @@ def cmd_analyze(args) -> int:
 
 def cmd_train(args) -> int:
     """One trial in this process, no Ray: for debugging a config and for benchmarks."""
-    from raydiff.config import apply_overrides, load_search_space
-    from raydiff.trial import train
-    from raydiff.tune.stopper import decide
-
     import torch
 
+    from raydiff.preflight import preflight
+    from raydiff.trial import train
+
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"must be ≥ 1 (got {args.threads})", key="--threads")
     space = load_search_space(resolve_space_path(args.space))
-    if args.threads:
-        torch.set_num_threads(args.threads)
     points = space.points()
     if not 0 <= args.point < len(points):
         raise UserError(f"--point must be in 0..{len(points) - 1} (got {args.point})")
-    cfg = apply_overrides(space.base, points[args.point])
+    preflight(space, in_process=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = space.experiments()[args.point]
 
     def report(m, _ckpt):
         fid = "-" if m.get("fid") is None else f"{m['fid']:.2f}"
@@ -126,10 +132,9 @@ def cmd_train(args) -> int:
             f"  mem_frac {m.get('mem_frac', float('nan')):.3f}  fid {fid}  {m['wall_s']:.1f}s",
             flush=True,
         )
-        d = decide(m, cfg.stop)
-        if d:
-            print(f"stop: {d.status}: {d.reason}")
-        return d is not None
+        if m.get("stop_status"):
+            print(f"stop: {m['stop_status']}: {m['stop_reason']}")
+        return bool(m.get("stop_status"))  # follow the decision train() reported
 
     train(cfg, report)
     return 0

@@ -8,7 +8,6 @@ device and draws batches by index: no DataLoader, no worker processes, no per-st
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,35 +50,6 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 def cache_dir(sub: str = "") -> Path:
     root = Path(os.environ.get("RAYDIFF_CACHE", Path.home() / ".cache" / "raydiff"))
     return root / sub if sub else root
-
-
-# ------------------------------------------------------------------------------- sizes
-
-
-def check_size(cfg: DataConfig) -> None:
-    """Raise if N + held-out images exceed what the dataset holds (before any trial starts)."""
-    if cfg.dataset == "digits":
-        # the held-out images are the last n_test digits, so they must not overlap the first N
-        if cfg.n_train + cfg.n_test > DIGITS_SIZE:
-            raise ConfigError(
-                f"digits has {DIGITS_SIZE} images: n_train + n_test must be ≤ {DIGITS_SIZE}"
-                f" (got {cfg.n_train} + {cfg.n_test})",
-                key="data.n_train",
-            )
-    elif cfg.dataset == "cifar10":
-        if cfg.n_train > CIFAR10_TRAIN:
-            raise ConfigError(f"CIFAR-10 has {CIFAR10_TRAIN} training images (got {cfg.n_train})", key="data.n_train")
-        if cfg.n_test > CIFAR10_TEST:
-            raise ConfigError(f"CIFAR-10 has {CIFAR10_TEST} test images (got {cfg.n_test})", key="data.n_test")
-    elif cfg.dataset == "folder":
-        files = folder_images(cfg.root)
-        if cfg.n_train + cfg.n_test > len(files):
-            raise ConfigError(
-                f"the folder holds {len(files)} images: n_train + n_test must be ≤ {len(files)}"
-                f" (got {cfg.n_train} + {cfg.n_test})",
-                key="data.n_train",
-            )
-        check_readable(files[: cfg.n_train] + files[-cfg.n_test :])
 
 
 # ----------------------------------------------------------------------------- loading
@@ -146,41 +116,28 @@ def _gmm(cfg: DataConfig) -> ImageData:
 
 
 def folder_images(root: str | None) -> list[Path]:
+    """The image files under a folder, sorted by path: the order that makes "the first N"."""
     path = Path(root or "")
     if not path.is_dir():
         raise ConfigError(f"no such folder: {path}", key="data.root")
-    files = _listing(str(path.resolve()), path.stat().st_mtime_ns)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}", key="data.root")
-    return list(files)
-
-
-@functools.lru_cache(maxsize=8)
-def _listing(root: str, mtime_ns: int) -> tuple[Path, ...]:
-    # every trial of a grid is validated, often more than once, and CelebA holds 202,599 files:
-    # list a folder once per process (a new file changes the folder's mtime, so the key)
-    return tuple(sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-
-
-_READABLE: set[tuple[str, float]] = set()  # (path, mtime) already checked in this process
+    return files
 
 
 def check_readable(files: list[Path]) -> None:
     """Raise on the first file PIL cannot identify or whose structure is broken (truncated PNG,
-    not an image), so a bad file fails the config, not a trial hours later. Reads headers and
-    chunk checksums, not pixels; each file is checked once per process (grids revalidate often)."""
-    from PIL import Image
+    not an image), so a bad file fails the preflight, not a trial hours later. Reads headers and
+    chunk checksums, not pixels."""
+    from PIL import Image  # PIL only for folder datasets
 
     for p in files:
-        key = (str(p), p.stat().st_mtime)
-        if key in _READABLE:
-            continue
         try:
             with Image.open(p) as im:
                 im.verify()
         except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
             raise ConfigError(f"unreadable image {p}: {type(e).__name__}: {e}", key="data.root") from None
-        _READABLE.add(key)
 
 
 def _folder(cfg: DataConfig) -> ImageData:

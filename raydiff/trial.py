@@ -1,9 +1,12 @@
 """`train(config, report)`: the one training function.
 
 The Ray trainable, `raydiff train` and the benchmarks are thin wrappers around it. It knows
-nothing about Ray: it calls `report(metrics, checkpoint)` at every evaluation, where `checkpoint`
-is a zero-argument function returning the full training state (so a reporter that does not keep
-checkpoints pays nothing), and stops early when `report` returns True.
+nothing about Ray (importing it loads no Ray module): it calls `report(metrics, checkpoint)` at
+every evaluation, where `checkpoint` is a zero-argument function returning the full training state
+(so a reporter that does not keep checkpoints pays nothing). Each report carries the stop decision,
+computed here once (`stop_status`, `stop_reason`: raydiff/metrics/stop.py); the loop ends when
+`report` returns True, which the Ray trainable and `raydiff train` do for a report that carries a
+decision (a benchmark may train on past one). The report's keys are listed in docs/results.md.
 
 Length, EMA and cadence are counted in optimizer steps and reported in images seen too
 (images = steps × B), so sweeps over the batch size compare on either axis.
@@ -25,10 +28,12 @@ import torch
 from raydiff.config import ExperimentConfig
 from raydiff.data import ImageData, load, to_model_range
 from raydiff.diffusion import build_process
+from raydiff.errors import UserError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.objectives import objective_values
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
-from raydiff.models.unet import build_unet, count_params
+from raydiff.metrics.stop import decide, stop_fields
+from raydiff.models import build_unet, count_params
 
 Checkpoint = Callable[[], dict[str, Any]]
 Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
@@ -36,14 +41,13 @@ Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
 # a non-finite loss is looked for every this many steps (a device sync each time on GPU)
 NONFINITE_CHECK_EVERY = 50
 FAULT_ENV = "RAYDIFF_FAULT_AT_STEP"  # test hook, see injected_fault_step
+HISTORY_KEYS = ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")  # per evaluation
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from raydiff.errors import UserError
-
         raise UserError("is cuda, but this process sees no CUDA GPU; use auto or cpu", key="train.device")
     return torch.device(name)
 
@@ -160,7 +164,7 @@ class TrainState:
 
 
 def onset_summary(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """τ_mem by both definitions, from the evaluation history (the stopper uses the same rule)."""
+    """τ_mem by both definitions, from the evaluation history (the stop decision uses the same rule)."""
     steps = [h["step"] for h in history]
     tau = mem_onset(steps, [h.get("mem_frac") for h in history], cfg.stop.mem_frac_threshold, cfg.stop.patience)
     tau_loss = loss_divergence_onset(
@@ -187,117 +191,160 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         evaluator = Evaluator(cfg, data, process, device)
     if state is not None:
         ts.load_state_dict(state)
-    resumed_from_step = ts.step  # 0 unless restored from a checkpoint
     evaluator.count = sum(not h.get("refined") for h in ts.history)  # keeps the FID cadence aligned across a restore
-    fault_step = injected_fault_step(cfg)
-
-    x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
-    y_train = data.y_train.to(device) if data.num_classes else None
-    n, b = x_train.shape[0], cfg.train.batch_size
-    budget = cfg.budget_steps
-    schedule = [s for s in eval_schedule(cfg, budget) if s > ts.step]
-    ema_beta = cfg.train.ema_beta()
-    net_params = list(ts.net.parameters())
-    ema_params = list(ts.ema.parameters()) if ts.ema is not None else []
-    label_dropout = 0.1 if (cfg.diffusion.guidance > 0 and y_train is not None) else 0.0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
-    static = {
-        "params": ts.params,
-        "n_train": n,
-        "batch_size": b,
-        "lr": cfg.train.lr,
-        "budget_steps": budget,
-        "budget_reason": cfg.budget_reason,
-        "pid": os.getpid(),  # which process ran it (Ray fills in the same): a restarted trial shows a new pid ...
-        "resumed_from_step": resumed_from_step,  # ... and the checkpoint step it resumed from
-    }
-
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
+    step = OptimizerStep(cfg, ts, process, data, device)
+    static = static_fields(cfg, ts, data)
+    eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
+    refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.train.batch_size
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
-    ts.net.train()
-    eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
-    refine_k, threshold = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold
-    for next_eval in schedule:
+    for next_eval in [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]:
+        # steps, keeping copies of the evaluated weights where refinement may look between evaluations
         snap_at = set(refine_steps(ts.step, next_eval, refine_k)) if refine_k else set()
         snaps: list[tuple[int, float, dict[str, torch.Tensor]]] = []  # (step, wall_s, weights)
         while ts.step < next_eval:
-            idx = torch.randint(0, n, (b,), generator=ts.batch_gen).to(device, non_blocking=True)
-            labels = None
-            if y_train is not None:
-                labels = y_train[idx]
-                if label_dropout:
-                    drop = torch.rand(b, device=device) < label_dropout
-                    labels = torch.where(drop, torch.full_like(labels, data.num_classes), labels)
-            with autocast:
-                loss = process.loss(ts.net, x_train[idx], labels).mean()
-            ts.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net_params, cfg.train.grad_clip, foreach=True)
-            ts.opt.step()
-            if ema_params:
-                torch._foreach_lerp_(ema_params, net_params, 1.0 - ema_beta)
-            ts.step += 1
-            if ts.step == fault_step:
-                raise RuntimeError(f"injected fault at step {ts.step} ({FAULT_ENV}, a test hook)")
-            loss_sum += loss.detach()
-            loss_count += 1
+            step()
             if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
-                weights = {k: v.detach().clone() for k, v in eval_net.state_dict().items()}
-                snaps.append((ts.step, time.perf_counter() - t_start, weights))
-            if ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval:
-                if not math.isfinite(float(loss_sum)):
-                    ts.wall_s = time.perf_counter() - t_start
-                    last = {
-                        **static, "step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s,
-                        "loss": float("nan"), "diverged": True, "diverged_step": ts.step,
-                        "tau_mem_step": None, "node_id": _node_id(),
-                        **objective_values(ts.history, None, ts.step, b, diverged=True),
-                    }  # fmt: skip
-                    report(last, None)
-                    return last
-
+                snaps.append((ts.step, time.perf_counter() - t_start, {k: v.detach().clone() for k, v in eval_net.state_dict().items()}))
+            if (ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval) and not step.finite():
+                ts.wall_s = time.perf_counter() - t_start
+                last = diverged_report(cfg, static, ts)
+                report(last, None)
+                return last
+        # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
         metrics = evaluator(eval_net, ts.step)
-        refined = []  # (row, metrics) of snapshot evaluations, ascending in step
-        if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):
-            refined = _refine(evaluator, eval_net, snaps, threshold, b)
+        refined = _refine(evaluator, eval_net, snaps, threshold, b) if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold) else []
         ts.wall_s = time.perf_counter() - t_start
-        row = {"step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s}
-        row.update({k: metrics.get(k) for k in ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")})
+        # report: the refined rows first (no checkpoint, no decision), then this evaluation
         for r_row, r_metrics in refined:
-            # reported before the evaluation that found the crossing, without the history (so no
-            # stopper acts on them) and without a checkpoint; that evaluation's report carries both
             ts.history.append(r_row)
-            r_onset = onset_summary(cfg, ts.history)
-            report({
-                **static, **r_metrics, **r_row, **r_onset, "diverged": False,
-                **objective_values(ts.history, r_onset["tau_mem_step"], r_row["step"], b), "node_id": _node_id(),
-            }, None)  # fmt: skip
-        ts.history.append(row)
-        onset = onset_summary(cfg, ts.history)
-        last = {
-            **static,
-            **metrics,
-            **row,
-            "loss": float(loss_sum) / max(1, loss_count),
-            "diverged": False,
-            **onset,
-            "tau_mem_images": None if onset["tau_mem_step"] is None else onset["tau_mem_step"] * b,
-            "tau_mem_seconds": _wall_at(ts.history, onset["tau_mem_step"]),
-            # search objectives, in every report (an Optuna search reads them; see metrics/objectives.py)
-            **objective_values(ts.history, onset["tau_mem_step"], ts.step, b),
-            # the stopper decides from these, so it needs no state of its own
-            "history_steps": [h["step"] for h in ts.history],
-            "history_mem_frac": [h.get("mem_frac") for h in ts.history],
-            "node_id": _node_id(),
-        }
-        loss_sum.zero_()
-        loss_count = 0
-        if report(last, ts.state_dict):
+            report(refined_report(cfg, static, ts, r_metrics, r_row), None)
+        ts.history.append(history_row(ts.step, b, ts.wall_s, metrics))
+        last = evaluation_report(cfg, static, ts, metrics, step.mean_loss())
+        if report(last, ts.state_dict):  # a reporter that follows the decision returns bool(stop_status)
             break
     return last
+
+
+class OptimizerStep:
+    """One optimizer step on a batch drawn with replacement from the resident training set:
+    noise → loss → backward → clip → step → EMA. Keeps the running loss sum between evaluations."""
+
+    def __init__(self, cfg: ExperimentConfig, ts: TrainState, process, data: ImageData, device: torch.device):
+        self.ts, self.process, self.device = ts, process, device
+        self.x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
+        self.y_train = data.y_train.to(device) if data.num_classes else None  # [N] or None
+        self.num_classes = data.num_classes
+        self.n, self.b = self.x_train.shape[0], cfg.train.batch_size
+        self.grad_clip = cfg.train.grad_clip
+        self.ema_beta = cfg.train.ema_beta()
+        self.net_params = list(ts.net.parameters())
+        self.ema_params = list(ts.ema.parameters()) if ts.ema is not None else []
+        # classifier-free guidance trains the "no label" token on 10% of the batches' labels
+        self.label_dropout = 0.1 if (cfg.diffusion.guidance > 0 and self.y_train is not None) else 0.0
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+        self.fault_step = injected_fault_step(cfg)
+        self.loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        self.loss_count = 0
+
+    def __call__(self) -> None:
+        ts, b = self.ts, self.b
+        idx = torch.randint(0, self.n, (b,), generator=ts.batch_gen).to(self.device, non_blocking=True)  # [B]
+        labels = None
+        if self.y_train is not None:
+            labels = self.y_train[idx]
+            if self.label_dropout:
+                drop = torch.rand(b, device=self.device) < self.label_dropout
+                labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        with self.autocast:
+            loss = self.process.loss(ts.net, self.x_train[idx], labels).mean()
+        ts.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.net_params, self.grad_clip, foreach=True)
+        ts.opt.step()
+        if self.ema_params:
+            torch._foreach_lerp_(self.ema_params, self.net_params, 1.0 - self.ema_beta)
+        ts.step += 1
+        if ts.step == self.fault_step:
+            raise RuntimeError(f"injected fault at step {ts.step} ({FAULT_ENV}, a test hook)")
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+
+    def finite(self) -> bool:
+        """The loss summed since the last evaluation is finite (a device sync)."""
+        return math.isfinite(float(self.loss_sum))
+
+    def mean_loss(self) -> float:
+        """The mean training-batch loss since the last call; starts the next sum."""
+        mean = float(self.loss_sum) / max(1, self.loss_count)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        return mean
+
+
+# ------------------------------------------------------------------------------ reports
+# Every report carries the trial's static facts, its metrics and onsets so far, the search
+# objectives (metrics/objectives.py) and the stop decision (metrics/stop.py), computed once here.
+
+
+def static_fields(cfg: ExperimentConfig, ts: TrainState, data: ImageData) -> dict[str, Any]:
+    return {
+        "params": ts.params,
+        "n_train": data.x_train.shape[0],
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.train.lr,
+        "budget_steps": cfg.budget_steps,
+        "budget_reason": cfg.budget_reason,
+        "resumed_from_step": ts.step,  # the checkpoint step this run resumed from (0: fresh)
+    }
+
+
+def history_row(step: int, b: int, wall_s: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One evaluation as the compact history row the onset rules read."""
+    row = {"step": step, "images_seen": step * b, "wall_s": wall_s}
+    row.update({k: metrics.get(k) for k in HISTORY_KEYS})
+    return row
+
+
+def evaluation_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics: dict, loss: float) -> dict[str, Any]:
+    b = cfg.train.batch_size
+    onset = onset_summary(cfg, ts.history)
+    tau = onset["tau_mem_step"]
+    out = {
+        **static,
+        **metrics,
+        **ts.history[-1],
+        "loss": loss,
+        "diverged": False,
+        **onset,
+        "tau_mem_images": None if tau is None else tau * b,
+        "tau_mem_seconds": _wall_at(ts.history, tau),
+        # search objectives, in every report (an Optuna search reads them; see metrics/objectives.py)
+        **objective_values(ts.history, tau, ts.step, b),
+        # the evaluation history: the stop decision, the planner and the analysis read it
+        "history_steps": [h["step"] for h in ts.history],
+        "history_mem_frac": [h.get("mem_frac") for h in ts.history],
+    }
+    return {**out, **stop_fields(decide(out, cfg.stop))}
+
+
+def refined_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics: dict, row: dict) -> dict[str, Any]:
+    """A snapshot evaluation, reported before the evaluation that found the crossing: without the
+    history, a checkpoint or a decision (that evaluation's report carries them)."""
+    onset = onset_summary(cfg, ts.history)
+    out = {**static, **metrics, **row, **onset, "diverged": False}
+    return {**out, **objective_values(ts.history, onset["tau_mem_step"], row["step"], cfg.train.batch_size), **stop_fields(None)}
+
+
+def diverged_report(cfg: ExperimentConfig, static: dict, ts: TrainState) -> dict[str, Any]:
+    b = cfg.train.batch_size
+    out = {
+        **static, "step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s,
+        "loss": float("nan"), "diverged": True, "diverged_step": ts.step, "tau_mem_step": None,
+        **objective_values(ts.history, None, ts.step, b, diverged=True),
+    }  # fmt: skip
+    return {**out, **stop_fields(decide(out, cfg.stop))}
 
 
 def injected_fault_step(cfg: ExperimentConfig) -> int | None:
@@ -331,10 +378,7 @@ def _refine(evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: 
     out = []
     for i in sorted(done):
         step, wall_s, _ = snaps[i]
-        m = done[i]
-        row = {"step": step, "images_seen": step * b, "wall_s": wall_s, "refined": True}
-        row.update({k: m.get(k) for k in ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")})
-        out.append((row, m))
+        out.append(({**history_row(step, b, wall_s, done[i]), "refined": True}, done[i]))
     return out
 
 
@@ -342,16 +386,3 @@ def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:
     if step is None:
         return None
     return next(h["wall_s"] for h in history if h["step"] == step)
-
-
-def _node_id() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside Ray there is no node id to record
-        pass
-    import socket
-
-    return socket.gethostname()

@@ -18,12 +18,12 @@ import pytest
 from analysis_synth import mem_curve, write_sweep
 from raydiff import results
 from raydiff.analysis.fits import fit_power_law
-from raydiff.analysis.load import load_sweep
 from raydiff.analysis.report import analyze
 from raydiff.analysis.scaling import analyze_sweep
 from raydiff.analysis.trials import Definition, onset_of, trial_stats
 from raydiff.cli import main
 from raydiff.config import StopConfig
+from raydiff.results_folder import load_sweep
 
 TRUTH = {"n_train": 1.0, "batch_size": -1.0, "lr": -0.5}
 

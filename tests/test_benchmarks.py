@@ -1,6 +1,6 @@
-"""The benchmark suite at toy sizes (`benchmarks/run.py --quick` and its parts), so it does not rot.
+"""The benchmark suite at toy sizes (`python -m benchmarks.run --quick` and its parts), so it does not rot.
 
-The full run (`python benchmarks/run.py`) takes about an hour and is not part of the test suite.
+The full run (`python -m benchmarks.run`) takes about an hour and is not part of the test suite.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # benchmarks/ sits beside the package, not in it
+from benchmarks import e2e, measurement, neighbours, onset
+from benchmarks.common import BEFORE_EVAL, alternate, config, default_space
 
-from benchmarks import e2e, measurement, neighbours, onset  # noqa: E402
-from benchmarks.common import BEFORE_EVAL, alternate, config, default_space  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
@@ -32,12 +31,12 @@ def test_alternate_swaps_the_order_every_round():
 def test_quick_cli_writes_results(tmp_path):
     out, raw = tmp_path / "RESULTS.md", tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--only", "1,3a,5", "--out", str(out), "--json", str(raw)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "1,3a,5", "--out", str(out), "--json", str(raw)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    assert "## Summary" in text and "Command: `python benchmarks/run.py --quick" in text
+    assert "## Summary" in text and "Command: `python -m benchmarks.run --quick" in text
     for head in ("### 1. Framework tax", "### 3a. Measurement tax", "### 5. Stopper savings"):
         assert head in text
     data = {s["key"]: s for s in json.loads(raw.read_text())["sections"]}
@@ -46,14 +45,14 @@ def test_quick_cli_writes_results(tmp_path):
     assert all(math.isfinite(x) and x > 0 for x in data["1"]["data"]["bare"])
     # the report renders again from the dump alone
     again = tmp_path / "again.md"
-    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--from-json", str(raw), "--out", str(again)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--from-json", str(raw), "--out", str(again)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert again.read_text().split("## Summary")[1] == text.split("## Summary")[1]
 
 
 def test_unknown_section_is_a_usage_error():
-    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--only", "9"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--only", "9"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown section" in proc.stderr
 
 
@@ -130,7 +129,7 @@ def test_before_space_is_the_default_with_the_old_evaluation(tmp_path):
 def test_gpu_script_dry_mode_on_cpu(tmp_path):
     out = tmp_path / "gpu.md"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu.py", "--cpu", "--seconds", "0.2", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.gpu", "--cpu", "--seconds", "0.2", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,9 +15,8 @@ from raydiff.diffusion import build_process
 from raydiff.errors import ConfigError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.onset import mem_onset
-from raydiff.models.unet import build_unet
+from raydiff.models import build_unet
 from raydiff.trial import bisect_crossing, crossed, refine_steps, train
-from raydiff.tune.stopper import decide
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
@@ -93,7 +92,7 @@ def run(cfg):
 
     def report(m, ckpt):
         reports.append((m, ckpt is not None))
-        return ckpt is not None and decide(m, cfg.stop) is not None
+        return ckpt is not None and m.get("stop_status") is not None
 
     last = train(cfg, report)
     return last, reports

@@ -21,6 +21,7 @@ from raydiff.evaluation import Evaluator
 from raydiff.metrics.embedding import IMAGENET_MEAN, IMAGENET_STD, SSCD_IMAGE_SIZE, load_embedding
 from raydiff.metrics.memorization import memorized_cosine
 from raydiff.models.unet import UNet
+from raydiff.preflight import preflight
 
 
 class CenteredPool(nn.Module):
@@ -111,5 +112,5 @@ def test_bad_paths_are_user_errors(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a TorchScript model"):
         load_embedding(str(junk), "cpu")
-    with pytest.raises(ConfigError, match="eval.embedding: no such TorchScript file"):
-        search_space_from_dict({"eval": {"memorization_space": "features", "embedding": str(tmp_path / "missing.pt")}})
+    with pytest.raises(ConfigError, match="eval.embedding: no such TorchScript file"):  # a world check: preflight's
+        preflight(search_space_from_dict({"eval": {"memorization_space": "features", "embedding": str(tmp_path / "missing.pt")}}))

@@ -42,7 +42,6 @@ def space_with(**search):
 
 
 def test_search_parses_and_round_trips_through_the_saved_space():
-    from raydiff.tune.sweep import space_to_dict
 
     space = space_with(objective=[{"metric": "tau_mem_step"}, {"metric": "best_fid_before_onset", "mode": "min"}],
                        axes={"train.batch_size": {"choice": [16, 32]}, "train.lr": {"log_uniform": ["1e-4", 4e-4]},
@@ -51,7 +50,7 @@ def test_search_parses_and_round_trips_through_the_saved_space():
     assert s.metrics == ["tau_mem_step", "best_fid_before_onset"] and s.modes == ["max", "min"]
     assert s.axes["train.lr"].values == (1e-4, 4e-4)  # YAML's string floats coerced
     assert len(s.corners()) == 8 and space.minima() == {"n_train": 32, "batch_size": 16, "lr": 1e-4}
-    again = search_space_from_dict(json.loads(json.dumps(space_to_dict(space))))
+    again = search_space_from_dict(json.loads(json.dumps(space.to_dict())))
     assert again.search == s
 
 

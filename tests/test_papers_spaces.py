@@ -12,6 +12,7 @@ from cifar_archive import trust, write_cifar10
 
 from raydiff.cli import main
 from raydiff.config import ConfigError, apply_overrides, load_search_space, packaged_search_space, search_space_from_dict
+from raydiff.preflight import preflight
 from raydiff.trial import train
 
 MARION = packaged_search_space("marion2026_cifar10")
@@ -89,8 +90,8 @@ def test_bonnaire_grid_with_a_folder(tmp_path):
     assert (exp.train.optimizer, exp.train.momentum, exp.model.dropout) == ("sgd", 0.95, 0.1)
     assert exp.data.shape == (32, 1)
     raw["grid"]["data.n_train"].append(1024)
-    with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 2560"):
-        search_space_from_dict(raw)
+    with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 2560"):  # the folder's size: preflight's
+        preflight(search_space_from_dict(raw))
 
 
 def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):

@@ -7,18 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from planner_sim import detect_step, simulate
 from raydiff.config import BudgetPlannerConfig, search_space_from_dict
 from raydiff.errors import ConfigError
-from raydiff.tune.planner import (
-    BudgetPlanner,
-    PointInfo,
-    confirm_allowance,
-    detect_step,
-    group_of,
-    planned_columns,
-    simulate,
-    small_n_first,
-)
+from raydiff.tune.planner import BudgetPlanner, PointInfo, confirm_allowance, group_of, planned_columns, small_n_first
 
 BUDGET = 200_000  # the configured (fixed) budget: generous, as one global budget must be
 ON = BudgetPlannerConfig(enabled=True, safety=3.0, min_onsets=3, min_r2=0.9)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raydiff.config import ConfigError, apply_overrides, experiment_from_dict
-from raydiff.models.unet import PRESETS, build_unet, count_params
-from raydiff.tune.plan import param_count
+from raydiff.config import PRESETS, ConfigError, apply_overrides, experiment_from_dict
+from raydiff.models import build_unet, count_params, param_count
 
 # Marion & Wu (2026): their five U-Nets, by base width
 MARION = {  # preset: (width, the paper's parameter count)
@@ -35,6 +34,10 @@ BONNAIRE_OURS = {
 }
 
 
+def model_data(cfg):
+    return cfg.model, cfg.data
+
+
 def cifar(preset: str):
     data = {"dataset": "cifar10", "class_conditional": True}
     return experiment_from_dict({"data": data, "model": {"preset": preset}})
@@ -50,7 +53,7 @@ def celeba(preset: str, tmp_path):
 
 @pytest.mark.parametrize("preset", list(MARION))
 def test_marion_presets_exact_and_within_5_percent_of_the_paper(preset):
-    ours = param_count(cifar(preset))  # built on the meta device
+    ours = param_count(*model_data(cifar(preset)))  # built on the meta device
     assert ours == MARION_OURS[preset]
     width, paper = MARION[preset]
     assert abs(ours / paper - 1) < 0.05
@@ -61,7 +64,7 @@ def test_marion_presets_exact_and_within_5_percent_of_the_paper(preset):
 
 @pytest.mark.parametrize("preset", list(BONNAIRE_OURS))
 def test_bonnaire_presets_exact(preset, tmp_path):
-    assert param_count(celeba(preset, tmp_path)) == BONNAIRE_OURS[preset]
+    assert param_count(*model_data(celeba(preset, tmp_path))) == BONNAIRE_OURS[preset]
     assert PRESETS[preset]["base_channels"] == int(preset.removeprefix("bonnaire-w"))
 
 
@@ -75,7 +78,7 @@ def test_marion_table_1_architecture():
 def test_meta_count_equals_a_real_model():
     cfg = cifar("marion-2.9m")
     torch.manual_seed(0)
-    assert count_params(build_unet(cfg.model, 3, 32, num_classes=10)) == param_count(cfg)
+    assert count_params(build_unet(cfg.model, 3, 32, num_classes=10)) == param_count(cfg.model, cfg.data)
 
 
 def test_preset_axis_replaces_the_architecture():

@@ -10,9 +10,8 @@ import pytest
 
 from raydiff import results
 from raydiff.cli import main
-from raydiff.config import StopConfig, search_space_from_dict
+from raydiff.config import search_space_from_dict
 from raydiff.tune.progress import ProgressCallback
-from raydiff.tune.sweep import space_json
 
 HEADER = re.compile(r"^\s*trial\s+N\s+B\s+lr\s+step", re.M)
 
@@ -41,14 +40,15 @@ def result(step, frac=0.0, fid=None, **extra):
 
 def test_non_tty_prints_at_most_one_table_a_minute():
     out, clock = io.StringIO(), Clock()
-    cb = ProgressCallback(StopConfig(), out=out, clock=clock)
+    cb = ProgressCallback(out=out, clock=clock)
     trials = [trial(f"t{i}", 8 * (i + 1)) for i in range(4)]
     for k in range(100):  # 100 results in quick succession
         clock.t += 0.1
         cb.on_trial_result(0, trials, trials[k % 4], result(50 * (k + 1)))
     assert len(HEADER.findall(out.getvalue())) == 1
     last = trials[0]
-    last.last_result = result(5000, frac=0.5, tau_mem_step=4950, history_steps=[4950, 5000], history_mem_frac=[0.5, 0.5])
+    last.last_result = result(5000, frac=0.5, tau_mem_step=4950, history_steps=[4950, 5000], history_mem_frac=[0.5, 0.5],
+                              stop_status="memorized", stop_reason="onset")  # as train() reports it, decision included
     cb.on_trial_complete(0, trials, last)
     cb.on_experiment_end(trials)
     text = out.getvalue()
@@ -62,7 +62,7 @@ def test_non_tty_prints_at_most_one_table_a_minute():
 
 def test_table_shows_latest_values_and_keeps_the_last_fid():
     out, clock = io.StringIO(), Clock()
-    cb = ProgressCallback(StopConfig(), out=out, clock=clock, interval_s=0)
+    cb = ProgressCallback(out=out, clock=clock, interval_s=0)
     t = trial("abc", 8)
     cb.on_trial_result(0, [t], t, result(100, frac=0.02, fid=41.5))
     cb.on_trial_result(0, [t], t, result(200, frac=0.05, fid=None))  # an evaluation without FID
@@ -72,7 +72,7 @@ def test_table_shows_latest_values_and_keeps_the_last_fid():
 
 def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
     out, clock = Tty(), Clock()
-    cb = ProgressCallback(StopConfig(), out=out, clock=clock)
+    cb = ProgressCallback(out=out, clock=clock)
     t = trial("abc", 8)
     cb.on_trial_result(0, [t], t, result(100))
     clock.t += 3
@@ -87,7 +87,7 @@ def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
 def test_callback_pickles_without_its_stream():
     import pickle
 
-    cb = ProgressCallback(StopConfig(), out=Tty(), clock=Clock())
+    cb = ProgressCallback(out=Tty(), clock=Clock())
     clone = pickle.loads(pickle.dumps(cb))
     assert clone.rows == {} and clone.out is not None and clone.clock() > 0
 
@@ -101,7 +101,7 @@ def half_finished(root):
     fs, path = results.filesystem(str(root))
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(results.join(path, results.SPACE_FILE)) as f:
-        f.write(space_json(space).encode())
+        f.write(space.to_json().encode())
     meta = {"raydiff.git_commit": "test"}
     done = {"trial_id": "aaa_00000", "status": "memorized", "stop_reason": "onset", "dataset": "digits", "n_train": 8,
             "model": "m", "params": 100, "batch_size": 64, "lr": 1e-3, "objective": "ddpm", "seed": 0, "steps_done": 500,

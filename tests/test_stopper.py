@@ -1,4 +1,6 @@
-"""The onset stopper and the one onset rule it shares with the trial record and `raydiff analyze`."""
+"""The stop decision (`raydiff.metrics.stop.decide`, made once by `train()` and carried in its
+reports), the Ray stopper that reads it, and the one onset rule they share with the trial record
+and `raydiff analyze`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import pytest
 
 from raydiff.config import StopConfig
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
-from raydiff.tune.stopper import MemorizationOnsetStopper, StopDecision, decide
+from raydiff.metrics.stop import StopDecision, decide, final_status, reported, stop_fields
+from raydiff.tune.stopper import MemorizationOnsetStopper
 from raydiff.tune.trainable import for_tune
 
 NAN = float("nan")
@@ -27,6 +30,11 @@ def result(fracs, *, every=100, budget=1000, step=None, **extra):
     }
     out.update(extra)
     return out
+
+
+def decided(r, stop):
+    """`r` as train() reports it: with the decision it computed once."""
+    return {**r, **stop_fields(decide(r, stop))}
 
 
 # (history of mem_frac, threshold, patience, budget) → expected status (None: go on) and onset step
@@ -65,7 +73,8 @@ def test_decide(fracs, threshold, patience, budget, status, onset):
             assert f"from step {onset}" in d.reason
     # the stopper and the onset rule agree: an onset exactly when the decision is "memorized"
     assert mem_onset(r["history_steps"], r["history_mem_frac"], threshold, patience) == onset
-    assert MemorizationOnsetStopper(stop)("t0", r) is (status is not None)
+    assert MemorizationOnsetStopper()("t0", decided(r, stop)) is (status is not None)
+    assert reported(decided(r, stop)) == d  # the report carries the decision, reason and all
     # as Ray gets the report (lists as tuples, so its TensorBoard logger skips them): same decision
     as_tuples = for_tune(r)
     assert isinstance(as_tuples["history_mem_frac"], tuple)
@@ -104,22 +113,46 @@ def test_diverged_wins(fracs, budget):
 
 
 def test_stopper_interface():
-    s = MemorizationOnsetStopper(StopConfig())
+    s = MemorizationOnsetStopper()
     assert s.stop_all() is False
-    assert s("t", result([0.0])) is False
+    assert s("t", decided(result([0.0]), StopConfig())) is False
 
 
 @pytest.mark.parametrize("patience", [1, 2, 3])
 def test_stopper_pickle_round_trip(patience):
-    s = MemorizationOnsetStopper(StopConfig(mem_frac_threshold=0.25, patience=patience))
+    stop = StopConfig(mem_frac_threshold=0.25, patience=patience)
+    s = MemorizationOnsetStopper()
     s2 = pickle.loads(pickle.dumps(s))
-    assert s2.stop == s.stop
     histories = [[0.0], [0.3], [0.3, 0.3], [0.3, 0.3, 0.3], [0.3, NAN, 0.3], [0.1, 0.2, 0.24], [0.0] * 10]
     for fr in histories:
         for budget in (100, 300, 1000):
-            r = result(fr, budget=budget)
-            assert s2("t", r) == s("t", r)
-            assert decide(r, s2.stop) == decide(r, s.stop)
+            r = decided(result(fr, budget=budget), stop)
+            assert s2("t", r) == s("t", r) == (decide(r, stop) is not None)
+            assert s2("t", for_tune(r)) == s("t", r)  # as Ray gets it
+
+
+# (fields a report carries) → the status the stopper, the results callback and the progress
+# table read from it; a report without a decision that ends the trial spent its budget
+REPORTED_CASES = [
+    pytest.param({"stop_status": "memorized", "stop_reason": "onset"}, True, "memorized", id="memorized"),
+    pytest.param({"stop_status": "diverged", "stop_reason": "nan"}, True, "diverged", id="diverged"),
+    pytest.param({"stop_status": "budget", "stop_reason": "spent"}, True, "budget", id="budget"),
+    pytest.param({"stop_status": None, "stop_reason": None, "budget_steps": 60}, False, "budget", id="no-decision-yet"),
+    pytest.param({"budget_steps": 60}, False, "budget", id="no-decision-fields"),
+    pytest.param({}, False, "budget", id="empty-report"),
+    # a report whose history shows an onset but carries no decision (a refined snapshot row): the
+    # stopper does not decide again
+    pytest.param({**result([0.5, 0.5]), "stop_status": None}, False, "budget", id="history-without-decision"),
+]
+
+
+@pytest.mark.parametrize("report, stops, status", REPORTED_CASES)
+def test_reported_decision(report, stops, status):
+    assert MemorizationOnsetStopper()("t", report) is stops
+    assert (reported(report) is not None) is stops
+    assert final_status(report).status == status
+    if stops:
+        assert reported(report).reason == report["stop_reason"]
 
 
 # ------------------------------------------------------------------------------ onset rules

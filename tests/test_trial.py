@@ -10,7 +10,7 @@ import torch
 from raydiff.config import StopConfig, experiment_from_dict
 from raydiff.diffusion.ddpm import DDPM
 from raydiff.trial import eval_schedule, train
-from raydiff.tune.stopper import decide
+from raydiff.metrics.stop import decide
 
 # a trial that runs in seconds on one CPU core: 8 digits, a one-level 8-channel U-Net, no FID
 TINY = {
@@ -25,7 +25,7 @@ TINY = {
 CONTRACT_KEYS = {"step", "images_seen", "wall_s", "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid"}
 TRIAL_KEYS = {
     "params", "n_train", "batch_size", "lr", "budget_steps", "loss", "diverged", "tau_mem_step", "tau_mem_images",
-    "tau_mem_seconds", "tau_mem_loss_step", "history_steps", "history_mem_frac", "node_id",
+    "tau_mem_seconds", "tau_mem_loss_step", "history_steps", "history_mem_frac", "stop_status", "stop_reason",
 }  # fmt: skip
 
 
@@ -127,6 +127,7 @@ def test_onset_recorded_and_stopper_agrees(full_run):
     for r in rec.reports:
         d = decide(r, cfg.stop)
         assert (r["tau_mem_step"] is not None) == (d is not None and d.status == "memorized")
+        assert r["stop_status"] == (d.status if d else None)  # train() reports the very decision
         if r["tau_mem_step"] is not None:
             assert r["tau_mem_images"] == r["tau_mem_step"] * 16
 
@@ -148,7 +149,7 @@ def test_divergence_is_reported(monkeypatch):
     last = train(tiny(), rec)
     assert [r["step"] for r in rec.reports] == [20, 40]  # the NaN is caught at the next check (step 40)
     assert last["diverged"] is True and last["diverged_step"] == 40
-    assert decide(last, StopConfig()).status == "diverged"
+    assert decide(last, StopConfig()).status == "diverged" == last["stop_status"]
 
 
 @pytest.mark.parametrize(

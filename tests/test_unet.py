@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from raydiff.config import ModelConfig
-from raydiff.models.unet import PRESETS, UNet, build_unet, count_params
+from raydiff.config import PRESETS
+from raydiff.models import UNet, build_unet, count_params
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from raydiff.analysis.load import Sweep
+from raydiff.results_folder import Sweep
 
 
 def section(sweep: Sweep) -> str | None:

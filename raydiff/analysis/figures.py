@@ -22,10 +22,11 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit  # noqa: E402
-from raydiff.analysis.load import reference_minima  # noqa: E402
 from raydiff.analysis.scaling import Analysis  # noqa: E402
 from raydiff.analysis.trials import TrialStats, fmt_value, normalized_steps, stop_rule  # noqa: E402
+from raydiff.config import experiment_from_dict  # noqa: E402
 from raydiff.errors import UserError  # noqa: E402
+from raydiff.results_folder import reference_minima  # noqa: E402
 
 AXIS_LABELS = {
     "n_train": "training-set size N (images)",
@@ -319,8 +320,7 @@ def axis_curves(an: Analysis, axis: str, path: Path) -> Path | None:
 
 def training_images(trial: dict) -> np.ndarray:
     """The trial's training images, uint8 [N, C, H, W], reloaded from its recorded config."""
-    from raydiff.config import experiment_from_dict
-    from raydiff.data import load
+    from raydiff.data import load  # torch: imported only when a copies figure is drawn
 
     if not trial.get("config"):
         raise UserError(f"{trial['trial_id']} has no recorded config to reload its training images from")
@@ -360,7 +360,7 @@ def copy_rows(rows: list[dict], tau: float | None) -> list[tuple[str, dict]]:
 def copies(an: Analysis, s: TrialStats, train_x: np.ndarray, path: Path, k: int = 8) -> Path | None:
     """Generated samples (top of each pair) beside their nearest training image (below), with
     the distance ratio ‖x−a₁‖/‖x−a₂‖; red marks a copy (ratio under the memorization cut)."""
-    from raydiff.evaluation import decode_array
+    from raydiff.evaluation import decode_array  # torch: imported only when a copies figure is drawn
 
     trial = an.sweep.trial(s.trial_id) or {}
     cut = 1.0 / 3.0

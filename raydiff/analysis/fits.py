@@ -24,6 +24,7 @@ from scipy import special
 AXES = {"n_train": "alpha", "batch_size": "beta", "lr": "gamma", "params": "delta"}
 SYMBOLS = {"n_train": "N", "batch_size": "B", "lr": "η", "params": "P"}
 GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "c": "c"}
+TIME_AXES = tuple(a for a in AXES if a != "params")  # N, B, η: a trial's own settings, what normalized time divides out
 METHODS = ("ols", "tobit")
 LOG_SIGMA_MIN = float(np.log(1e-4))  # a residual spread below 0.01 % in τ is no fit but a degenerate likelihood
 MAX_EXPONENT = 20.0  # |exponent| beyond this is a likelihood running off to infinity, not a scaling law

@@ -10,8 +10,8 @@ from html import escape
 from pathlib import Path
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
-from raydiff.analysis.report import _num
 from raydiff.analysis.scaling import Analysis
+from raydiff.analysis.text import exponent_label, fmt_num, summary_line
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -46,7 +46,7 @@ def _fit_table(an: Analysis) -> str:
         f" &nbsp;— {how} in log space; {int(round(f.level * 100))}% percentile bootstrap intervals"
         f" ({f.n_boot} resamples of trials).</p>"
         f"<table><tr>{names}<th>R²</th><th>σ</th><th>trials</th><th>censored</th></tr>"
-        f"<tr>{_coef_cells(f)}<td>{_num(f.r2, '.3f')}</td><td>{f.sigma:.3f}</td><td>{f.n_trials}</td>"
+        f"<tr>{_coef_cells(f)}<td>{fmt_num(f.r2, '.3f')}</td><td>{f.sigma:.3f}</td><td>{f.n_trials}</td>"
         f"<td>{f.n_censored}</td></tr></table>"
         + (f"<div class=warn>only {f.n_boot} of {f.n_boot_requested} bootstrap resamples could be fitted:"
            " the intervals are too narrow</div>" if f.boot_unreliable else "")
@@ -65,7 +65,7 @@ def _marginal_table(an: Analysis) -> str:
         c = f.coefficients[0]
         rows.append(
             f"<tr><td class=l>{SYMBOLS[a]}</td><td>{escape(c.symbol)} = {c.value:+.3f}</td><td>[{c.lo:+.3f}, {c.hi:+.3f}]</td>"
-            f"<td>{_num(f.r2, '.3f')}</td><td>{f.n_trials}</td><td>{f.n_censored}</td><td class=l>{where}</td></tr>"
+            f"<td>{fmt_num(f.r2, '.3f')}</td><td>{f.n_trials}</td><td>{f.n_censored}</td><td class=l>{where}</td></tr>"
         )
     return (
         "<h3>Marginal fits</h3><p>One axis alone: in a one-factor sweep over the trials on that axis's line"
@@ -78,7 +78,7 @@ def _marginal_table(an: Analysis) -> str:
 def _sensitivity_table(an: Analysis) -> str:
     if not an.sensitivity:
         return ""
-    head = "".join(f"<th colspan=2>{escape(_sym(a))}</th>" for a in an.axes)
+    head = "".join(f"<th colspan=2>{escape(exponent_label(a))}</th>" for a in an.axes)
     rows = []
     for r in an.sensitivity:
         cells = (
@@ -94,32 +94,24 @@ def _sensitivity_table(an: Analysis) -> str:
     )
 
 
-def _sym(axis: str) -> str:
-    from raydiff.analysis.fits import AXES, GREEK
-
-    return f"{GREEK[AXES[axis]]} ({SYMBOLS[axis]})"
-
-
 def _trials_table(an: Analysis) -> str:
     head = ("<tr><th class=l>trial</th><th>N</th><th>params</th><th>B</th><th>η</th><th class=l>status</th>"
             "<th>τ<sub>mem</sub></th><th>T (normalized)</th><th>mem rate /1k steps</th><th>peak FID</th><th>@ step</th>"
             "<th class=l>note</th></tr>")  # fmt: skip
     rows = []
     for s in an.stats:
-        tau = f"&gt;{s.censor_step}" if s.state == "censored" else _num(s.tau, ".4g")
+        tau = f"&gt;{s.censor_step}" if s.state == "censored" else fmt_num(s.tau, ".4g")
         rate = None if s.mem_rate is None else s.mem_rate * 1000
         rows.append(
-            f"<tr class={s.state}><td class=l>{escape(s.trial_id)}</td><td>{_num(s.n_train)}</td><td>{_num(s.params)}</td>"
-            f"<td>{_num(s.batch_size)}</td><td>{_num(s.lr, '.1e')}</td><td class=l>{escape(s.status)}</td><td>{tau}</td>"
-            f"<td>{_num(s.tau_normalized, '.4g')}</td><td>{_num(rate, '.3f')}</td><td>{_num(s.peak_fid, '.2f')}</td>"
-            f"<td>{_num(s.peak_fid_step)}</td><td class=l>{escape(s.reason)}</td></tr>"
+            f"<tr class={s.state}><td class=l>{escape(s.trial_id)}</td><td>{fmt_num(s.n_train)}</td><td>{fmt_num(s.params)}</td>"
+            f"<td>{fmt_num(s.batch_size)}</td><td>{fmt_num(s.lr, '.1e')}</td><td class=l>{escape(s.status)}</td><td>{tau}</td>"
+            f"<td>{fmt_num(s.tau_normalized, '.4g')}</td><td>{fmt_num(rate, '.3f')}</td><td>{fmt_num(s.peak_fid, '.2f')}</td>"
+            f"<td>{fmt_num(s.peak_fid_step)}</td><td class=l>{escape(s.reason)}</td></tr>"
         )
     return "<table>" + head + "".join(rows) + "</table>"
 
 
 def write_report(an: Analysis, figs: list[tuple[str, Path]], path: Path, text: str = "", notes: list[str] = ()) -> Path:
-    from raydiff.analysis.report import summary_line
-
     sw = an.sweep
     warn = "".join(f"<div class=warn>{escape(w)}</div>" for w in [*an.warnings, *notes])
     if sw.running:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from raydiff.analysis.load import Sweep
 from raydiff.metrics.objectives import objective_values
+from raydiff.results_folder import Sweep
 
 
 def objectives_of(sweep: Sweep) -> list[tuple[str, str]]:

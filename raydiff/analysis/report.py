@@ -6,13 +6,13 @@ Writes into the output folder:
     trial_stats.parquet  one row per trial: τ_mem re-read, state, memorization rate, peak fidelity
     *.png              the figures (figures.py)
     report.html        all of it in one self-contained page (html.py)
-and prints the tables on stdout.
+and prints the tables on stdout (text.py). This module only runs those steps: read the results
+folder, fit, print, write the tables, draw, write the page.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.analysis.fits import SYMBOLS, PowerLawFit
-from raydiff.analysis.load import Sweep, load_sweep
+from raydiff.analysis import figures, html
+from raydiff.analysis.fits import PowerLawFit
 from raydiff.analysis.scaling import Analysis, analyze_sweep
+from raydiff.analysis.text import report_text
 from raydiff.errors import UserError
+from raydiff.results_folder import Sweep, load_sweep
 
 FITS_SCHEMA = pa.schema(
     [
@@ -46,135 +48,6 @@ FITS_SCHEMA = pa.schema(
         ("slice", pa.string()),  # marginal fits: the other axes' values
     ]
 )
-
-
-# ------------------------------------------------------------------------------ text
-
-
-def _num(v, spec: str = ".3g") -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    if isinstance(v, (int, np.integer)) and spec == ".3g":
-        return str(v)
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e7 and spec == ".3g":
-        return str(int(v))
-    return format(v, spec)
-
-
-def trial_table(an: Analysis) -> str:
-    """One line per trial that landed: its axes, state, τ_mem and the per-trial quantities."""
-    head = (
-        f"{'trial':<16} {'N':>6} {'params':>9} {'B':>4} {'lr':>8} {'status':>10} {'tau_mem':>8} {'T_norm':>8}"
-        f" {'rate/1k':>7} {'peak_fid':>8} {'@step':>6}  note"
-    )
-    lines = [head]
-    for s in an.stats:
-        tau = _num(s.tau, ".1f" if an.definition.interpolate and s.tau else ".3g")
-        if s.state == "censored":
-            tau = f">{s.censor_step}"
-        note = s.reason if s.state != "onset" else ""
-        lines.append(
-            f"{s.trial_id:<16} {_num(s.n_train):>6} {_num(s.params):>9} {_num(s.batch_size):>4}"
-            f" {_num(s.lr, '.1e'):>8} {s.status:>10} {tau:>8} {_num(s.tau_normalized, '.4g'):>8}"
-            f" {_num(None if s.mem_rate is None else s.mem_rate * 1000, '.3f'):>7} {_num(s.peak_fid, '.2f'):>8}"
-            f" {_num(s.peak_fid_step):>6}  {note}".rstrip()
-        )
-    return "\n".join(lines)
-
-
-def summary_line(an: Analysis) -> str:
-    sw = an.sweep
-    counts = {}
-    for t in sw.trials:
-        counts[t["status"]] = counts.get(t["status"], 0) + 1
-    parts = [f"{v} {k}" for k, v in sorted(counts.items())]
-    parts.append(f"{len(sw.running)} running")
-    if sw.not_started:
-        parts.append(f"{sw.not_started} not started")
-    planned = f" of {sw.planned} planned" if sw.planned is not None else ""
-    return f"sweep {sw.name!r} ({sw.uri}): {len(sw.trials) + len(sw.running)} trial(s) landed{planned}: {', '.join(parts)}"
-
-
-def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
-    rhs = " + ".join(f"{c.symbol}·log {SYMBOLS.get(c.axis, c.axis)}" for c in fit.coefficients)
-    how = "least squares" if fit.method == "ols" else "tobit (right-censored maximum likelihood)"
-    cens = f", {fit.n_censored} censored" if fit.n_censored else ""
-    lines = [
-        f"{title}: log tau_mem = c + {rhs}",
-        f"  {how} in log space on {fit.n_trials} trials{cens}; R² = {_num(fit.r2, '.3f')}, σ = {fit.sigma:.3f};"
-        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of trials",
-    ]
-    for c in [fit.intercept, *fit.coefficients]:
-        sym = f"{c.symbol} ({SYMBOLS[c.axis]})" if c.axis in SYMBOLS else c.symbol
-        lines.append(f"  {sym:>7} = {c.value:+8.3f}   [{c.lo:+8.3f}, {c.hi:+8.3f}]")
-    if fit.boot_unreliable:
-        lines.append(
-            f"  warning: only {fit.n_boot} of {fit.n_boot_requested} resamples could be fitted (too few trials"
-            " for the bootstrap): the intervals are too narrow"
-        )
-    return "\n".join(lines)
-
-
-def marginal_text(an: Analysis) -> str:
-    if not an.marginal:
-        return ""
-    lines = ["marginal fits (one axis alone):"]
-    for axis, f in an.marginal.items():
-        where = an.marginal_where.get(axis, "")
-        if isinstance(f, str):
-            lines.append(f"  {SYMBOLS[axis]}: {f} ({where})")
-            continue
-        c = f.coefficients[0]
-        rough = "; few trials: a rough interval" if f.n_trials < 8 or f.boot_unreliable else ""
-        lines.append(
-            f"  {SYMBOLS[axis]}: {c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]  R² = {_num(f.r2, '.3f')},"
-            f" {f.n_trials} trials ({where}{rough})"
-        )
-    return "\n".join(lines)
-
-
-def sensitivity_text(an: Analysis) -> str:
-    if not an.sensitivity:
-        return ""
-    axes = an.axes
-    head = f"{'onset definition':<40} {'onsets':>6} {'cens.':>5}  " + "  ".join(
-        f"{_sym(a):<22}" for a in axes
-    )
-    lines = [f"sensitivity of the exponents to the onset definition ({an.censored_mode}):", head.rstrip()]
-    for r in an.sensitivity:
-        if r.fit is None:
-            cells = f"no fit: {r.note}"
-        else:
-            cells = "  ".join(f"{c.value:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]".ljust(22) for c in r.fit.coefficients)
-        lines.append(f"{r.definition:<40} {r.n_onset:>6} {r.n_censored:>5}  {cells}".rstrip())
-    boots = next((r.fit.n_boot_requested for r in an.sensitivity if r.fit), None)
-    lines.append(
-        "  (a trial stops at the sweep's own onset, so a stricter definition often finds it censored"
-        + (f"; {boots} resamples per row)" if boots else ")")
-    )
-    return "\n".join(lines)
-
-
-def _sym(axis: str) -> str:
-    from raydiff.analysis.fits import AXES, GREEK
-
-    return f"{GREEK[AXES[axis]]} ({SYMBOLS[axis]})"
-
-
-def report_text(an: Analysis) -> str:
-    parts = [summary_line(an), f"onset: {an.definition_label} (each trial's stop rule; metrics re-read)", trial_table(an)]
-    if an.sweep.running:
-        parts.append(f"still running: {len(an.sweep.running)} trial(s): {', '.join(an.sweep.running)} (not fitted)")
-    parts += [f"warning: {w}" for w in an.warnings]
-    parts.append(format_fit(an.joint) if an.joint else an.joint_note)
-    parts += [p for p in (marginal_text(an), sensitivity_text(an)) if p]
-    from raydiff.analysis import budgets, pareto  # an Optuna search's front; the planner's predictions
-
-    parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
-    return "\n".join(parts)
-
-
-# ----------------------------------------------------------------------------- files
 
 
 def fits_dict(an: Analysis) -> dict:
@@ -286,9 +159,6 @@ def analyze(
     except OSError as e:
         raise UserError(f"cannot create the output folder {out_path}: {e}") from None
     print(report_text(an), file=out, flush=True)
-
-    from raydiff.analysis import figures, html
-
     if (out_path / "fits.json").exists():  # a folder this command wrote before: no stale figures left in it
         for old in [p for pat in FIGURE_PATTERNS for p in out_path.glob(pat)]:
             old.unlink()

@@ -1,6 +1,6 @@
 """The scaling-law analysis of a sweep: per-trial τ_mem, the joint fit, per-axis marginal fits and
-the sensitivity of the exponents to the onset definition. Pure computation; report.py prints and
-writes it, figures.py draws it.
+the sensitivity of the exponents to the onset definition. Pure computation; text.py formats
+it, report.py writes it, figures.py draws it.
 
 Censored trials (finished without an onset) are never silently dropped nor treated as onsets:
 `censored="exclude"` fits the onsets by least squares and names the censored trials in a warning;
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raydiff.analysis.fits import SYMBOLS, PowerLawFit, fit_power_law, varied_axes
-from raydiff.analysis.load import Sweep
-from raydiff.analysis.trials import AXES, Definition, TrialStats, fmt_value, stop_rule, trial_stats
+from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
+from raydiff.analysis.trials import Definition, TrialStats, fmt_value, stop_rule, trial_stats
 from raydiff.errors import UserError
+from raydiff.results_folder import Sweep
 
 CENSORED_MODES = ("exclude", "tobit")
 SENSITIVITY_THRESHOLDS = (0.05, 0.1, 0.2)
@@ -187,7 +187,7 @@ def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: boo
 
 
 def _censored_name(s: TrialStats) -> str:
-    axes = ", ".join(f"{SYMBOLS[a]}={fmt_value(a, s.value(a))}" for a in ("n_train", "batch_size", "lr") if s.value(a) is not None)
+    axes = ", ".join(f"{SYMBOLS[a]}={fmt_value(a, s.value(a))}" for a in TIME_AXES if s.value(a) is not None)
     return f"{s.trial_id} ({axes}; none by step {s.censor_step})"
 
 

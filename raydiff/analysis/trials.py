@@ -19,11 +19,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from raydiff.analysis.load import Sweep, reference_minima
+from raydiff.analysis.fits import AXES
 from raydiff.config import StopConfig
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
-
-AXES = ("n_train", "batch_size", "lr", "params")
+from raydiff.results_folder import Sweep, reference_minima
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""Networks. `unet.py` is the network itself and imports nothing of raydiff; this module builds it
+from a `model:` section (any object with ModelConfig's fields) and counts parameters."""
+
+from __future__ import annotations
+
+import functools
+import typing
+
+import torch
+from torch import nn
+
+from raydiff.models.unet import UNet
+
+if typing.TYPE_CHECKING:  # annotations only: the networks depend on nothing above them
+    from raydiff.config import DataConfig, ModelConfig
+
+
+def build_unet(model: "ModelConfig", in_channels: int, image_size: int, num_classes: int = 0) -> UNet:
+    """The U-Net of a `model:` section for images of `in_channels` × `image_size`²."""
+    return UNet(
+        in_channels=in_channels,
+        image_size=image_size,
+        base_channels=model.base_channels,
+        channel_mults=tuple(model.channel_mults),
+        num_res_blocks=model.num_res_blocks,
+        attn_resolutions=tuple(model.attn_resolutions),
+        head_dim=model.head_dim,
+        emb_dim=model.emb_dim,
+        num_classes=num_classes,
+        dropout=model.dropout,
+        noise_dim=model.noise_dim,
+        scale_shift=model.scale_shift,
+        resblock_updown=model.resblock_updown,
+    )
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_count(model: "ModelConfig", data: "DataConfig") -> int:
+    """Parameters of the network a trial trains, built on the meta device (no memory, no init)."""
+    size, channels = data.shape
+    return _meta_count(model, channels, size, data.num_classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_count(model: "ModelConfig", channels: int, size: int, classes: int) -> int:
+    # grids repeat a handful of architectures: a 320-trial grid builds 5 networks, not 320
+    with torch.device("meta"):
+        return count_params(build_unet(model, channels, size, classes))
+
+
+__all__ = ["UNet", "build_unet", "count_params", "param_count"]

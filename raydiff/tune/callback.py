@@ -17,10 +17,9 @@ from typing import Any
 from ray import tune
 
 from raydiff import results
-from raydiff.config import ExperimentConfig, SearchSpace, apply_overrides
-from raydiff.evaluation import decode_array
+from raydiff.config import ExperimentConfig, SearchSpace
+from raydiff.metrics.stop import final_status
 from raydiff.tune.planner import planned_columns
-from raydiff.tune.stopper import decide
 
 EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
 
@@ -133,7 +132,7 @@ class ResultsCallback(tune.Callback):
             self.evals.setdefault(row["trial_id"], {})[row["step"]] = row
 
     def config_of(self, trial) -> ExperimentConfig:
-        return apply_overrides(self.space.base, overrides_of(trial.config))
+        return self.space.experiment(overrides_of(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.last[trial.trial_id] = result
@@ -151,13 +150,8 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
-        cfg = self.config_of(trial)
-        decision = decide(last, cfg.stop)
-        if decision is None:  # the function returned on its own: its budget is spent
-            status, reason = "budget", f"step budget of {last.get('budget_steps')} spent without onset"
-        else:
-            status, reason = decision.status, decision.reason
-        self._finish(trial, cfg, last, status, reason)
+        decision = final_status(last)  # the decision the trial reported (train() decided it once)
+        self._finish(trial, self.config_of(trial), last, decision.status, decision.reason)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
@@ -206,4 +200,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-__all__ = ["ResultsCallback", "decode_array", "metric_row", "model_name", "normalized_time", "trial_row"]
+__all__ = ["ResultsCallback", "metric_row", "model_name", "normalized_time", "trial_row"]

@@ -17,10 +17,9 @@ from typing import Any
 
 from ray import tune
 
-from raydiff.config import StopConfig
+from raydiff.metrics.stop import final_status
 from raydiff.status import format_table
 from raydiff.tune.callback import overrides_of
-from raydiff.tune.stopper import decide
 
 RESULT_KEYS = ("n_train", "batch_size", "lr", "step", "budget_steps", "mem_frac", "tau_mem_step")
 
@@ -33,10 +32,7 @@ def _isatty(out) -> bool:
 
 
 class ProgressCallback(tune.Callback):
-    def __init__(
-        self, stop: StopConfig, out=sys.stdout, interval_s: float | None = None, clock: Callable[[], float] = time.monotonic
-    ):  # fmt: skip
-        self.stop = stop
+    def __init__(self, out=sys.stdout, interval_s: float | None = None, clock: Callable[[], float] = time.monotonic):
         self.interval_s = interval_s
         self.clock = clock
         self.rows: dict[str, dict[str, Any]] = {}
@@ -84,8 +80,7 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         row = self._row(trial)
         last = trial.last_result or {}
-        decision = decide(last, self.stop)
-        row["status"] = decision.status if decision else "budget"
+        row["status"] = final_status(last).status  # as the trial reported it
         tau = last.get("tau_mem_step")
         what = f"memorized at step {tau}" if row["status"] == "memorized" and tau is not None else row["status"]
         self._line(f"raydiff: trial {trial.trial_id} ({self._axes_text(row)}) finished: {what}")

@@ -14,13 +14,14 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raydiff.config import Resources, SearchSpace
-from raydiff.config_search import SearchConfig
+from raydiff.config import Resources, SearchConfig, SearchSpace
 from raydiff.metrics.objectives import key as objective_key
+from raydiff.models import param_count
 from raydiff.tune.planner import BudgetPlanner, PointInfo, group_of, small_n_first
 
 
@@ -174,11 +175,9 @@ class PlannedGridSearcher(Searcher):
 
 
 def point_infos(space: SearchSpace) -> list[PointInfo]:
-    from raydiff.tune.plan import param_count
-
     infos = []
     for i, (point, exp) in enumerate(zip(space.points(), space.experiments())):
-        axes = {"n_train": exp.data.n_train, "batch_size": exp.train.batch_size, "lr": exp.train.lr, "params": param_count(exp)}
+        axes = {"n_train": exp.data.n_train, "batch_size": exp.train.batch_size, "lr": exp.train.lr, "params": param_count(exp.model, exp.data)}
         ratio = exp.eval.geometric_ratio if exp.eval.cadence == "geometric" else None
         infos.append(PointInfo(i, axes, exp.budget_steps, exp.eval_every_steps, ratio, group_of(point)))
     return infos
@@ -186,8 +185,6 @@ def point_infos(space: SearchSpace) -> list[PointInfo]:
 
 def cluster_slots(res: Resources) -> int:
     """How many trials the cluster holds at once (the planner decides budgets at start)."""
-    import ray
-
     total = ray.cluster_resources()
     fits = [total.get("CPU", 1.0) / res.cpu if res.cpu else math.inf]
     if res.gpu:

@@ -1,21 +1,24 @@
-"""The Ray Tune trainable: a thin wrapper that resolves the trial's config, restores its
-checkpoint if Ray hands one back, and runs `raydiff.trial.train` with a reporter that saves the
-full training state beside every reported evaluation."""
+"""The Ray Tune trainable: a thin wrapper that rebuilds the trial's config (checked on the driver),
+restores its checkpoint if Ray hands one back, and runs `raydiff.trial.train` with a reporter that
+adds where the trial ran (pid, node id) and saves the full training state beside every reported
+evaluation."""
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from raydiff.config import apply_overrides, experiment_from_dict
+from raydiff.metrics.stop import reported
 from raydiff.trial import train
 from raydiff.tune import ray_metrics
 from raydiff.tune.callback import overrides_of
-from raydiff.tune.stopper import decide
 
 STATE_FILE = "state.pt"
 REPORT_FILE = "report.pt"  # the metrics reported with the checkpoint
@@ -30,7 +33,8 @@ def for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) -> None:
-    cfg = apply_overrides(experiment_from_dict(base), overrides_of(config))
+    # the driver validated this trial's config (config/space.py); here it is only rebuilt
+    cfg = apply_overrides(experiment_from_dict(base), overrides_of(config), validate=False)
     torch.set_num_threads(max(1, threads))
     state = last = None
     checkpoint = tune.get_checkpoint()
@@ -39,7 +43,7 @@ def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) ->
             state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
             if os.path.exists(os.path.join(d, REPORT_FILE)):
                 last = torch.load(os.path.join(d, REPORT_FILE), weights_only=False)
-    if last is not None and decide(last, cfg.stop) is not None:
+    if last is not None and reported(last) is not None:
         # The checkpoint is the trial's final one (the driver died before Ray recorded the trial
         # as finished): report the same result again instead of training past its stop.
         tune.report(for_tune(last))
@@ -47,8 +51,11 @@ def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) ->
 
     ctx = tune.get_context()
     trial_id, sweep = ctx.get_trial_id() or "", ctx.get_experiment_name() or ""
+    # which process and node ran it: a trial restarted after a crash shows a new pid in its rows
+    where = {"pid": os.getpid(), "node_id": _node_id()}
 
     def report(metrics: dict[str, Any], state_fn) -> bool:
+        metrics = {**metrics, **where}
         ray_metrics.record(metrics, trial_id, sweep)  # dashboard gauges (tune/ray_metrics.py)
         if state_fn is None:
             tune.report(for_tune(metrics))
@@ -57,6 +64,10 @@ def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) ->
             torch.save(state_fn(), os.path.join(d, STATE_FILE))
             torch.save(metrics, os.path.join(d, REPORT_FILE))
             tune.report(for_tune(metrics), checkpoint=tune.Checkpoint.from_directory(d))
-        return False  # Ray's stopper ends the trial
+        return reported(metrics) is not None  # follow train()'s decision (Ray's stopper reads it too)
 
     train(cfg, report, state)
+
+
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else socket.gethostname()

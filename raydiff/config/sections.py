@@ -1,33 +1,21 @@
-"""Frozen, typed experiment configuration.
+"""The frozen sections of an experiment and of a sweep, with their value checks.
 
-A search space YAML has one section per concern plus the sweep's own settings:
-
-    sweep: {name: default, mode: grid, resources: {cpu: 1}}
-    grid:  {data.n_train: [32, 64, 128, 256]}
-    data: ...   model: ...   diffusion: ...   train: ...   eval: ...   stop: ...
-
-`load_search_space` parses and validates it once, at the boundary: every later layer receives
-frozen dataclasses it can trust. Every error names the file, the dotted key and what is allowed.
+One dataclass per concern (data, model, diffusion, train, eval, stop; the sweep's own settings),
+each with a `validate()` that checks values only: pure, no file, no device, no dataset. What the
+world must hold for a config to run (the dataset's size, image folders, embedding files, devices,
+storage) is checked once by `raydiff.preflight`. Lengths, EMA and cadence are given in optimizer
+steps or in images seen (`every_images`, `ema_halflife_images`); `ExperimentConfig` resolves both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import itertools
 import math
-import types
-import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from raydiff.config.schema import choice, field_hint, plain, positive, unknown_key
 from raydiff.errors import ConfigError
-
-if typing.TYPE_CHECKING:
-    from raydiff.config_search import SearchConfig
 
 DATASETS = ("digits", "cifar10", "gmm", "folder")
 OBJECTIVES = ("ddpm", "flow")
@@ -41,6 +29,7 @@ FID_REFERENCES = ("auto", "images")
 CADENCES = ("uniform", "geometric")
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
 DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
+CLASSES = {"digits": 10, "cifar10": 10}  # labelled datasets (gmm: its components; folder: none)
 
 
 @dataclass(frozen=True)
@@ -58,21 +47,28 @@ class DataConfig:
     seed: int = 0  # gmm sampling only; real datasets take the first N
 
     @property
+    def num_classes(self) -> int:
+        """Class labels the network is conditioned on (0: unconditional)."""
+        if not self.class_conditional:
+            return 0
+        return self.gmm_components if self.dataset == "gmm" else CLASSES.get(self.dataset, 0)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """(image_size, channels), the dataset's own where the file leaves them unset."""
         size, channels = {**DEFAULT_SHAPES, **NATIVE_SHAPES}[self.dataset]
         return (self.image_size or size, self.channels or channels)
 
     def validate(self) -> None:
-        _choice("data.dataset", self.dataset, DATASETS)
-        _positive("data.n_train", self.n_train)
-        _positive("data.n_test", self.n_test)
+        choice("data.dataset", self.dataset, DATASETS)
+        positive("data.n_train", self.n_train)
+        positive("data.n_test", self.n_test)
         if self.image_size is not None:
-            _positive("data.image_size", self.image_size)
+            positive("data.image_size", self.image_size)
         if self.channels is not None:
-            _choice("data.channels", self.channels, (1, 3))
-        _positive("data.gmm_components", self.gmm_components)
-        _positive("data.gmm_std", self.gmm_std)
+            choice("data.channels", self.channels, (1, 3))
+        positive("data.gmm_components", self.gmm_components)
+        positive("data.gmm_std", self.gmm_std)
         native = NATIVE_SHAPES.get(self.dataset)
         if native and (self.image_size, self.channels) != (None, None) and self.shape != native:
             raise ConfigError(
@@ -99,15 +95,15 @@ class ModelConfig:
     resblock_updown: bool = False  # down/up-sample with residual blocks (ADM) instead of convs
 
     def validate(self) -> None:
-        _positive("model.base_channels", self.base_channels)
+        positive("model.base_channels", self.base_channels)
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             raise ConfigError("must be a non-empty list of positive integers", key="model.channel_mults")
-        _positive("model.num_res_blocks", self.num_res_blocks)
-        _positive("model.head_dim", self.head_dim)
+        positive("model.num_res_blocks", self.num_res_blocks)
+        positive("model.head_dim", self.head_dim)
         if self.emb_dim is not None:
-            _positive("model.emb_dim", self.emb_dim)
+            positive("model.emb_dim", self.emb_dim)
         if self.noise_dim is not None:
-            _positive("model.noise_dim", self.noise_dim)
+            positive("model.noise_dim", self.noise_dim)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"must be in [0, 1) (got {self.dropout})", key="model.dropout")
 
@@ -123,16 +119,16 @@ class DiffusionConfig:
     guidance: float = 0.0  # classifier-free guidance weight (0: plain conditional model)
 
     def validate(self) -> None:
-        _choice("diffusion.objective", self.objective, OBJECTIVES)
-        _positive("diffusion.num_timesteps", self.num_timesteps)
+        choice("diffusion.objective", self.objective, OBJECTIVES)
+        positive("diffusion.num_timesteps", self.num_timesteps)
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ConfigError(
                 f"need 0 < beta_start < beta_end < 1 (got {self.beta_start}, {self.beta_end})",
                 key="diffusion.beta_end",
             )
         if self.sampler is not None:
-            _choice("diffusion.sampler", self.sampler, SAMPLERS[self.objective])
-        _positive("diffusion.sample_steps", self.sample_steps)
+            choice("diffusion.sampler", self.sampler, SAMPLERS[self.objective])
+        positive("diffusion.sample_steps", self.sample_steps)
         if self.objective == "ddpm" and self.sample_steps > self.num_timesteps:
             raise ConfigError(
                 f"must be ≤ num_timesteps ({self.num_timesteps}) (got {self.sample_steps})",
@@ -167,27 +163,27 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
 
     def validate(self) -> None:
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.lr", self.lr)
-        _positive("train.max_steps", self.max_steps)
-        _choice("train.budget_scaling", self.budget_scaling, BUDGET_SCALINGS)
-        _positive("train.budget_ref_n", self.budget_ref_n)
-        _positive("train.budget_ref_batch", self.budget_ref_batch)
+        positive("train.batch_size", self.batch_size)
+        positive("train.lr", self.lr)
+        positive("train.max_steps", self.max_steps)
+        choice("train.budget_scaling", self.budget_scaling, BUDGET_SCALINGS)
+        positive("train.budget_ref_n", self.budget_ref_n)
+        positive("train.budget_ref_batch", self.budget_ref_batch)
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"must be two numbers in [0, 1) (got {list(self.adam_betas)})", key="train.adam_betas")
-        _positive("train.adam_eps", self.adam_eps)
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        positive("train.adam_eps", self.adam_eps)
+        choice("train.optimizer", self.optimizer, OPTIMIZERS)
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"must be in [0, 1) (got {self.momentum})", key="train.momentum")
         if self.weight_decay < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.weight_decay})", key="train.weight_decay")
         if self.grad_clip is not None:
-            _positive("train.grad_clip", self.grad_clip)
+            positive("train.grad_clip", self.grad_clip)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"must be in [0, 1) (got {self.ema_decay})", key="train.ema_decay")
         if self.ema_halflife_images is not None:
-            _positive("train.ema_halflife_images", self.ema_halflife_images)
-        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+            positive("train.ema_halflife_images", self.ema_halflife_images)
+        choice("train.device", self.device, ("auto", "cpu", "cuda"))
 
     def ema_beta(self) -> float:
         """EMA decay per optimizer step. A half-life in images keeps B-sweeps comparable."""
@@ -234,41 +230,39 @@ class EvalConfig:
         if self.every_steps is None and self.every_images is None:
             raise ConfigError("set every_steps or every_images", key="eval.every_steps")
         if self.every_steps is not None:
-            _positive("eval.every_steps", self.every_steps)
+            positive("eval.every_steps", self.every_steps)
         if self.every_images is not None:
-            _positive("eval.every_images", self.every_images)
-        _choice("eval.cadence", self.cadence, CADENCES)
+            positive("eval.every_images", self.every_images)
+        choice("eval.cadence", self.cadence, CADENCES)
         if self.geometric_ratio <= 1.0:
             raise ConfigError(f"must be > 1 (got {self.geometric_ratio})", key="eval.geometric_ratio")
         if self.refine_snapshots < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.refine_snapshots})", key="eval.refine_snapshots")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
-        _positive("eval.sample_batch", self.sample_batch)
+        positive("eval.sample_batch", self.sample_batch)
         if self.mem_sample_steps is not None:
-            _positive("eval.mem_sample_steps", self.mem_sample_steps)
+            positive("eval.mem_sample_steps", self.mem_sample_steps)
         if not 0.0 < self.mem_ratio < 1.0:
             raise ConfigError(f"must be in (0, 1) (got {self.mem_ratio})", key="eval.mem_ratio")
-        _choice("eval.memorization_space", self.memorization_space, MEMORIZATION_SPACES)
+        choice("eval.memorization_space", self.memorization_space, MEMORIZATION_SPACES)
         if not -1.0 < self.mem_cosine < 1.0:
             raise ConfigError(f"must be in (-1, 1) (got {self.mem_cosine})", key="eval.mem_cosine")
         if self.memorization_space != "pixel" and not self.embedding:
             raise ConfigError("feature-space memorization needs an embedding path or URL", key="eval.embedding")
-        if self.memorization_space != "pixel" and "://" not in self.embedding and not Path(self.embedding).expanduser().is_file():
-            raise ConfigError(f"no such TorchScript file: {self.embedding} (a path or an http(s) URL)", key="eval.embedding")
-        _positive("eval.bootstrap", self.bootstrap)
+        positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.fid_every})", key="eval.fid_every")
         if self.fid_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.fid_samples})", key="eval.fid_samples")
-        _choice("eval.fid_features", self.fid_features, FEATURES)
-        _choice("eval.fid_split", self.fid_split, ("test", "train"))
-        _choice("eval.fid_reference", self.fid_reference, FID_REFERENCES)
+        choice("eval.fid_features", self.fid_features, FEATURES)
+        choice("eval.fid_split", self.fid_split, ("test", "train"))
+        choice("eval.fid_reference", self.fid_reference, FID_REFERENCES)
         if self.swd_samples < 0 or self.swd_samples == 1:
             raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
-        _positive("eval.swd_projections", self.swd_projections)
-        _positive("eval.probe_images", self.probe_images)
-        _positive("eval.probe_noise_levels", self.probe_noise_levels)
+        positive("eval.swd_projections", self.swd_projections)
+        positive("eval.probe_images", self.probe_images)
+        positive("eval.probe_noise_levels", self.probe_noise_levels)
         if self.save_samples < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.save_samples})", key="eval.save_samples")
 
@@ -288,9 +282,9 @@ class StopConfig:
     def validate(self) -> None:
         if not 0.0 < self.mem_frac_threshold <= 1.0:
             raise ConfigError(f"must be in (0, 1] (got {self.mem_frac_threshold})", key="stop.mem_frac_threshold")
-        _positive("stop.patience", self.patience)
-        _positive("stop.loss_gap", self.loss_gap)
-        _positive("stop.loss_window", self.loss_window)
+        positive("stop.patience", self.patience)
+        positive("stop.loss_gap", self.loss_gap)
+        positive("stop.loss_window", self.loss_window)
 
 
 @dataclass(frozen=True)
@@ -305,11 +299,9 @@ class ExperimentConfig:
     stop: StopConfig = field(default_factory=StopConfig)
 
     def validate(self) -> "ExperimentConfig":
+        """Value checks of every section (pure; the dataset's size is a preflight check)."""
         for f in fields(self):
             getattr(self, f.name).validate()
-        from raydiff import data  # local: data imports torch, config should stay light
-
-        data.check_size(self.data)
         return self
 
     @property
@@ -338,7 +330,7 @@ class ExperimentConfig:
         return int(e.every_steps)  # validated: one of the two is set
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)
@@ -388,66 +380,16 @@ class SweepConfig:
     def validate(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
             raise ConfigError(f"must be a plain folder name (got {self.name!r})", key="sweep.name")
-        _choice("sweep.mode", self.mode, SWEEP_MODES)
+        choice("sweep.mode", self.mode, SWEEP_MODES)
         self.resources.validate()
         if self.max_concurrent is not None:
-            _positive("sweep.max_concurrent", self.max_concurrent)
+            positive("sweep.max_concurrent", self.max_concurrent)
         if self.max_failures < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.max_failures})", key="sweep.max_failures")
         self.budget_planner.validate()
 
 
-@dataclass(frozen=True)
-class SearchSpace:
-    """A validated search space: the base experiment, the axes and the sweep settings."""
-
-    sweep: SweepConfig
-    base: ExperimentConfig
-    grid: dict[str, tuple[Any, ...]]  # dotted key → values; one_factor: the first value is the default point
-    source: str = "<dict>"
-    search: "SearchConfig | None" = None  # an Optuna search instead of the grid (config_search.py)
-
-    def points(self) -> list[dict[str, Any]]:
-        """The trials as override dicts (dotted key → value), in a stable order."""
-        keys = list(self.grid)
-        if not keys:
-            return [{}]
-        if self.sweep.mode == "grid":
-            return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))]
-        center = {k: self.grid[k][0] for k in keys}
-        out = [dict(center)]
-        for k in keys:
-            for v in self.grid[k][1:]:
-                out.append({**center, k: v})
-        return out
-
-    def experiments(self) -> list[ExperimentConfig]:
-        return [apply_overrides(self.base, p) for p in self.points()]
-
-    def with_mode(self, mode: str) -> "SearchSpace":
-        """The same space swept in another mode (`raydiff sweep --mode`), its trials re-validated."""
-        _choice("sweep.mode", mode, SWEEP_MODES)
-        space = dataclasses.replace(self, sweep=dataclasses.replace(self.sweep, mode=mode))
-        _check_points(space)
-        return space
-
-    def extremes(self) -> list[ExperimentConfig]:
-        """The experiments at the corners of the space: every grid point, or, for an Optuna
-        search, every combination of each axis's ends (its bounds, or all of its choices)."""
-        if self.search is None:
-            return self.experiments()
-        return [apply_overrides(self.base, p) for p in self.search.corners()]
-
-    def minima(self) -> dict[str, float]:
-        """N_min, B_min, η_min over the sweep, for the normalized time of DESIGN.md."""
-        exps = self.extremes()
-        return {
-            "n_train": min(e.data.n_train for e in exps),
-            "batch_size": min(e.train.batch_size for e in exps),
-            "lr": min(e.train.lr for e in exps),
-        }
-
-
+# the experiment's sections by their YAML name (the sweep's own settings are not among them)
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -456,249 +398,16 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "stop": StopConfig,
 }
-TOP_LEVEL = ("sweep", "grid", "search", *SECTIONS)
 
 
-# ---------------------------------------------------------------- building from plain data
-
-
-def build(cls: type, raw: Any, prefix: str) -> Any:
-    """A dataclass from a mapping, checking every key and type. Does not run validate()."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"must be a mapping (got {_type_name(raw)})", key=prefix or None)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(_unknown(key, names), key=path)
-        kwargs[key] = _coerce(value, hints[key], path)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], path)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, path)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"must be true or false (got {value!r})", key=path)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"must be an integer (got {value!r})", key=path)
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"must be a number (got {value!r})", key=path)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"must be a string (got {value!r})", key=path)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"must be a list (got {value!r})", key=path)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"must be a list of {len(args)} values (got {len(value)})", key=path)
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    return value
-
-
-def _unknown(key: Any, allowed: list[str]) -> str:
-    near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    return f"unknown key{hint} (allowed: {', '.join(allowed)})"
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"must be > 0 (got {value})", key=key)
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"must be one of {', '.join(map(str, allowed))} (got {value!r})", key=key)
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples → lists, recursively, so configs round-trip through YAML and JSON."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def experiment_from_dict(raw: dict[str, Any], prefix: str = "") -> ExperimentConfig:
-    """An ExperimentConfig from its plain form (as `to_dict` writes it), model presets resolved."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"must be a mapping (got {_type_name(raw)})", key=prefix or None)
-    for key in raw:
-        if key not in SECTIONS:
-            raise ConfigError(_unknown(key, list(SECTIONS)), key=f"{prefix}{key}")
-    sections = {}
-    for name, cls in SECTIONS.items():
-        section = raw.get(name) or {}
-        if name == "model":
-            section = _with_preset(section, f"{prefix}model")
-        sections[name] = build(cls, section, f"{prefix}{name}")
-    return ExperimentConfig(**sections)
-
-
-def _with_preset(section: Any, path: str) -> Any:
-    if not isinstance(section, dict) or section.get("preset") is None:
-        return section
-    from raydiff.models.unet import PRESETS
-
-    preset = section["preset"]
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown model preset {preset!r} (allowed: {', '.join(PRESETS)})", key=f"{path}.preset")
-    return {**PRESETS[preset], **section}
-
-
-def apply_overrides(base: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """`base` with dotted-key overrides applied, re-validated."""
-    raw = base.to_dict()
-    for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if key == "model.preset":
-            # a preset replaces the architecture, so drop the base's architecture fields
-            raw["model"] = {"preset": value, "dropout": raw["model"]["dropout"]}
-            continue
-        raw[section][name] = value
-    return experiment_from_dict(raw).validate()
-
-
-def _check_axis(key: Any, values: Any) -> tuple[Any, ...]:
-    path = f"grid.{key}"
+def axis_hint(key: Any, path: str) -> Any:
+    """The type of the field a sweep axis (`section.key`, a grid or search axis) varies."""
     section, _, name = str(key).partition(".")
     if section not in SECTIONS or not name:
-        raise ConfigError(
-            f"an axis is 'section.key' with section one of {', '.join(SECTIONS)}", key=path
-        )
+        raise ConfigError(f"an axis is 'section.key' with section one of {', '.join(SECTIONS)}", key=path)
     names = [f.name for f in fields(SECTIONS[section])]
     if name not in names:
-        raise ConfigError(_unknown(name, names), key=path)
+        raise ConfigError(unknown_key(name, names), key=path)
     if section == "stop":
         raise ConfigError("the stop rule is one per sweep (the stopper applies it to every trial)", key=path)
-    if not isinstance(values, list):
-        raise ConfigError(f"must be a list of values (got {values!r})", key=path)
-    if not values:
-        raise ConfigError("empty axis: give at least one value", key=path)
-    hint = typing.get_type_hints(SECTIONS[section])[name]
-    checked = tuple(_coerce(v, hint, f"{path}[{i}]") for i, v in enumerate(values))
-    if len(set(map(repr, checked))) != len(checked):
-        raise ConfigError(f"repeats a value ({list(values)})", key=path)
-    return checked
-
-
-def _reject_repeated_keys(node: yaml.Node, path: str = "") -> None:
-    """A key given twice in one mapping (YAML silently keeps the last one) is an error that names
-    the key by its dotted path and both lines."""
-    if isinstance(node, yaml.MappingNode):
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            dotted = f"{path}.{key}" if path else key
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise ConfigError(f"line {line}: key '{dotted}' is given twice (first on line {first_line[key]})")
-            first_line[key] = line
-            _reject_repeated_keys(value_node, dotted)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _reject_repeated_keys(item, f"{path}[{i}]")
-
-
-def parse_yaml(text: str) -> Any:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None:
-            _reject_repeated_keys(node)
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"malformed YAML: {line}{e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML: {e}") from None
-
-
-def search_space_from_dict(raw: Any, source: str = "<dict>") -> SearchSpace:
-    try:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"a search space is a mapping of {', '.join(TOP_LEVEL)} (got {_type_name(raw)})")
-        for key in raw:
-            if key not in TOP_LEVEL:
-                raise ConfigError(_unknown(key, list(TOP_LEVEL)), key=str(key))
-        sweep = build(SweepConfig, raw.get("sweep"), "sweep")
-        sweep.validate()
-        grid_raw = raw.get("grid") or {}
-        if not isinstance(grid_raw, dict):
-            raise ConfigError(f"must be a mapping of axis → list of values (got {grid_raw!r})", key="grid")
-        grid = {str(k): _check_axis(k, v) for k, v in grid_raw.items()}
-        base = experiment_from_dict({k: raw[k] for k in SECTIONS if k in raw}).validate()
-        search = None
-        if raw.get("search") is not None:
-            from raydiff.config_search import parse_search  # local: it builds on this module
-
-            search = parse_search(raw["search"], sweep, grid, base)
-        space = SearchSpace(sweep=sweep, base=base, grid=grid, source=source, search=search)
-        _check_points(space)
-        return space
-    except ConfigError as e:
-        raise e.located(source) from None
-
-
-def _check_points(space: SearchSpace) -> None:
-    """Every trial validated before anything runs; an error names the axis values that broke it."""
-    for point in space.search.corners() if space.search else space.points():
-        try:
-            apply_overrides(space.base, point)
-        except ConfigError as e:
-            where = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise ConfigError(f"{e.message} (in the trial with {where})", key=e.key) from None
-
-
-def load_search_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such search-space file", where=str(path))
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", where=str(path)) from None
-    try:
-        raw = parse_yaml(text)
-    except ConfigError as e:
-        raise e.located(str(path)) from None
-    return search_space_from_dict(raw, source=str(path))
-
-
-def packaged_search_space(name: str) -> Path:
-    return Path(__file__).parent / "search_spaces" / f"{name}.yaml"
+    return field_hint(SECTIONS[section], name)

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 
-import torch
-
-from raydiff.config import ExperimentConfig, ModelConfig, NATIVE_SHAPES, SearchSpace
-from raydiff.models.unet import build_unet, count_params
+from raydiff.config import SearchSpace
+from raydiff.location import locate
+from raydiff.models import param_count
 from raydiff.tune.callback import model_name
-
-
-def param_count(cfg: ExperimentConfig) -> int:
-    """Parameters of the trial's network, built on the meta device (no memory, no init cost)."""
-    size, channels = cfg.data.shape
-    classes = 10 if (cfg.data.class_conditional and cfg.data.dataset in NATIVE_SHAPES) else 0
-    if cfg.data.class_conditional and cfg.data.dataset == "gmm":
-        classes = cfg.data.gmm_components
-    return _count(cfg.model, channels, size, classes)
-
-
-@functools.lru_cache(maxsize=None)
-def _count(model: ModelConfig, channels: int, size: int, classes: int) -> int:
-    # grids repeat a handful of architectures: a 320-trial grid builds 5 networks, not 320
-    with torch.device("meta"):
-        return count_params(build_unet(model, channels, size, classes))
 
 
 def plan_rows(space: SearchSpace) -> list[dict]:
@@ -34,7 +16,7 @@ def plan_rows(space: SearchSpace) -> list[dict]:
     for i, exp in enumerate(space.experiments()):
         rows.append({
             "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp),
-            "params": param_count(exp), "B": exp.train.batch_size, "lr": exp.train.lr,
+            "params": param_count(exp.model, exp.data), "B": exp.train.batch_size, "lr": exp.train.lr,
             "objective": exp.diffusion.objective, "resources": f"{res.cpu:g} CPU, {res.gpu:g} GPU",
             "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
         })  # fmt: skip
@@ -42,8 +24,6 @@ def plan_rows(space: SearchSpace) -> list[dict]:
 
 
 def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None) -> None:
-    from raydiff.tune.sweep import locate
-
     out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirect
     rows = plan_rows(space)
     if space.search is not None:  # an Optuna search: its axes, then the base trial it varies

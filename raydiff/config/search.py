@@ -25,18 +25,11 @@ import itertools
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from raydiff.config import (
-    SECTIONS,
-    ExperimentConfig,
-    SweepConfig,
-    _coerce,
-    _plain,
-    _type_name,
-    _unknown,
-)
+from raydiff.config.schema import coerce, plain, type_name, unknown_key
+from raydiff.config.sections import ExperimentConfig, SweepConfig, axis_hint
 from raydiff.errors import ConfigError
 from raydiff.metrics.objectives import OBJECTIVES
 
@@ -96,7 +89,7 @@ class SearchConfig:
             "kind": self.kind, "sampler": self.sampler, "seed": self.seed, "num_samples": self.num_samples,
             "max_concurrent": self.max_concurrent, "startup_trials": self.startup_trials,
             "objective": [{"metric": o.metric, "mode": o.mode} for o in self.objective],
-            "axes": {k: _plain(d.to_raw()) for k, d in self.axes.items()},
+            "axes": {k: plain(d.to_raw()) for k, d in self.axes.items()},
         }  # fmt: skip
 
 
@@ -104,23 +97,14 @@ def _int(raw: dict, name: str, minimum: int, default: int | None) -> int | None:
     value = raw.get(name, default)
     if value is None:
         return None
-    value = _coerce(value, int, f"search.{name}")
+    value = coerce(value, int, f"search.{name}")
     if value < minimum:
         raise ConfigError(f"must be ≥ {minimum} (got {value})", key=f"search.{name}")
     return value
 
 
-def _axis_hint(key: str) -> Any:
-    path = f"search.axes.{key}"
-    section, _, name = key.partition(".")
-    if section not in SECTIONS or not name:
-        raise ConfigError(f"an axis is 'section.key' with section one of {', '.join(SECTIONS)}", key=path)
-    names = [f.name for f in fields(SECTIONS[section])]
-    if name not in names:
-        raise ConfigError(_unknown(name, names), key=path)
-    if section == "stop":
-        raise ConfigError("the stop rule is one per sweep (the stopper applies it to every trial)", key=path)
-    hint = typing.get_type_hints(SECTIONS[section])[name]
+def _axis_type(key: str) -> Any:
+    hint = axis_hint(key, f"search.axes.{key}")
     if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the X
         return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
@@ -132,13 +116,13 @@ def _distribution(key: str, raw: Any) -> Distribution:
         raise ConfigError(f"must be one of {', '.join(f'{{{d}: [...]}}' for d in DISTRIBUTIONS)} (got {raw!r})", key=path)
     (kind, values), = raw.items()
     if kind not in DISTRIBUTIONS:
-        raise ConfigError(_unknown(kind, list(DISTRIBUTIONS)), key=f"{path}.{kind}")
-    hint = _axis_hint(key)
+        raise ConfigError(unknown_key(kind, list(DISTRIBUTIONS)), key=f"{path}.{kind}")
+    hint = _axis_type(key)
     path = f"{path}.{kind}"
     if not isinstance(values, list) or not values:
         raise ConfigError(f"must be a non-empty list (got {values!r})", key=path)
     if kind == "choice":
-        checked = tuple(_coerce(v, hint, f"{path}[{i}]") for i, v in enumerate(values))
+        checked = tuple(coerce(v, hint, f"{path}[{i}]") for i, v in enumerate(values))
         if any(not isinstance(v, (str, int, float, bool, type(None))) for v in checked):
             raise ConfigError("Optuna chooses among single values (numbers, strings); put lists in a grid", key=path)
         if len(set(map(repr, checked))) != len(checked):
@@ -150,7 +134,7 @@ def _distribution(key: str, raw: Any) -> Distribution:
         raise ConfigError(f"{key} takes {', '.join(allowed)} (got {kind})", key=path)
     if len(values) != 2:
         raise ConfigError(f"must be [low, high] (got {values})", key=path)
-    lo, hi = (_coerce(v, want, f"{path}[{i}]") for i, v in enumerate(values))
+    lo, hi = (coerce(v, want, f"{path}[{i}]") for i, v in enumerate(values))
     if not lo < hi:
         raise ConfigError(f"needs low < high (got {values})", key=path)
     if kind.endswith("_log") or kind == "log_uniform":
@@ -176,7 +160,7 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
             raise ConfigError(f"must be {{metric: NAME, mode: min|max}} (got {item!r})", key=path)
         for k in item:
             if k not in ("metric", "mode"):
-                raise ConfigError(_unknown(k, ["metric", "mode"]), key=f"{path}.{k}")
+                raise ConfigError(unknown_key(k, ["metric", "mode"]), key=f"{path}.{k}")
         metric = item.get("metric")
         if metric not in OBJECTIVES:
             raise ConfigError(f"must be one of {', '.join(OBJECTIVES)} (got {metric!r})", key=f"{path}.metric")
@@ -192,10 +176,10 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
 def parse_search(raw: Any, sweep: SweepConfig, grid: dict, base: ExperimentConfig) -> SearchConfig:
     """The validated `search:` section. `sweep`, `grid` and `base` are checked against it."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"must be a mapping (got {_type_name(raw)})", key="search")
+        raise ConfigError(f"must be a mapping (got {type_name(raw)})", key="search")
     for k in raw:
         if k not in SEARCH_KEYS:
-            raise ConfigError(_unknown(k, list(SEARCH_KEYS)), key=f"search.{k}")
+            raise ConfigError(unknown_key(k, list(SEARCH_KEYS)), key=f"search.{k}")
     kind = raw.get("kind", "optuna")
     if kind not in KINDS:
         raise ConfigError(f"must be one of {', '.join(KINDS)} (got {kind!r})", key="search.kind")

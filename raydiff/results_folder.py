@@ -1,23 +1,33 @@
-"""Reading a results folder for analysis: trials, evaluations, provenance, and what is still running.
+"""Reading a results folder: trials, evaluations, provenance, and what is still running.
 
-A sweep in progress is a normal input: `trials.parquet` may not exist yet, a metrics file may
-belong to a trial that has no row in it (still running), and the search space may plan trials
-that have not started. Only a folder that is not a results folder, or a Parquet file that cannot
-be read, is an error (a one-line UserError).
+The one reader behind `raydiff status` and `raydiff analyze`. A sweep in progress is a normal
+input: `trials.parquet` may not exist yet, a metrics file may belong to a trial that has no row
+in it (still running), and the search space may plan trials that have not started. Only a folder
+that is not a results folder, or a Parquet file that cannot be read, is an error (a one-line
+UserError).
+
+Modification times come from the store and may be missing (object stores such as S3 have no
+folder times): every one of them is optional.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from raydiff import results
+from raydiff.analysis.fits import TIME_AXES
+from raydiff.config import search_space_from_dict
 from raydiff.errors import UserError
 
-FINAL = ("memorized", "budget", "diverged", "error")
+
+class NotResultsFolder(UserError):
+    """The path exists but holds none of a results folder's files."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,8 @@ class Sweep:
     planned: int | None = None  # trials the search space plans, if known
     notes: list[str] = field(default_factory=list)  # what could not be read, said once
     minima: dict[str, float] | None = None  # the search space's N_min, B_min, η_min
+    metrics_mtime: datetime.datetime | None = None  # the newest metrics file's (None: no file, or no time)
+    trials_mtime: datetime.datetime | None = None  # trials.parquet's (None: no file, or no time)
 
     @property
     def name(self) -> str:
@@ -55,6 +67,11 @@ class Sweep:
             return None
         return max(0, self.planned - len(self.trials) - len(self.running))
 
+    @property
+    def mtime(self) -> datetime.datetime | None:
+        """When the sweep last wrote a results file (None: the store gives no times)."""
+        return _newest([self.metrics_mtime, self.trials_mtime])
+
     def trial(self, trial_id: str) -> dict | None:
         return next((t for t in self.trials if t["trial_id"] == trial_id), None)
 
@@ -65,7 +82,7 @@ def load_sweep(uri: str) -> Sweep:
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"no such results folder: {uri}")
     if info.type != pafs.FileType.Directory or not results.is_results_dir(fs, root):
-        raise UserError(
+        raise NotResultsFolder(
             f"{uri} is not a raydiff results folder (no {results.TRIALS_FILE}, {results.METRICS_DIR}/"
             f" or {results.SPACE_FILE})"
         )
@@ -87,7 +104,17 @@ def load_sweep(uri: str) -> Sweep:
     running = sorted(t for t in evals if t not in done)
     space, notes = _search_space(fs, root, meta)
     planned, minima = _plan(space, notes)
-    return Sweep(uri, trials, evals, running, meta, space, planned, notes, minima)
+    trials_info, *metric_infos = fs.get_file_info([results.join(root, results.TRIALS_FILE), *results.metric_files(fs, root)])
+    return Sweep(
+        uri, trials, evals, running, meta, space, planned, notes, minima,
+        metrics_mtime=_newest([i.mtime for i in metric_infos]), trials_mtime=_newest([trials_info.mtime]),
+    )  # fmt: skip
+
+
+def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:
+    """The latest of the times the store gave; None when it gave none."""
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def _complete(row: dict) -> dict:
@@ -102,9 +129,12 @@ def _search_space(fs: pafs.FileSystem, root: str, meta: dict[str, str]) -> tuple
     notes: list[str] = []
     if text is None:
         path = results.join(root, results.SPACE_FILE)
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            with fs.open_input_stream(path) as f:
-                text = f.readall().decode()
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                with fs.open_input_stream(path) as f:
+                    text = f.readall().decode()
+        except (OSError, UnicodeDecodeError) as e:
+            notes.append(f"cannot read {path} ({e}); planned trials unknown")
     if text is None:
         return None, notes
     try:
@@ -118,13 +148,11 @@ def _plan(space: dict | None, notes: list[str]) -> tuple[int | None, dict[str, f
     """How many trials the recorded search space plans, and its N_min, B_min, η_min."""
     if space is None:
         return None, None
-    from raydiff.config import search_space_from_dict
-
     try:
         parsed = search_space_from_dict(space)
         search = getattr(parsed, "search", None)  # an Optuna search plans num_samples trials, not grid points
         return (search.num_samples if search is not None else len(parsed.points())), parsed.minima()
-    except UserError as e:
+    except (UserError, ValueError) as e:
         notes.append(f"the recorded search space no longer validates ({e}); planned trials unknown")
         return None, None
 
@@ -135,7 +163,28 @@ def reference_minima(sweep: Sweep) -> dict[str, float]:
     if sweep.minima is not None:
         return sweep.minima
     out = {}
-    for axis in ("n_train", "batch_size", "lr"):
+    for axis in TIME_AXES:
         vals = [t[axis] for t in sweep.trials if t.get(axis) is not None]
         out[axis] = min(vals) if vals else 1.0
     return out
+
+
+def newest_sweep(storage: str) -> str:
+    """The results folder under `storage` written to most recently. A folder whose store gives
+    no modification time (an object store's prefix) still counts, after every timed one."""
+    fs, root = results.filesystem(storage)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise UserError(f"no results folder given and no sweeps under {storage}")
+    best, best_t = None, None
+    for d in sorted(fs.get_file_info(pafs.FileSelector(root)), key=lambda i: i.path):
+        if d.type != pafs.FileType.Directory or not results.is_results_dir(fs, d.path):
+            continue
+        probe = fs.get_file_info([results.join(d.path, results.TRIALS_FILE), results.join(d.path, results.METRICS_DIR), d.path])
+        t = _newest([i.mtime for i in probe])
+        if t is None:  # no folder times (S3): the metrics files' own
+            t = _newest([i.mtime for i in fs.get_file_info(results.metric_files(fs, d.path))])
+        if best is None or (t is not None and (best_t is None or t > best_t)):
+            best, best_t = d.path, t
+    if best is None:
+        raise UserError(f"no results folder given and no sweeps under {storage}")
+    return best if "://" not in storage else storage.rstrip("/") + "/" + Path(best).name

@@ -1,0 +1,136 @@
+"""The plain text of `raydiff analyze`: the trial table, the fits and the summary line, as
+printed on stdout and embedded in report.html (html.py). Pure formatting: nothing is read,
+fitted or written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from raydiff.analysis import budgets, pareto
+from raydiff.analysis.fits import AXES, GREEK, SYMBOLS, PowerLawFit
+from raydiff.analysis.scaling import Analysis
+
+
+def fmt_num(v, spec: str = ".3g") -> str:
+    """A table cell: "-" for a missing or non-finite value, whole numbers without a fraction."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, (int, np.integer)) and spec == ".3g":
+        return str(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e7 and spec == ".3g":
+        return str(int(v))
+    return format(v, spec)
+
+
+def trial_table(an: Analysis) -> str:
+    """One line per trial that landed: its axes, state, τ_mem and the per-trial quantities."""
+    head = (
+        f"{'trial':<16} {'N':>6} {'params':>9} {'B':>4} {'lr':>8} {'status':>10} {'tau_mem':>8} {'T_norm':>8}"
+        f" {'rate/1k':>7} {'peak_fid':>8} {'@step':>6}  note"
+    )
+    lines = [head]
+    for s in an.stats:
+        tau = fmt_num(s.tau, ".1f" if an.definition.interpolate and s.tau else ".3g")
+        if s.state == "censored":
+            tau = f">{s.censor_step}"
+        note = s.reason if s.state != "onset" else ""
+        lines.append(
+            f"{s.trial_id:<16} {fmt_num(s.n_train):>6} {fmt_num(s.params):>9} {fmt_num(s.batch_size):>4}"
+            f" {fmt_num(s.lr, '.1e'):>8} {s.status:>10} {tau:>8} {fmt_num(s.tau_normalized, '.4g'):>8}"
+            f" {fmt_num(None if s.mem_rate is None else s.mem_rate * 1000, '.3f'):>7} {fmt_num(s.peak_fid, '.2f'):>8}"
+            f" {fmt_num(s.peak_fid_step):>6}  {note}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def summary_line(an: Analysis) -> str:
+    sw = an.sweep
+    counts = {}
+    for t in sw.trials:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    parts = [f"{v} {k}" for k, v in sorted(counts.items())]
+    parts.append(f"{len(sw.running)} running")
+    if sw.not_started:
+        parts.append(f"{sw.not_started} not started")
+    planned = f" of {sw.planned} planned" if sw.planned is not None else ""
+    return f"sweep {sw.name!r} ({sw.uri}): {len(sw.trials) + len(sw.running)} trial(s) landed{planned}: {', '.join(parts)}"
+
+
+def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
+    rhs = " + ".join(f"{c.symbol}·log {SYMBOLS.get(c.axis, c.axis)}" for c in fit.coefficients)
+    how = "least squares" if fit.method == "ols" else "tobit (right-censored maximum likelihood)"
+    cens = f", {fit.n_censored} censored" if fit.n_censored else ""
+    lines = [
+        f"{title}: log tau_mem = c + {rhs}",
+        f"  {how} in log space on {fit.n_trials} trials{cens}; R² = {fmt_num(fit.r2, '.3f')}, σ = {fit.sigma:.3f};"
+        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of trials",
+    ]
+    for c in [fit.intercept, *fit.coefficients]:
+        sym = f"{c.symbol} ({SYMBOLS[c.axis]})" if c.axis in SYMBOLS else c.symbol
+        lines.append(f"  {sym:>7} = {c.value:+8.3f}   [{c.lo:+8.3f}, {c.hi:+8.3f}]")
+    if fit.boot_unreliable:
+        lines.append(
+            f"  warning: only {fit.n_boot} of {fit.n_boot_requested} resamples could be fitted (too few trials"
+            " for the bootstrap): the intervals are too narrow"
+        )
+    return "\n".join(lines)
+
+
+def marginal_text(an: Analysis) -> str:
+    if not an.marginal:
+        return ""
+    lines = ["marginal fits (one axis alone):"]
+    for axis, f in an.marginal.items():
+        where = an.marginal_where.get(axis, "")
+        if isinstance(f, str):
+            lines.append(f"  {SYMBOLS[axis]}: {f} ({where})")
+            continue
+        c = f.coefficients[0]
+        rough = "; few trials: a rough interval" if f.n_trials < 8 or f.boot_unreliable else ""
+        lines.append(
+            f"  {SYMBOLS[axis]}: {c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]  R² = {fmt_num(f.r2, '.3f')},"
+            f" {f.n_trials} trials ({where}{rough})"
+        )
+    return "\n".join(lines)
+
+
+def sensitivity_text(an: Analysis) -> str:
+    if not an.sensitivity:
+        return ""
+    axes = an.axes
+    head = f"{'onset definition':<40} {'onsets':>6} {'cens.':>5}  " + "  ".join(
+        f"{exponent_label(a):<22}" for a in axes
+    )
+    lines = [f"sensitivity of the exponents to the onset definition ({an.censored_mode}):", head.rstrip()]
+    for r in an.sensitivity:
+        if r.fit is None:
+            cells = f"no fit: {r.note}"
+        else:
+            cells = "  ".join(f"{c.value:+.2f} [{c.lo:+.2f}, {c.hi:+.2f}]".ljust(22) for c in r.fit.coefficients)
+        lines.append(f"{r.definition:<40} {r.n_onset:>6} {r.n_censored:>5}  {cells}".rstrip())
+    boots = next((r.fit.n_boot_requested for r in an.sensitivity if r.fit), None)
+    lines.append(
+        "  (a trial stops at the sweep's own onset, so a stricter definition often finds it censored"
+        + (f"; {boots} resamples per row)" if boots else ")")
+    )
+    return "\n".join(lines)
+
+
+def exponent_label(axis: str) -> str:
+    """An axis's exponent with the axis it belongs to: "α (N)"."""
+    return f"{GREEK[AXES[axis]]} ({SYMBOLS[axis]})"
+
+
+def report_text(an: Analysis) -> str:
+    """Everything `raydiff analyze` prints before the files it writes."""
+    parts = [summary_line(an), f"onset: {an.definition_label} (each trial's stop rule; metrics re-read)", trial_table(an)]
+    if an.sweep.running:
+        parts.append(f"still running: {len(an.sweep.running)} trial(s): {', '.join(an.sweep.running)} (not fitted)")
+    parts += [f"warning: {w}" for w in an.warnings]
+    parts.append(format_fit(an.joint) if an.joint else an.joint_note)
+    parts += [p for p in (marginal_text(an), sensitivity_text(an)) if p]
+    # an Optuna search's best trials or front; the budget planner's predictions against the onsets
+    parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
+    return "\n".join(parts)

@@ -1,0 +1,153 @@
+"""The schema machinery: plain data (parsed YAML or JSON) → typed frozen dataclasses.
+
+Everything here is pure: it reads no file and touches no device. `build` checks every key and
+every type against a dataclass's annotations; the dataclasses' own `validate()` methods check the
+values (sections.py); world checks (files, datasets, devices, storage) are `raydiff.preflight`'s.
+Every error is a `ConfigError` naming the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import fields
+from typing import Any
+
+import yaml
+
+from raydiff.errors import ConfigError
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """A dataclass from a mapping, checking every key and type. Does not run validate()."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"must be a mapping (got {type_name(raw)})", key=prefix or None)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(unknown_key(key, names), key=path)
+        kwargs[key] = coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, path: str) -> Any:
+    """`value` as the annotated type `hint` (int, float, bool, str, tuples, X | None, dataclasses)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], path)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"must be true or false (got {value!r})", key=path)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"must be an integer (got {value!r})", key=path)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"must be a number (got {value!r})", key=path)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"must be a string (got {value!r})", key=path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"must be a list (got {value!r})", key=path)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"must be a list of {len(args)} values (got {len(value)})", key=path)
+        return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    return value
+
+
+def field_hint(cls: type, name: str) -> Any:
+    """The annotated type of one field of a dataclass."""
+    return typing.get_type_hints(cls)[name]
+
+
+def unknown_key(key: Any, allowed: list[str]) -> str:
+    """The message for a key that is not allowed: the nearest spelling, then the allowed keys."""
+    near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return f"unknown key{hint} (allowed: {', '.join(allowed)})"
+
+
+def type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"must be > 0 (got {value})", key=key)
+
+
+def choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"must be one of {', '.join(map(str, allowed))} (got {value!r})", key=key)
+
+
+def plain(obj: Any) -> Any:
+    """Tuples → lists, recursively, so configs round-trip through YAML and JSON."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------------- YAML
+
+
+def reject_repeated_keys(node: yaml.Node, path: str = "") -> None:
+    """A key given twice in one mapping (YAML silently keeps the last one) is an error that names
+    the key by its dotted path and both lines."""
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(f"line {line}: key '{dotted}' is given twice (first on line {first_line[key]})")
+            first_line[key] = line
+            reject_repeated_keys(value_node, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            reject_repeated_keys(item, f"{path}[{i}]")
+
+
+def parse_yaml(text: str) -> Any:
+    """Plain data from YAML text; a malformed document or a repeated key is one ConfigError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            reject_repeated_keys(node)
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"malformed YAML: {line}{e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML: {e}") from None

@@ -1,0 +1,72 @@
+"""Where a sweep's results live: <storage>/<sweep name>, local or s3://.
+
+The storage is, in order: `--storage`, `$RAYDIFF_STORAGE` (cluster/aws.yaml sets it on the
+head), the space's `sweep.storage`, `./results`. `raydiff sweep`, `--resume`, `status` and the
+dry run all resolve it here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from raydiff import results
+from raydiff.config import SearchSpace, search_space_from_dict
+from raydiff.errors import UserError
+
+DEFAULT_STORAGE = "results"
+STORAGE_ENV = "RAYDIFF_STORAGE"
+
+
+@dataclass(frozen=True)
+class SweepLocation:
+    storage: str  # absolute local path or URI
+    name: str
+
+    @property
+    def uri(self) -> str:
+        return results.join(self.storage, self.name)
+
+
+def resolve_storage(storage: str | None, space_storage: str | None = None) -> str:
+    """The storage root: an absolute local path, or a URI as given."""
+    storage = storage or os.environ.get(STORAGE_ENV) or space_storage or DEFAULT_STORAGE
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def locate(space: SearchSpace, storage: str | None, name: str | None) -> SweepLocation:
+    return SweepLocation(resolve_storage(storage, space.sweep.storage), plain_name(name or space.sweep.name))
+
+
+def plain_name(name: str) -> str:
+    """A sweep name is one folder under the storage: no separators, no leading dot."""
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise UserError(f"a sweep name must be a plain folder name (got {name!r})", key="--name")
+    return name
+
+
+def sweep_exists(loc: SweepLocation) -> bool:
+    fs, root = results.filesystem(loc.uri)
+    return fs.get_file_info(root).type != pafs.FileType.NotFound
+
+
+def load_saved_space(loc: SweepLocation) -> SearchSpace:
+    """The search space a sweep was started with (its search_space.json), for --resume."""
+    plain_name(loc.name)
+    if not sweep_exists(loc):
+        raise UserError(f"no sweep named {loc.name!r} under {loc.storage} to resume")
+    fs, root = results.filesystem(loc.uri)
+    path = results.join(root, results.SPACE_FILE)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise UserError(f"{loc.uri} is not a raydiff sweep (no {results.SPACE_FILE})")
+    with fs.open_input_stream(path) as f:
+        text = f.readall()
+    try:
+        raw = json.loads(text)
+    except ValueError as e:  # junk, or not UTF-8
+        raise UserError(f"{path} is not a saved search space (not JSON: {e})") from None
+    return search_space_from_dict(raw, source=path)

@@ -1,0 +1,150 @@
+"""Preflight: every check that touches the world, once, on the driver, before Ray starts.
+
+The config layer checks values only (raydiff/config/); what a valid config still needs from the
+world is checked here, for each distinct dataset, folder and file among the trials: the dataset
+holds N + n_test images, an image folder exists and its files are readable, an embedding file
+exists, a CUDA trial is given a GPU, the storage takes files and a sweep is not overwritten.
+`raydiff sweep`, `--dry-run`, `train` and `prestage` call it. (The cluster's resources are
+checked by `raydiff.tune.resources` once the driver is connected: only then can it see them.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from raydiff import data, results
+from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
+from raydiff.config.space import point_text
+from raydiff.errors import ConfigError, UserError
+from raydiff.location import SweepLocation, sweep_exists
+from raydiff.trial import resolve_device
+
+
+def preflight(
+    space: SearchSpace, location: SweepLocation | None = None, *, resume: bool = False, in_process: bool = False
+) -> None:
+    """Raise a one-line UserError for the first thing the world lacks. With a `location`, the
+    storage is checked too: writable, and holding no sweep of that name unless resuming.
+    `in_process`: the trial runs here (`raydiff train`), not on Ray's workers, so its device must
+    be on this machine."""
+    try:
+        trials = _trials(space)
+        seen: set[DataConfig] = set()
+        for point, exp in trials:
+            if exp.data not in seen:
+                seen.add(exp.data)
+                _in_trial(point, check_dataset, exp.data)
+        for embedding in sorted({e.eval.embedding for _, e in trials if e.eval.memorization_space != "pixel"}):
+            check_embedding(embedding)
+        if in_process:
+            for device in sorted({e.train.device for _, e in trials}):
+                resolve_device(device)
+        else:
+            check_devices(space)
+    except UserError as e:
+        raise e.located(space.source) from None
+    if location is not None:
+        check_sweep_name(location, resume)
+        check_writable(location)
+
+
+def _trials(space: SearchSpace) -> list[tuple[dict, ExperimentConfig]]:
+    """(overrides, experiment) of every trial; an Optuna search's corners stand for its trials."""
+    points = space.search.corners() if space.search is not None else space.points()
+    return list(zip(points, space.extremes()))
+
+
+def _in_trial(point: dict, check, *args) -> None:
+    try:
+        check(*args)
+    except ConfigError as e:
+        if not point:
+            raise
+        raise ConfigError(f"{e.message} (in the trial with {point_text(point)})", key=e.key) from None
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def check_dataset(cfg: DataConfig) -> None:
+    """N + held-out images within what the dataset holds; an image folder's files readable."""
+    if cfg.dataset == "digits":
+        # the held-out images are the last n_test digits, so they must not overlap the first N
+        if cfg.n_train + cfg.n_test > data.DIGITS_SIZE:
+            raise ConfigError(
+                f"digits has {data.DIGITS_SIZE} images: n_train + n_test must be ≤ {data.DIGITS_SIZE}"
+                f" (got {cfg.n_train} + {cfg.n_test})",
+                key="data.n_train",
+            )
+    elif cfg.dataset == "cifar10":
+        if cfg.n_train > data.CIFAR10_TRAIN:
+            raise ConfigError(f"CIFAR-10 has {data.CIFAR10_TRAIN} training images (got {cfg.n_train})", key="data.n_train")
+        if cfg.n_test > data.CIFAR10_TEST:
+            raise ConfigError(f"CIFAR-10 has {data.CIFAR10_TEST} test images (got {cfg.n_test})", key="data.n_test")
+    elif cfg.dataset == "folder":
+        files = data.folder_images(cfg.root)
+        if cfg.n_train + cfg.n_test > len(files):
+            raise ConfigError(
+                f"the folder holds {len(files)} images: n_train + n_test must be ≤ {len(files)}"
+                f" (got {cfg.n_train} + {cfg.n_test})",
+                key="data.n_train",
+            )
+        data.check_readable(files[: cfg.n_train] + files[-cfg.n_test :])
+
+
+def check_embedding(embedding: str) -> None:
+    """A feature-space memorization test's TorchScript file exists (a URL is fetched by prestage)."""
+    if "://" not in embedding and not Path(embedding).expanduser().is_file():
+        raise ConfigError(f"no such TorchScript file: {embedding} (a path or an http(s) URL)", key="eval.embedding")
+
+
+def check_devices(space: SearchSpace) -> None:
+    """Ray hides every GPU from a trial that asks for none, so device cuda needs sweep.resources.gpu."""
+    devices = {space.base.train.device, *space.grid.get("train.device", ())}
+    if "cuda" in devices and space.sweep.resources.gpu == 0:
+        raise UserError(
+            "is cuda, but sweep.resources.gpu is 0 and Ray gives such trials no GPU; "
+            "set sweep.resources.gpu (e.g. 1) or train.device: auto",
+            key="train.device",
+        )
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def check_sweep_name(loc: SweepLocation, resume: bool) -> None:
+    """A new sweep never lands on an existing one; a resumed one must exist."""
+    exists = sweep_exists(loc)
+    if resume and not exists:
+        raise UserError(f"no sweep named {loc.name!r} under {loc.storage} to resume")
+    if exists and not resume:
+        raise UserError(
+            f"a sweep named {loc.name!r} already exists under {loc.storage}; "
+            "resume it with --resume, or choose another --name"
+        )
+
+
+def check_writable(loc: SweepLocation) -> None:
+    """Fail before Ray starts if the storage cannot take our files; leave nothing behind."""
+    fs, root = results.filesystem(loc.storage)
+    probe = results.join(root, f".raydiff-write-test-{uuid.uuid4().hex}")
+    made = []  # the local folders this check creates, deepest first: removed again, nothing more
+    if "://" not in loc.storage:
+        p = Path(root)
+        while not p.exists() and p != p.parent:
+            made.append(p)
+            p = p.parent
+    try:
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        fs.delete_file(probe)
+    except OSError as e:
+        raise UserError(f"storage {loc.storage} is not writable: {e}") from None
+    finally:
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
