@@ -137,7 +137,7 @@ def render(sections: list[Section], command: str, quick: bool, seconds: float, m
     gpu = ROOT / "benchmarks" / "RESULTS-gpu.md"
     status = ("Figures: [RESULTS-gpu.md](RESULTS-gpu.md)." if gpu.exists() else
               "No GPU was available for these measurements: the script is ready and is run in its CPU dry "
-              "mode (`python -m benchmarks.gpu --cpu`, toy sizes) by tests/test_benchmarks.py.")  # fmt: skip
+              "mode (`python -m benchmarks.gpu --cpu`, toy sizes) by tests/loops/test_benchmarks.py.")  # fmt: skip
     tail = ["", CHANGES, GPU_NOTE.format(status=status), "## Details", ""]
     return "\n".join(head + tail) + "\n".join(render_section(s) for s in sections)
 

@@ -186,11 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--point", type=int, default=0, help="which trial of the space (0-based)")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     t.set_defaults(fn=cmd_train)
+    p.commands = sub.choices  # name → its parser: an unknown flag is the command's error
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command it was given to: "see raydiff sweep --help"
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.fn(args)
     except UserError as e:

@@ -3,8 +3,8 @@
     <storage>/<sweep>/trials.parquet      one row per finished trial
     <storage>/<sweep>/metrics/<trial>.parquet   one row per evaluation (together: a Parquet dataset)
 
-Column names are a contract with other tools (DESIGN.md); more columns are fine, renames are not.
-Every file carries the resolved config, package versions and the git commit in its schema
+Column names are a contract with other tools (docs/results.md); more columns are fine, renames are not.
+Every file carries the search space, package versions and the git commit in its schema
 metadata. Files are written to a temporary name and renamed, so a reader never sees half a file,
 and metric rows are keyed by (trial_id, step), so a restarted trial never duplicates a row.
 """

@@ -1,4 +1,5 @@
-"""Shared test setup: a private cache per session (no network, nothing in the user's home)."""
+"""Shared test setup for tests/unit, tests/loops and tests/ray: a private cache per session (no network,
+nothing in the user's home), one torch thread on request, and a local Ray for the modules that need one."""
 
 from __future__ import annotations
 
@@ -24,3 +25,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) for one test module, shut down after it. Tests that use it
+    carry `@pytest.mark.ray` (tests/unit/test_layout.py checks)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()

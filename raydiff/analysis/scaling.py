@@ -75,7 +75,7 @@ GRID_KEYS = {"n_train": "data.n_train", "batch_size": "train.batch_size", "lr": 
 
 def reference_point(sweep: Sweep, stats: list[TrialStats], axes: list[str]) -> dict[str, float]:
     """The sweep's default point: each axis's first grid value (the centre of a one-factor sweep;
-    DESIGN: the first value is the default), else its most common value (ties: the smallest)."""
+    docs/architecture.md: the first value is the default), else its most common value (ties: the smallest)."""
     grid = (sweep.search_space or {}).get("grid") or {}
     ref = {}
     for a in axes:

@@ -2,7 +2,7 @@
 
 Presets are configuration (as in NVlabs/edm, they live with the config, not with the network):
 `raydiff.models.unet` knows nothing of them. The parameter counts they give are pinned in
-tests/test_presets.py.
+tests/loops/test_presets.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _marion(width: int) -> dict:
     2021): attention at 16×16 and 8×8, scale-shift (AdaGN) embedding projections, residual blocks
     that down/up-sample, and a 512-dim sinusoid feeding two 512×512 layers at every width. Ours
     then has 204·W + 497 parameters more than theirs (+0.03 to +0.13%; a null-label row for
-    guidance is part of it), pinned in tests/test_presets.py.
+    guidance is part of it), pinned in tests/loops/test_presets.py.
     """
     return dict(
         base_channels=width, channel_mults=[1, 2, 4], num_res_blocks=3, attn_resolutions=[16, 8], head_dim=64,

@@ -18,12 +18,9 @@ from raydiff.metrics.onset import mem_onset
 if typing.TYPE_CHECKING:  # annotations only: the rule needs just the stop section's values
     from raydiff.config import StopConfig
 
-STOP_STATUSES = ("memorized", "budget", "diverged")  # a trial's status is one of these, or "error"
-
-
 @dataclass(frozen=True)
 class StopDecision:
-    status: str  # memorized | budget | diverged
+    status: str  # memorized | budget | diverged (a trial that raised is "error": tune/callback.py)
     reason: str
 
 

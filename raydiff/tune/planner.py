@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from raydiff.analysis.fits import fit_power_law
+from raydiff.analysis.fits import AXES, fit_power_law
 from raydiff.config import BudgetPlannerConfig
 
-LAW_AXES = ("n_train", "batch_size", "lr", "params")
+LAW_AXES = tuple(AXES)  # the scaling law's axes, as raydiff analyze fits them
 LAW_KEYS = ("data.n_train", "train.batch_size", "train.lr")  # plus every model.* key (through params)
 
 

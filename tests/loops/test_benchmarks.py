@@ -9,14 +9,13 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks import e2e, measurement, neighbours, onset
 from benchmarks.common import BEFORE_EVAL, alternate, config, default_space
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 

@@ -10,16 +10,15 @@ import re
 import subprocess
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from analysis_synth import write_sweep
+from paths import ROOT as REPO
 from raydiff.analysis.report import analyze
 
 PNG = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[1]
 
 
 class _Tags(HTMLParser):

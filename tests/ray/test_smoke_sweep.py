@@ -12,7 +12,7 @@ import pytest
 from raydiff import cli
 from raydiff.config import load_search_space, packaged_search_space
 from raydiff.metrics.onset import mem_onset
-from test_results import METRICS_CONTRACT, TRIALS_CONTRACT
+from unit.test_results import METRICS_CONTRACT, TRIALS_CONTRACT  # tests/unit/, through tests/ on the path
 
 pytestmark = pytest.mark.ray
 

@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from paths import ROOT
+
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
-SMOKE = Path(__file__).resolve().parents[1] / "raydiff" / "search_spaces" / "smoke.yaml"
+SMOKE = ROOT / "raydiff" / "search_spaces" / "smoke.yaml"
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 RAYDIFF = [sys.executable, "-m", "raydiff.cli"]
 

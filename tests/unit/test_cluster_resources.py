@@ -6,19 +6,18 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config
 
+from paths import ROOT
 from raydiff.config import Resources
 from raydiff.errors import UserError
 from raydiff.tune import resources
 from raydiff.tune.connect import check_reachable, gcs_endpoint
 from raydiff.tune.resources import check_resources, node_types_from_config
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAD = {"CPU": 0.0, "memory": 1e9}  # a head like cluster/aws.yaml's: no CPU for trials
 A10G = {"CPU": 4.0, "GPU": 1.0}
 

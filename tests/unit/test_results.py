@@ -10,7 +10,7 @@ import pytest
 
 from raydiff import results
 
-# DESIGN.md, "Results contract": other tools read these names and types, so they are spelled out
+# docs/results.md: other tools read these names and types, so they are spelled out
 # here rather than taken from the code under test
 TRIALS_CONTRACT = {
     "trial_id": pa.string(),

@@ -190,3 +190,29 @@ def test_search_space_from_text(tmp_path):
     space = load_search_space(p)
     assert space.sweep.name == "mine" and space.grid == {"data.n_train": (8, 16)}
     assert space.source == str(p)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n# and another\n", "---\n"])
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_empty_space_file_is_refused(tmp_path, monkeypatch, capsys, text, command):
+    """An empty (or all-comment) file would otherwise run a full default trial: refused, one line,
+    exit 2, nothing written. The embedded default is `raydiff sweep` with no argument."""
+    space = tmp_path / "empty.yaml"
+    space.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    argv = [command, str(space)] + (["--storage", str(tmp_path / "store")] if command == "sweep" else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("raydiff: error: ") and "empty.yaml" in err
+    assert "no search space" in err and "raydiff sweep` with no argument" in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv, names", [(["sweep", "--bogus"], "raydiff sweep --help"), (["--bogus"], "raydiff --help"), (["nosuch"], "raydiff --help")])
+def test_usage_error_names_the_program_once(capsys, argv, names):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"(see {names})" in err and "raydiff raydiff" not in err

@@ -13,6 +13,7 @@ import signal
 
 import pytest
 
+from paths import ROOT
 from raydiff.analysis.pareto import dominates, pareto_front
 from raydiff.config import search_space_from_dict
 from raydiff.errors import ConfigError, UserError
@@ -162,15 +163,7 @@ def test_log_to_is_never_required():
 
 
 # ------------------------------------------------------------------ end to end through Ray
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
+# (the `ray_local` fixture, a 2-CPU local Ray for this module, is in tests/conftest.py)
 
 
 def study_of(sweep_dir):
@@ -241,3 +234,23 @@ def test_multi_objective_resumes_the_study(tmp_path, ray_local, monkeypatch, cap
     capsys.readouterr()
     analyze(loc.uri, str(tmp_path / "analysis"))
     assert "Pareto front:" in capsys.readouterr().out
+
+
+def test_packaged_optuna_example_matches_the_readme(capsys):
+    """search_spaces/optuna_digits.yaml is README's Optuna example: the same `search:` section,
+    every corner of it a valid digits trial, and its dry run names the 8 trials."""
+    import re
+
+    from raydiff import cli
+    from raydiff.config import load_search_space, packaged_search_space, parse_yaml
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(search:\n.*?)```", readme, re.S).group(1)
+    path = packaged_search_space("optuna_digits")
+    assert parse_yaml(block)["search"] == parse_yaml(path.read_text())["search"]
+    space = load_search_space(path)
+    assert space.search.num_samples == 8 and space.base.data.dataset == "digits"
+    assert len(space.extremes()) == 8  # 2 × 2 × 2 corners, each resolved
+    assert all(e.train.device == "auto" and e.data.n_train <= 64 for e in space.extremes())
+    assert cli.main(["sweep", "optuna_digits", "--dry-run"]) == 0
+    assert "Optuna search (tpe): 8 trials" in capsys.readouterr().out

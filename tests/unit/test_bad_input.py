@@ -1,7 +1,7 @@
 """Bad input at the CLI (issue 6): every mistake ends as one line naming what is wrong, exit code 2,
 and nothing written or changed under the folder the command was pointed at.
 
-tests/test_config.py has the basic search-space errors (unknown key, wrong type, malformed YAML,
+tests/unit/test_config.py has the basic search-space errors (unknown key, wrong type, malformed YAML,
 lr ≤ 0, N too large, empty axis, duplicate key, unknown dataset or preset); this table covers the
 rest of what a user stumbles on: image folders, storage, resume, names, analyze, flags.
 """
