@@ -34,6 +34,14 @@ def build_unet(model: "ModelConfig", in_channels: int, image_size: int, num_clas
     )
 
 
+def model_name(model: "ModelConfig") -> str:
+    """A trial's model as trials.parquet names it: its preset, else its architecture."""
+    if model.preset:
+        return model.preset
+    mults = "-".join(map(str, model.channel_mults))
+    return f"unet-c{model.base_channels}-m{mults}-r{model.num_res_blocks}"
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -51,4 +59,4 @@ def _meta_count(model: "ModelConfig", channels: int, size: int, classes: int) ->
         return count_params(build_unet(model, channels, size, classes))
 
 
-__all__ = ["UNet", "build_unet", "count_params", "param_count"]
+__all__ = ["UNet", "build_unet", "count_params", "model_name", "param_count"]

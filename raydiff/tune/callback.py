@@ -19,17 +19,10 @@ from ray import tune
 from raydiff import results
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
+from raydiff.models import model_name
 from raydiff.tune.planner import planned_columns
 
 EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
-
-
-def model_name(cfg: ExperimentConfig) -> str:
-    m = cfg.model
-    if m.preset:
-        return m.preset
-    mults = "-".join(map(str, m.channel_mults))
-    return f"unet-c{m.base_channels}-m{mults}-r{m.num_res_blocks}"
 
 
 def overrides_of(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +67,7 @@ def trial_row(
         "stop_reason": reason,
         "dataset": cfg.data.dataset,
         "n_train": n,
-        "model": model_name(cfg),
+        "model": model_name(cfg.model),
         "params": last.get("params"),
         "batch_size": b,
         "lr": lr,
@@ -200,4 +193,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-__all__ = ["ResultsCallback", "metric_row", "model_name", "normalized_time", "trial_row"]
+__all__ = ["ResultsCallback", "metric_row", "normalized_time", "trial_row"]

@@ -1,4 +1,4 @@
-"""`raydiff sweep SPACE --dry-run`: the resolved trial table, without starting Ray."""
+"""`raydiff sweep SPACE --dry-run`: the resolved trial table, without starting (or importing) Ray."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import sys
 
 from raydiff.config import SearchSpace
 from raydiff.location import locate
-from raydiff.models import param_count
-from raydiff.tune.callback import model_name
+from raydiff.models import model_name, param_count
 
 
 def plan_rows(space: SearchSpace) -> list[dict]:
@@ -15,7 +14,7 @@ def plan_rows(space: SearchSpace) -> list[dict]:
     rows = []
     for i, exp in enumerate(space.experiments()):
         rows.append({
-            "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp),
+            "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp.model),
             "params": param_count(exp.model, exp.data), "B": exp.train.batch_size, "lr": exp.train.lr,
             "objective": exp.diffusion.objective, "resources": f"{res.cpu:g} CPU, {res.gpu:g} GPU",
             "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,

@@ -164,3 +164,20 @@ def test_no_private_names_from_config_outside_it():
             if target.startswith("raydiff.config"):
                 offenders += [f"{path.relative_to(ROOT)}:{line}: {target}.{n}" for n in names if n.startswith("_")]
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize(
+    "argv, absent",
+    [
+        pytest.param(["sweep", "--dry-run"], {"ray"}, id="dry-run-loads-no-ray"),
+        pytest.param(["status", "nowhere"], {"ray", "torch"}, id="status-loads-neither"),
+    ],
+)
+def test_commands_load_only_what_they_use(argv, absent):
+    code = (
+        "import sys, contextlib, io\nfrom raydiff import cli\n"
+        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n    cli.main({argv!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert not set(eval(out.stdout.strip().splitlines()[-1])) & absent
