@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from raydiff.config import load_search_space, packaged_search_space
-from raydiff.errors import SweepInterrupted, UserError
+from raydiff.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TRIALS_FAILED, SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import resolve_storage
 
 DEFAULT_SPACE = "default"
@@ -198,14 +198,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except UserError as e:
-        print(f"raydiff: error: {e}", file=sys.stderr)
-        return 2
+        print(f"raydiff: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INPUT
+    except TrialsFailed as e:
+        print(f"raydiff: failed: {_one_line(e)}", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
     except SweepInterrupted as e:
         print(f"raydiff: interrupted: {e}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("raydiff: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _one_line(e: Exception) -> str:
+    """An error as one line: a message that quotes a value with a newline or a control character
+    in it (a name, a path) must not break the one-line promise."""
+    return " ".join(str(e).split("\n")).replace("\r", " ").translate({c: "?" for c in range(32) if c != 9})
 
 
 if __name__ == "__main__":

@@ -33,3 +33,13 @@ class ConfigError(UserError):
 class SweepInterrupted(Exception):
     """A sweep stopped by a signal (Ctrl+C, SIGTERM) with trials unfinished; the message says how
     to resume it. The CLI prints it as one line and exits 130."""
+
+
+class TrialsFailed(Exception):
+    """A sweep that finished with trials that raised (status "error"); the message names them and
+    the first error. The CLI prints it as one line and exits 3 (the results are written)."""
+
+
+EXIT_INPUT = 2  # a user error: nothing ran, nothing was written
+EXIT_TRIALS_FAILED = 3  # the sweep finished, but some trials errored
+EXIT_INTERRUPTED = 130  # Ctrl+C or SIGTERM: resume with --resume

@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 
 from raydiff import results
 from raydiff.config import SearchSpace, search_space_from_dict
+from raydiff.config.schema import check_name
 from raydiff.errors import UserError
 
 DEFAULT_STORAGE = "results"
@@ -39,14 +40,12 @@ def resolve_storage(storage: str | None, space_storage: str | None = None) -> st
 
 
 def locate(space: SearchSpace, storage: str | None, name: str | None) -> SweepLocation:
-    return SweepLocation(resolve_storage(storage, space.sweep.storage), plain_name(name or space.sweep.name))
+    return SweepLocation(resolve_storage(storage, space.sweep.storage), space.sweep.name if name is None else plain_name(name))
 
 
 def plain_name(name: str) -> str:
-    """A sweep name is one folder under the storage: no separators, no leading dot."""
-    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
-        raise UserError(f"a sweep name must be a plain folder name (got {name!r})", key="--name")
-    return name
+    """A sweep name given on the command line (--name, --resume): one plain folder name."""
+    return check_name(name, "--name")
 
 
 def sweep_exists(loc: SweepLocation) -> bool:
@@ -63,10 +62,13 @@ def load_saved_space(loc: SweepLocation) -> SearchSpace:
     path = results.join(root, results.SPACE_FILE)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise UserError(f"{loc.uri} is not a raydiff sweep (no {results.SPACE_FILE})")
-    with fs.open_input_stream(path) as f:
-        text = f.readall()
+    try:
+        with fs.open_input_stream(path) as f:
+            text = f.readall()
+    except OSError as e:  # a folder where the file should be, or unreadable
+        raise UserError(f"cannot read {path}: {e}") from None
     try:
         raw = json.loads(text)
-    except ValueError as e:  # junk, or not UTF-8
+    except (ValueError, RecursionError) as e:  # junk, not UTF-8, or nested past what JSON parses
         raise UserError(f"{path} is not a saved search space (not JSON: {e})") from None
     return search_space_from_dict(raw, source=path)

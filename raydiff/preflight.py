@@ -2,22 +2,26 @@
 
 The config layer checks values only (raydiff/config/); what a valid config still needs from the
 world is checked here, for each distinct dataset, folder and file among the trials: the dataset
-holds N + n_test images, an image folder exists and its files are readable, an embedding file
-exists, a CUDA trial is given a GPU, the storage takes files and a sweep is not overwritten.
+holds N + n_test images, an image folder exists and its files are readable, each distinct network
+runs on the data's shape, an embedding file exists, a CUDA trial is given a GPU, the storage takes files and a sweep is not overwritten.
 `raydiff sweep`, `--dry-run`, `train` and `prestage` call it. (The cluster's resources are
 checked by `raydiff.tune.resources` once the driver is connected: only then can it see them.)
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
+
+import torch
 
 from raydiff import data, results
 from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
 from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
+from raydiff.models import build_unet, param_count
 from raydiff.trial import resolve_device
 
 
@@ -35,6 +39,14 @@ def preflight(
             if exp.data not in seen:
                 seen.add(exp.data)
                 _in_trial(point, check_dataset, exp.data)
+        networks: set = set()
+        for point, exp in trials:
+            key = (exp.model, exp.data.shape, exp.data.num_classes)
+            if key not in networks:
+                networks.add(key)
+                _in_trial(point, check_network, exp)
+            if space.sweep.resources.gpu == 0:  # a CPU trial: it must fit in a node like this one
+                _in_trial(point, check_memory, exp, machine_memory())
         for embedding in sorted({e.eval.embedding for _, e in trials if e.eval.memorization_space != "pixel"}):
             check_embedding(embedding)
         if in_process:
@@ -91,6 +103,54 @@ def check_dataset(cfg: DataConfig) -> None:
                 key="data.n_train",
             )
         data.check_readable(files[: cfg.n_train] + files[-cfg.n_test :])
+
+
+def check_network(exp: ExperimentConfig) -> None:
+    """The trial's network runs on a batch of its data's shape: built and called on the meta
+    device (no memory, no compute), so a U-Net deeper than the image allows fails here, not in
+    every trial."""
+    size, channels = exp.data.shape
+    classes = exp.data.num_classes
+    try:
+        with torch.device("meta"):
+            net = build_unet(exp.model, channels, size, classes)
+            labels = torch.zeros(2, dtype=torch.long) if classes else None
+            net(torch.empty(2, channels, size, size), torch.zeros(2), labels)
+    except Exception as e:  # noqa: BLE001 - whatever the network raises, the config is what to fix
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        levels = len(exp.model.channel_mults)
+        raise ConfigError(
+            f"the network ({levels} levels, attention at {list(exp.model.attn_resolutions)}) cannot run on"
+            f" {channels}×{size}×{size} images: {detail}",
+            key="model.channel_mults",
+        ) from None
+
+
+def trial_memory(exp: ExperimentConfig) -> int:
+    """Bytes a trial holds resident, a lower bound: the training set as float32, and float32
+    weights, gradients and Adam's two moments (SGD: one), the EMA copy and the refinement
+    snapshots; activations come on top."""
+    size, channels = exp.data.shape
+    params = param_count(exp.model, exp.data)
+    copies = 2 + (2 if exp.train.optimizer == "adam" else 1) + (exp.train.ema_beta() > 0) + exp.eval.refine_snapshots
+    return 4 * (exp.data.n_train * channels * size * size + params * copies)
+
+
+def machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every OS
+        return None
+
+
+def check_memory(exp: ExperimentConfig, available: int | None) -> None:
+    need = trial_memory(exp)
+    if available is not None and need > available:
+        raise ConfigError(
+            f"one trial needs at least {need / 2**30:,.1f} GiB resident (data, weights, optimizer state,"
+            f" EMA, {exp.eval.refine_snapshots} snapshots); this machine has {available / 2**30:,.1f} GiB",
+            key="data.n_train",
+        )
 
 
 def check_embedding(embedding: str) -> None:

@@ -105,6 +105,12 @@ METRICS_SCHEMA = pa.schema(
 )
 
 
+# the contract's columns (those above "beyond the contract"): a file without them is not ours
+TRIALS_REQUIRED = tuple(TRIALS_SCHEMA.names[: TRIALS_SCHEMA.get_field_index("node_id") + 1])
+METRICS_REQUIRED = tuple(METRICS_SCHEMA.names[: METRICS_SCHEMA.get_field_index("fid") + 1])
+KEYS = {"trials": ("trial_id", "status"), "metrics": ("trial_id", "step")}  # never null in a file of ours
+
+
 # --------------------------------------------------------------------------- locations
 
 
@@ -200,18 +206,46 @@ def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
         raise UserError(f"corrupt or unreadable Parquet file {path}: {e}") from None
 
 
+def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
+    """A trials or metrics file, checked against the contract: its columns there, of their types,
+    its key columns never null. Anything else is one UserError naming the file."""
+    schema, required = (TRIALS_SCHEMA, TRIALS_REQUIRED) if kind == "trials" else (METRICS_SCHEMA, METRICS_REQUIRED)
+    t = read_table(fs, path)
+    missing = [c for c in required if c not in t.column_names]
+    if missing:
+        raise UserError(f"{path} is not a raydiff {kind} file: it lacks the column(s) {', '.join(missing)}")
+    target = pa.schema([schema.field(c) if c in schema.names else t.schema.field(c) for c in t.column_names])
+    try:
+        t = t.cast(target.with_metadata(t.schema.metadata))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise UserError(f"{path} has a column of the wrong type: {e}") from None
+    for key in KEYS[kind]:
+        if t.column(key).null_count:
+            raise UserError(f"{path} has rows without a {key}")
+    return t
+
+
 def read_trials(fs: pafs.FileSystem, root: str) -> pa.Table:
     path = join(root, TRIALS_FILE)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
         return TRIALS_SCHEMA.empty_table()
-    return read_table(fs, path)
+    if info.type != pafs.FileType.File:
+        raise UserError(f"{path} is not a file")
+    return read_contract(fs, path, "trials")
 
 
 def metric_files(fs: pafs.FileSystem, root: str) -> list[str]:
     d = join(root, METRICS_DIR)
-    if fs.get_file_info(d).type == pafs.FileType.NotFound:
+    info = fs.get_file_info(d)
+    if info.type == pafs.FileType.NotFound:
         return []
+    if info.type != pafs.FileType.Directory:
+        raise UserError(f"{d} is not a folder")
     infos = fs.get_file_info(pafs.FileSelector(d))
+    bad = [i.path for i in infos if i.path.endswith(".parquet") and i.type != pafs.FileType.File]
+    if bad:
+        raise UserError(f"{bad[0]} is not a file")
     return sorted(i.path for i in infos if i.path.endswith(".parquet") and not i.base_name.startswith("."))
 
 
@@ -219,6 +253,6 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     files = metric_files(fs, root)
     if not files:
         return METRICS_SCHEMA.empty_table()
-    tables = [read_table(fs, p) for p in files]
+    tables = [read_contract(fs, p, "metrics") for p in files]
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])

@@ -147,6 +147,9 @@ def analyze(
     if n_boot < 0:
         raise UserError(f"--boot must be ≥ 0 (got {n_boot})")
     sweep: Sweep = load_sweep(uri)
+    if not sweep.trials and not sweep.running:  # no fit, no figure: refuse rather than write empty files
+        planned = f" of {sweep.planned} planned" if sweep.planned is not None else ""
+        raise UserError(f"{uri}: 0 trial(s) landed{planned} and none running: nothing to analyze yet (raydiff status follows a sweep)")
     if copies:
         known = {t["trial_id"] for t in sweep.trials} | set(sweep.running)
         missing = [c for c in copies if c not in known]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import fields
@@ -53,20 +55,27 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
             return value
         raise ConfigError(f"must be true or false (got {value!r})", key=path)
     if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64_MAX <= value <= INT64_MAX:
+                raise ConfigError(f"must fit in 64 bits (got {value:.3g})", key=path)
+            return value
         raise ConfigError(f"must be an integer (got {value!r})", key=path)
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            number = float(value) if abs(value) < 1e308 or isinstance(value, float) else math.inf
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"must be a number (got {value!r})", key=path)
+        if number is None:
+            raise ConfigError(f"must be a number (got {value!r})", key=path)
+        if not math.isfinite(number):
+            raise ConfigError(f"must be a finite number (got {value!r})", key=path)
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -80,6 +89,21 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"must be a list of {len(args)} values (got {len(value)})", key=path)
         return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     return value
+
+
+INT64_MAX = 2**63 - 1
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")  # a folder name every filesystem and S3 take
+
+
+def check_name(name: Any, key: str) -> str:
+    """A sweep name: one folder under the storage, 1 to 100 of A-Z a-z 0-9 . _ -, not starting
+    with a dot or a dash (no separators, no control characters, nothing a shell or S3 mangles)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(
+            f"must be a plain folder name: 1 to 100 of A-Z a-z 0-9 . _ -, not starting with . or - (got {name!r})",
+            key=key,
+        )
+    return name
 
 
 def field_hint(cls: type, name: str) -> Any:
@@ -138,9 +162,33 @@ def reject_repeated_keys(node: yaml.Node, path: str = "") -> None:
             reject_repeated_keys(item, f"{path}[{i}]")
 
 
+MAX_YAML_CHARS = 1_000_000  # a search space is a page of settings, not data
+MAX_DEPTH = 16  # sections nest three levels deep; anything far deeper is not a search space
+
+
+def check_plain_yaml(text: str) -> None:
+    """Refuse what is not plain data before building anything from it: anchors and aliases (a
+    self-reference or an expansion bomb), nesting beyond MAX_DEPTH, a text beyond MAX_YAML_CHARS."""
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"is {len(text):,} characters; a search space has at most {MAX_YAML_CHARS:,}")
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"line {line}: YAML anchors and aliases (&, *) are not allowed: a search space is plain data, write the value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"line {line}: nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse_yaml(text: str) -> Any:
-    """Plain data from YAML text; a malformed document or a repeated key is one ConfigError."""
+    """Plain data from YAML text; a malformed document, a repeated key, an alias or deep nesting
+    is one ConfigError."""
     try:
+        check_plain_yaml(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
             reject_repeated_keys(node)

@@ -37,6 +37,7 @@ KINDS = ("optuna",)
 SAMPLERS = ("tpe", "random", "nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "int_log", "choice")
 RANGE_KINDS = {"uniform": float, "log_uniform": float, "int": int, "int_log": int}
+SEARCH_INT_MAX = 100_000  # trials, concurrency, start-up trials; Optuna's seed takes it too
 SEARCH_KEYS = ("kind", "sampler", "seed", "num_samples", "max_concurrent", "startup_trials", "objective", "axes")
 
 
@@ -98,8 +99,8 @@ def _int(raw: dict, name: str, minimum: int, default: int | None) -> int | None:
     if value is None:
         return None
     value = coerce(value, int, f"search.{name}")
-    if value < minimum:
-        raise ConfigError(f"must be ≥ {minimum} (got {value})", key=f"search.{name}")
+    if not minimum <= value <= SEARCH_INT_MAX:
+        raise ConfigError(f"must be in {minimum}..{SEARCH_INT_MAX:,} (got {value:,})", key=f"search.{name}")
     return value
 
 

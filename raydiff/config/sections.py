@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from raydiff.config.schema import choice, field_hint, plain, positive, unknown_key
+from raydiff.config.schema import check_name, choice, field_hint, plain, positive, unknown_key
 from raydiff.errors import ConfigError
 
 DATASETS = ("digits", "cifar10", "gmm", "folder")
@@ -299,9 +299,34 @@ class ExperimentConfig:
     stop: StopConfig = field(default_factory=StopConfig)
 
     def validate(self) -> "ExperimentConfig":
-        """Value checks of every section (pure; the dataset's size is a preflight check)."""
+        """Value checks of every section and across them (pure; the dataset's size and whether
+        the network runs on its images are preflight checks)."""
         for f in fields(self):
             getattr(self, f.name).validate()
+        for key, limit in LIMITS.items():
+            section, _, name = key.partition(".")
+            value = getattr(getattr(self, section), name)
+            if value is not None and value > limit:
+                raise ConfigError(f"must be ≤ {limit:,} (got {value:,})", key=key)
+        for key in SEEDS:
+            section, _, name = key.partition(".")
+            value = getattr(getattr(self, section), name)
+            if not 0 <= value <= MAX_SEED:
+                raise ConfigError(f"must be in 0..{MAX_SEED:,} (got {value:,})", key=key)
+        for key in ("model.channel_mults", "model.attn_resolutions"):
+            values = getattr(self.model, key.partition(".")[2])
+            if len(values) > 8 or any(v > 1024 for v in values):
+                raise ConfigError(f"at most 8 values, each ≤ 1024 (got {list(values)})", key=key)
+        if self.budget_steps > LIMITS["train.max_steps"]:
+            raise ConfigError(
+                f"the scaled budget is {self.budget_steps:,} steps ({self.budget_reason}); at most {LIMITS['train.max_steps']:,}",
+                key="train.max_steps",
+            )
+        steps = self.eval.mem_sample_steps
+        if steps is not None and self.diffusion.objective == "ddpm" and steps > self.diffusion.num_timesteps:
+            raise ConfigError(
+                f"must be ≤ diffusion.num_timesteps ({self.diffusion.num_timesteps}) (got {steps})", key="eval.mem_sample_steps"
+            )
         return self
 
     @property
@@ -343,6 +368,8 @@ class Resources:
             raise ConfigError(f"must be ≥ 0 (got {self.cpu})", key="sweep.resources.cpu")
         if self.gpu < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.gpu})", key="sweep.resources.gpu")
+        if self.cpu > 10_000 or self.gpu > 1024:
+            raise ConfigError(f"more than one node holds (cpu ≤ 10,000, gpu ≤ 1,024; got {self.cpu:g}, {self.gpu:g})", key="sweep.resources")
         if self.gpu > 1 and self.gpu != int(self.gpu):
             raise ConfigError(f"a fraction must be < 1, else a whole number (got {self.gpu})", key="sweep.resources.gpu")
 
@@ -378,15 +405,33 @@ class SweepConfig:
     budget_planner: BudgetPlannerConfig = field(default_factory=BudgetPlannerConfig)
 
     def validate(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ ") or self.name.startswith("."):
-            raise ConfigError(f"must be a plain folder name (got {self.name!r})", key="sweep.name")
+        check_name(self.name, "sweep.name")
         choice("sweep.mode", self.mode, SWEEP_MODES)
         self.resources.validate()
         if self.max_concurrent is not None:
             positive("sweep.max_concurrent", self.max_concurrent)
-        if self.max_failures < 0:
-            raise ConfigError(f"must be ≥ 0 (got {self.max_failures})", key="sweep.max_failures")
+            if self.max_concurrent > 100_000:
+                raise ConfigError(f"must be ≤ 100,000 (got {self.max_concurrent:,})", key="sweep.max_concurrent")
+        if not 0 <= self.max_failures <= 1000:
+            raise ConfigError(f"must be ≥ 0 and ≤ 1000 (got {self.max_failures})", key="sweep.max_failures")
         self.budget_planner.validate()
+
+
+# Upper bounds of what one trial can hold: past them allocation or conversion fails after start-up
+# (or a trial never ends). Generous for the papers' grids (N ≤ 50k, B ≤ 512, 10k samples).
+LIMITS: dict[str, int] = {
+    "data.n_train": 10_000_000, "data.n_test": 1_000_000, "data.image_size": 1024, "data.gmm_components": 10_000,
+    "model.base_channels": 4096, "model.num_res_blocks": 64, "model.head_dim": 4096, "model.emb_dim": 65_536,
+    "model.noise_dim": 65_536, "diffusion.num_timesteps": 100_000, "diffusion.sample_steps": 100_000,
+    "train.batch_size": 65_536, "train.max_steps": 1_000_000_000, "train.budget_ref_n": 1_000_000_000,
+    "train.budget_ref_batch": 65_536, "eval.every_steps": 1_000_000_000, "eval.every_images": 10**12,
+    "eval.refine_snapshots": 1024, "eval.num_samples": 1_000_000, "eval.mem_sample_steps": 100_000,
+    "eval.sample_batch": 65_536, "eval.bootstrap": 1_000_000, "eval.fid_samples": 1_000_000,
+    "eval.swd_samples": 1_000_000, "eval.swd_projections": 100_000, "eval.probe_images": 65_536,
+    "eval.probe_noise_levels": 10_000, "eval.save_samples": 10_000,
+}  # fmt: skip
+SEEDS = ("data.seed", "train.seed", "eval.sample_seed")
+MAX_SEED = 2**31 - 1  # every RNG raydiff seeds (torch, numpy, Python) takes it, offsets included
 
 
 # the experiment's sections by their YAML name (the sweep's own settings are not among them)

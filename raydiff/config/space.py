@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from raydiff.config.sections import SECTIONS, SWEEP_MODES, ExperimentConfig, Swe
 from raydiff.errors import ConfigError
 
 TOP_LEVEL = ("sweep", "grid", "search", *SECTIONS)
+MAX_TRIALS = 10_000  # a grid larger than this is a typo, not a study (the papers' largest: 320)
 PACKAGED = Path(__file__).resolve().parent.parent / "search_spaces"  # raydiff/search_spaces/*.yaml
 
 
@@ -168,6 +170,13 @@ def resolve(space: SearchSpace, points: list[dict[str, Any]]) -> list[Experiment
     return out
 
 
+def trial_count(grid: dict[str, tuple], mode: str) -> int:
+    """How many trials a grid makes, without making them."""
+    if mode == "grid":
+        return math.prod(len(v) for v in grid.values())
+    return 1 + sum(len(v) - 1 for v in grid.values())
+
+
 def point_text(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 
@@ -204,6 +213,10 @@ def search_space_from_dict(raw: Any, source: str = "<dict>") -> SearchSpace:
         if not isinstance(grid_raw, dict):
             raise ConfigError(f"must be a mapping of axis → list of values (got {grid_raw!r})", key="grid")
         grid = {str(k): _check_axis(k, v) for k, v in grid_raw.items()}
+        n = trial_count(grid, sweep.mode)
+        if n > MAX_TRIALS:
+            sizes = " × ".join(str(len(v)) for v in grid.values())
+            raise ConfigError(f"{n:,} trials ({sizes}, {sweep.mode} mode); at most {MAX_TRIALS:,}", key="grid")
         base = experiment_from_dict({k: raw[k] for k in SECTIONS if k in raw}).validate()
         search = parse_search(raw["search"], sweep, grid, base) if raw.get("search") is not None else None
         return resolved(SearchSpace(sweep=sweep, base=base, grid=grid, source=source, search=search))

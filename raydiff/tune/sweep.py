@@ -21,7 +21,7 @@ from ray import tune
 from raydiff import results
 from raydiff.config import SearchSpace
 from raydiff.data import load
-from raydiff.errors import SweepInterrupted, UserError
+from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
 from raydiff.metrics.embedding import load_embedding
 from raydiff.metrics.fid import build_extractor, cleanfid_reference, has_precomputed
@@ -145,13 +145,19 @@ def run_sweep(
         grid = tuner.fit()
         # Tune answers Ctrl+C (and SIGTERM, forwarded) by saving its state and returning: trials
         # without a row in trials.parquet are then unfinished, and the sweep is not done.
-        done = results.read_trials(fs, root).num_rows
-        if done < len(grid):
+        rows = results.read_trials(fs, root).to_pylist()
+        if len(rows) < len(grid):
             raise SweepInterrupted(
-                f"sweep {loc.name!r} stopped with {len(grid) - done} of {len(grid)} trials unfinished; "
+                f"sweep {loc.name!r} stopped with {len(grid) - len(rows)} of {len(grid)} trials unfinished; "
                 f"finish them with: raydiff sweep --resume {loc.name} --storage {loc.storage}"
             )
         print(f"raydiff: sweep {loc.name!r} finished in {time.perf_counter() - t0:.0f} s; results in {loc.uri}", file=out)
+        failed = sorted((r["trial_id"], r.get("stop_reason") or "") for r in rows if r["status"] == "error")
+        if failed:
+            raise TrialsFailed(
+                f"{len(failed)} of {len(rows)} trials of sweep {loc.name!r} failed ({', '.join(t for t, _ in failed)});"
+                f" first error: {failed[0][1]} (trials.parquet, column error)"
+            )
         return loc
     finally:
         restore_signals()

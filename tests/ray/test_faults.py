@@ -211,7 +211,8 @@ def test_divergence_and_error_end_their_trial_and_the_sweep_goes_on(tmp_path):
     )  # fmt: skip
     env = {"RAYDIFF_FAULT_AT_STEP": f"{2 * EVERY}:train.lr=0.004"}
     cmd = Command(tmp_path, "sweep", str(space), "--storage", str(tmp_path / "store"), env=env, log="broken")
-    assert cmd.wait() == 0, cmd.log()
+    assert cmd.wait() == 3, cmd.log()  # the sweep finished, one trial errored: exit 3, named in one line
+    assert "raydiff: failed: 1 of 3 trials" in cmd.log() and f"injected fault at step {2 * EVERY}" in cmd.log()
     cmd.assert_no_survivors()
 
     trials, evals = read_rows(tmp_path / "store" / "broken")

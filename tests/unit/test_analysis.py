@@ -23,6 +23,7 @@ from raydiff.analysis.scaling import analyze_sweep
 from raydiff.analysis.trials import Definition, onset_of, trial_stats
 from raydiff.cli import main
 from raydiff.config import StopConfig
+from raydiff.errors import UserError
 from raydiff.results_folder import load_sweep
 
 TRUTH = {"n_train": 1.0, "batch_size": -1.0, "lr": -0.5}
@@ -223,9 +224,10 @@ def test_analyze_before_any_trial_finished(tmp_path):
     only_space = tmp_path / "fresh"  # the sweep just started: only its search space is written
     only_space.mkdir()
     (only_space / results.SPACE_FILE).write_text(json.dumps({"sweep": {"name": "fresh"}, "grid": {"data.n_train": [16, 32]}}))
-    out = io.StringIO()
-    analyze(str(only_space), str(tmp_path / "o2"), n_boot=50, out=out)
-    assert "0 trial(s) landed of 2 planned" in out.getvalue() and "2 not started" in out.getvalue()
+    # nothing landed, nothing running: refused (issue 17: no fit files for zero trials), nothing written
+    with pytest.raises(UserError, match="0 trial\\(s\\) landed of 2 planned and none running"):
+        analyze(str(only_space), str(tmp_path / "o2"), n_boot=50, out=io.StringIO())
+    assert not (tmp_path / "o2").exists()
 
 
 def test_not_a_results_folder_and_corrupt_parquet_are_one_line_errors(tmp_path, capsys):
