@@ -42,6 +42,8 @@ def cmd_sweep(args) -> int:
     from raydiff.tune.loggers import parse_log_to
 
     log_to = parse_log_to(args.log_to)
+    if args.json and not args.dry_run:
+        raise UserError("--json goes with --dry-run (a sweep's results are Parquet)", key="--json")
     if args.resume:
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
@@ -60,10 +62,13 @@ def cmd_sweep(args) -> int:
         space = space.with_mode(args.mode)
     if args.dry_run:
         from raydiff.preflight import preflight
-        from raydiff.tune.dryrun import print_plan
+        from raydiff.tune.dryrun import print_json, print_plan
 
         preflight(space)
-        print_plan(space, storage=args.storage, name=args.name)
+        if args.json:
+            print_json(space)
+        else:
+            print_plan(space, storage=args.storage, name=args.name)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -151,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument("--json", action="store_true",
+                   help="with --dry-run: one JSON object per trial, its resolved config (as trials.parquet's config column)")
     s.add_argument(
         "--mode", choices=("grid", "one_factor"),
         help="override sweep.mode: grid = every combination of the axes; one_factor = vary one axis at a time around the first values",
@@ -172,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="fit scaling laws and draw figures from a results folder")
     a.add_argument("results", help="results folder: <storage>/<sweep>")
     a.add_argument("--out", help="where to write figures and fits (default: RESULTS/analysis)")
-    a.add_argument("--censored", choices=("exclude", "tobit"), default="exclude",
-                   help="trials without an onset: exclude them from the fits, named (default), or fit them as"
-                   " right-censored at their last step (tobit maximum likelihood)")  # fmt: skip
+    a.add_argument("--censored", choices=("auto", "tobit", "ols", "exclude"), default="auto",
+                   help="trials without an onset: auto (default) fits them as right-censored at their last step"
+                   " (tobit maximum likelihood) whenever a fit has one, least squares otherwise; tobit always;"
+                   " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
     a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
@@ -209,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raydiff: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `raydiff sweep --dry-run --json | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _one_line(e: Exception) -> str:

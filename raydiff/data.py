@@ -47,6 +47,41 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def channel_mean(x: torch.Tensor) -> torch.Tensor:
+    """The per-channel mean of uint8 images [N, C, H, W] in [0, 1]: float32 [C], from exact integer
+    sums (chunked, so 50k CIFAR-10 images cost no float copy)."""
+    total = torch.zeros(x.shape[1], dtype=torch.int64)
+    for i in range(0, x.shape[0], 4096):
+        total += x[i : i + 4096].sum(dim=(0, 2, 3), dtype=torch.int64)
+    count = 255.0 * x.shape[0] * x.shape[2] * x.shape[3]
+    return (total.double() / count).float()
+
+
+def train_mean(normalization: str, x_train: torch.Tensor) -> torch.Tensor | None:
+    """What `to_model` subtracts and `from_model` adds back: the per-channel mean of the training
+    images under `centered` (the same for train, probe and generated images), None under `symmetric`."""
+    return channel_mean(x_train) if normalization == "centered" else None
+
+
+def to_model(x: torch.Tensor, normalization: str = "symmetric", mean: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [N, C, H, W] → the model's range: symmetric: [-1, 1] (`to_model_range`, bit for bit);
+    centered: [0, 1] minus `mean` [C] (Bonnaire et al.'s loader: ToTensor, then Normalize(mean, 1))."""
+    if normalization == "symmetric":
+        return to_model_range(x)
+    if normalization != "centered" or mean is None:
+        raise ValueError(f"normalization {normalization!r}: symmetric, or centered with the training mean")
+    return x.float().div(255.0).sub(mean.to(x.device, torch.float32).view(1, -1, 1, 1))
+
+
+def from_model(x: torch.Tensor, normalization: str = "symmetric", mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's range → uint8 [0, 255] (clipped, rounded): the inverse of `to_model`."""
+    if normalization == "symmetric":
+        return to_uint8(x)
+    if normalization != "centered" or mean is None:
+        raise ValueError(f"normalization {normalization!r}: symmetric, or centered with the training mean")
+    return x.add(mean.to(x.device, x.dtype).view(1, -1, 1, 1)).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 def cache_dir(sub: str = "") -> Path:
     root = Path(os.environ.get("RAYDIFF_CACHE", Path.home() / ".cache" / "raydiff"))
     return root / sub if sub else root

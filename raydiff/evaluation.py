@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from raydiff.config import ExperimentConfig
-from raydiff.data import ImageData, to_model_range, to_uint8
+from raydiff.data import ImageData, from_model, to_model, train_mean
 from raydiff.diffusion import Process
 from raydiff.metrics import fid as fidlib
 from raydiff.metrics.memorization import fraction_with_interval, memorized_cosine, memorized_pixel
@@ -36,9 +36,12 @@ class Probe:
     noise: torch.Tensor  # [P·K, C, H, W]
 
     @classmethod
-    def build(cls, images: torch.Tensor, labels: torch.Tensor | None, times: torch.Tensor, seed: int, device) -> "Probe":
+    def build(
+        cls, images: torch.Tensor, labels: torch.Tensor | None, times: torch.Tensor, seed: int, device,
+        norm: tuple[str, torch.Tensor | None] = ("symmetric", None),  # (data.normalization, training mean)
+    ) -> "Probe":  # fmt: skip
         k = times.shape[0]
-        x0 = to_model_range(images).repeat_interleave(k, dim=0)  # each image at each of k levels
+        x0 = to_model(images, *norm).repeat_interleave(k, dim=0)  # each image at each of k levels
         g = torch.Generator().manual_seed(seed)
         noise = torch.randn(x0.shape, generator=g)
         t = times.repeat(images.shape[0])
@@ -62,20 +65,23 @@ class Evaluator:
         c, h, w = data.shape
         conditional = data.num_classes > 0
         self.train_x = data.x_train  # uint8 [N, C, H, W], CPU: the memorization reference
-        self.train_flat = to_model_range(data.x_train).reshape(len(data.x_train), -1).to(device)
+        # the model's range (data.normalization) and back, with the training images' mean (centered)
+        self.norm = (cfg.data.normalization, train_mean(cfg.data.normalization, data.x_train))
+        self.train_flat = to_model(data.x_train, *self.norm).reshape(len(data.x_train), -1).to(device)
 
+        # train and test probes: as many images of each, on the same noise levels with the same noise,
+        # so their gap measures the images (memorization), not the draw
         times = process.probe_times(ev.probe_noise_levels)
-        p_train = min(ev.probe_images, len(data.x_train))
-        p_test = min(ev.probe_images, len(data.x_test))
+        p = min(ev.probe_images, len(data.x_train), len(data.x_test))
         self.train_probe = Probe.build(
-            data.x_train[:p_train], data.y_train[:p_train] if conditional else None, times, ev.sample_seed + 1, device
+            data.x_train[:p], data.y_train[:p] if conditional else None, times, ev.sample_seed + 1, device, self.norm
         )
         self.test_probe = Probe.build(
-            data.x_test[:p_test], data.y_test[:p_test] if conditional else None, times, ev.sample_seed + 2, device
+            data.x_test[:p], data.y_test[:p] if conditional else None, times, ev.sample_seed + 1, device, self.norm
         )
 
         # the same initial noise and labels at every evaluation
-        n_gen = max(ev.num_samples, ev.fid_samples if ev.fid_every else 0)
+        n_gen = max(ev.num_samples, ev.fid_samples if (ev.fid_every or ev.fid_every_steps) else 0)
         self.mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
         g = torch.Generator().manual_seed(ev.sample_seed)
         self.noise = torch.randn(n_gen, c, h, w, generator=g)
@@ -89,7 +95,7 @@ class Evaluator:
         self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
-        if ev.fid_every:
+        if ev.fid_every or ev.fid_every_steps:
             self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
             self._references(data)
         self.embedding = None
@@ -145,7 +151,7 @@ class Evaluator:
                     net, self.noise[sl].to(self.device), lab, steps=steps or cfg.sample_steps,
                     sampler=cfg.resolved_sampler, guidance=cfg.guidance, generator=gen,
                 )  # fmt: skip
-            out.append(to_uint8(x.float()).cpu())
+            out.append(from_model(x.float(), *self.norm).cpu())
         return torch.cat(out)
 
     def _autocast(self):
@@ -174,8 +180,8 @@ class Evaluator:
             fid_set = self.sample(net, ev.fid_samples) if do_fid else None
 
         if ev.memorization_space in ("pixel", "both"):
-            flags, nb = memorized_pixel(to_model_range(mem_set).to(self.device), self.train_flat, ev.mem_ratio)
-            frac = fraction_with_interval(flags, ev.bootstrap, seed=step)
+            flags, nb = memorized_pixel(to_model(mem_set, *self.norm).to(self.device), self.train_flat, ev.mem_ratio)
+            frac = fraction_with_interval(flags)  # exact Clopper–Pearson 95% interval
             out.update(mem_frac=frac.value, mem_frac_lo=frac.lo, mem_frac_hi=frac.hi)
             k = ev.save_samples
             if k:
@@ -184,30 +190,50 @@ class Evaluator:
                 out["samples_nn_ratio"] = (nb.d1[:k] / nb.d2[:k]).cpu().tolist()
         if ev.memorization_space in ("features", "both"):
             flags, _ = memorized_cosine(self.embedding(mem_set), self.train_emb, ev.mem_cosine)
-            frac = fraction_with_interval(flags, ev.bootstrap, seed=step)
+            frac = fraction_with_interval(flags)  # exact Clopper–Pearson 95% interval
             prefix = "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"
             out.update({prefix: frac.value, f"{prefix}_lo": frac.lo, f"{prefix}_hi": frac.hi})
             out["mem_embedding"] = self.embedding.name
 
         out.update(fid=None, fid_train=None, sliced_wasserstein=None)
         if do_fid:
-            feats = fidlib.batched_features(self.extractor, fid_set)  # [fid_samples, D]
-            gen = fidlib.Stats.of(feats)
-            out["fid"] = fidlib.frechet(gen, self.fid_refs[ev.fid_split]) if ev.fid_split in self.fid_refs else None
-            out["fid_train"] = fidlib.frechet(gen, self.fid_refs["train"]) if "train" in self.fid_refs else None
-            if self.swd_ref is not None:
-                k = min(ev.swd_samples, len(feats))
-                swd = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
-                out["sliced_wasserstein"] = swd
-                out["swd_samples"] = k
-            out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
-            out["fid_split"] = ev.fid_split
-            out["fid_samples"] = int(ev.fid_samples)
-            out["fid_reference"] = self.fid_reference
+            out.update(self._fidelity(fid_set))
         out["eval_s"] = time.perf_counter() - t0
         if not memorization_only:
             self.count += 1
         net.train(was_training)
+        return out
+
+
+    @torch.no_grad()
+    def fidelity(self, net: nn.Module, step: int) -> dict[str, Any]:
+        """A fidelity-only evaluation (eval.fid_every_steps): FID and SWD of fid_samples samples,
+        no memorization test and no loss probes; the memorization cadence is not advanced. Its
+        sampling draws only from the evaluator's own generators, so training is unchanged by it."""
+        was_training = net.training
+        net.eval()
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan, "fid": None, "fid_train": None, "sliced_wasserstein": None}
+        out.update(self._fidelity(self.sample(net, self.cfg.eval.fid_samples)))
+        out["eval_s"] = time.perf_counter() - t0
+        net.train(was_training)
+        return out
+
+    def _fidelity(self, fid_set: torch.Tensor) -> dict[str, Any]:
+        """FID against the references, and SWD, of generated images uint8 [n, C, H, W]."""
+        ev, out = self.cfg.eval, {}
+        feats = fidlib.batched_features(self.extractor, fid_set)  # [fid_samples, D]
+        gen = fidlib.Stats.of(feats)
+        out["fid"] = fidlib.frechet(gen, self.fid_refs[ev.fid_split]) if ev.fid_split in self.fid_refs else None
+        out["fid_train"] = fidlib.frechet(gen, self.fid_refs["train"]) if "train" in self.fid_refs else None
+        if self.swd_ref is not None:
+            k = min(ev.swd_samples, len(feats))
+            out["sliced_wasserstein"] = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
+            out["swd_samples"] = k
+        out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
+        out["fid_split"] = ev.fid_split
+        out["fid_samples"] = int(ev.fid_samples)
+        out["fid_reference"] = self.fid_reference
         return out
 
 

@@ -59,6 +59,11 @@ TRIALS_SCHEMA = pa.schema(
         ("config", pa.string()),  # the trial's resolved ExperimentConfig, JSON
         ("tau_mem_predicted", pa.float64()),  # the budget planner's τ̂ when the trial started (null: no fit)
         ("budget_planned", pa.bool_()),  # the step budget came from the planner, not the config
+        # τ by each onset definition (null: it did not fire, or was not measured); tau_mem_step is
+        # the stop rule's (stop.on), tau_mem_loss_step above the loss divergence's
+        ("tau_mem_pixel_step", pa.int64()),
+        ("tau_mem_features_step", pa.int64()),
+        ("tau_mem_pixel_raw_step", pa.int64()),
     ]
 )
 
@@ -88,6 +93,9 @@ METRICS_SCHEMA = pa.schema(
         ("fid_reference", pa.string()),  # where the reference statistics came from, per split
         ("swd_samples", pa.int64()),
         ("mem_embedding", pa.string()),  # the embedding of the feature-space memorization test
+        ("mem_frac_raw", pa.float64()),  # the pixel test on the raw weights, when the EMA's are evaluated
+        ("mem_frac_raw_lo", pa.float64()),
+        ("mem_frac_raw_hi", pa.float64()),
         ("samples", pa.binary()),  # .npy bytes of uint8 [k, C, H, W]: a few generated samples
         ("samples_nn_index", pa.list_(pa.int64())),  # their nearest training images
         ("samples_nn_ratio", pa.list_(pa.float64())),  # ‖x − a₁‖ / ‖x − a₂‖

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from raydiff.config import ExperimentConfig
-from raydiff.data import ImageData, load, to_model_range
+from raydiff.data import ImageData, load, to_model, train_mean
 from raydiff.diffusion import build_process
 from raydiff.errors import UserError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.objectives import objective_values
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
-from raydiff.metrics.stop import decide, stop_fields
+from raydiff.config.sections import ONSET_DEFINITIONS
+from raydiff.metrics.stop import decide, onsets, stop_fields, stop_onset
 from raydiff.models import build_unet, count_params
 
 Checkpoint = Callable[[], dict[str, Any]]
@@ -41,7 +42,9 @@ Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
 # a non-finite loss is looked for every this many steps (a device sync each time on GPU)
 NONFINITE_CHECK_EVERY = 50
 FAULT_ENV = "RAYDIFF_FAULT_AT_STEP"  # test hook, see injected_fault_step
-HISTORY_KEYS = ("train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")  # per evaluation
+HISTORY_KEYS = (  # per evaluation
+    "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "mem_frac_features", "mem_frac_raw", "fid",
+)  # fmt: skip
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,16 +61,25 @@ def eval_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
     uniform: every k steps. geometric: the gap grows by `geometric_ratio` each time (never below
     k), since onset times scale with N: a fixed relative resolution for a fraction of the evals.
     """
-    k = cfg.eval_every_steps
+    return spaced_steps(cfg, cfg.eval_every_steps, budget) + [budget]
+
+
+def fidelity_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
+    """The steps of fidelity-only evaluations (eval.fid_every_steps; none when unset): spaced as
+    the evaluations are, from fid_every_steps, before the budget."""
+    return spaced_steps(cfg, cfg.eval.fid_every_steps, budget) if cfg.eval.fid_every_steps else []
+
+
+def spaced_steps(cfg: ExperimentConfig, k: int, budget: int) -> list[int]:
+    """Steps k, then gaps of k (uniform) or growing by eval.geometric_ratio (never below k), < budget."""
     steps, s, gap = [], 0, float(k)
     while True:
         s = s + max(k, round(gap))
         if s >= budget:
-            break
+            return steps
         steps.append(s)
         if cfg.eval.cadence == "geometric":
             gap = s * (cfg.eval.geometric_ratio - 1.0)
-    return steps + [budget]
 
 
 def refine_steps(lo: int, hi: int, k: int) -> list[int]:
@@ -124,6 +136,9 @@ class TrainState:
                 weight_decay=t.weight_decay, fused=fused, foreach=None if fused else True,
             )  # fmt: skip
         self.batch_gen = torch.Generator().manual_seed(t.seed + 10_007)
+        # train.sampling: epochs: the current epoch's permutation of the N images and how far into it
+        self.epoch_perm: torch.Tensor | None = None
+        self.epoch_pos = 0
         self.step = 0
         self.wall_s = 0.0
         self.history: list[dict[str, Any]] = []  # one compact row per evaluation
@@ -137,6 +152,8 @@ class TrainState:
             "step": self.step,
             "wall_s": self.wall_s,
             "history": list(self.history),
+            "epoch_perm": None if self.epoch_perm is None else self.epoch_perm.clone(),
+            "epoch_pos": self.epoch_pos,
             "rng": {
                 "batch": self.batch_gen.get_state(),
                 "torch": torch.get_rng_state(),
@@ -154,6 +171,7 @@ class TrainState:
         self.step = int(state["step"])
         self.wall_s = float(state["wall_s"])
         self.history = list(state["history"])
+        self.epoch_perm, self.epoch_pos = state.get("epoch_perm"), int(state.get("epoch_pos", 0))
         rng = state["rng"]
         self.batch_gen.set_state(rng["batch"])
         torch.set_rng_state(rng["torch"])
@@ -163,15 +181,27 @@ class TrainState:
         random.setstate(rng["python"])
 
 
+def history_series(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, list]:
+    """The evaluation history as the report carries it: the steps and the series of every onset
+    definition this trial measures (the stop decision and `raydiff analyze` read them)."""
+    col = lambda key: [h.get(key) for h in history]  # noqa: E731
+    space = cfg.eval.memorization_space
+    out = {"history_steps": col("step"), "history_mem_frac": col("mem_frac")}
+    if space in ("pixel", "both"):
+        out["history_pixel"] = col("mem_frac")
+    if space in ("features", "both"):
+        out["history_features"] = col("mem_frac" if space == "features" else "mem_frac_features")
+    if cfg.measures_raw:
+        out["history_pixel_raw"] = col("mem_frac_raw")
+    out["history_train_loss"], out["history_test_loss"] = col("train_loss"), col("test_loss")
+    return out
+
+
 def onset_summary(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """τ_mem by both definitions, from the evaluation history (the stop decision uses the same rule)."""
-    steps = [h["step"] for h in history]
-    tau = mem_onset(steps, [h.get("mem_frac") for h in history], cfg.stop.mem_frac_threshold, cfg.stop.patience)
-    tau_loss = loss_divergence_onset(
-        steps, [h.get("train_loss") for h in history], [h.get("test_loss") for h in history],
-        cfg.stop.loss_gap, cfg.stop.loss_window,
-    )  # fmt: skip
-    return {"tau_mem_step": tau, "tau_mem_loss_step": tau_loss}
+    """τ_mem by every onset definition (None: not fired, or not measured) and the stop rule's
+    (`tau_mem_step`), from the evaluation history, by the rules the stop decision uses."""
+    found = onsets(history_series(cfg, history), cfg.stop)
+    return {"tau_mem_step": stop_onset(found, cfg.stop), **{f"tau_mem_{d}_step": found.get(d) for d in ONSET_DEFINITIONS}}
 
 
 def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -191,21 +221,28 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         evaluator = Evaluator(cfg, data, process, device)
     if state is not None:
         ts.load_state_dict(state)
-    evaluator.count = sum(not h.get("refined") for h in ts.history)  # keeps the FID cadence aligned across a restore
+    evaluator.count = sum(not h.get("refined") and not h.get("fidelity_only") for h in ts.history)  # FID cadence across a restore
     step = OptimizerStep(cfg, ts, process, data, device)
     static = static_fields(cfg, ts, data)
     eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
     refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.train.batch_size
+    schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]
+    fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps)) - set(schedule)
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
-    for next_eval in [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]:
-        # steps, keeping copies of the evaluated weights where refinement may look between evaluations
+    for next_eval in schedule:
+        # steps, keeping copies of the evaluated weights where refinement may look between
+        # evaluations, and measuring FID alone where the fidelity schedule asks
         snap_at = set(refine_steps(ts.step, next_eval, refine_k)) if refine_k else set()
         snaps: list[tuple[int, float, dict[str, torch.Tensor]]] = []  # (step, wall_s, weights)
+        interim: list[tuple[dict, dict]] = []  # (history row, metrics) reported before this evaluation
         while ts.step < next_eval:
             step()
             if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
                 snaps.append((ts.step, time.perf_counter() - t_start, {k: v.detach().clone() for k, v in eval_net.state_dict().items()}))
+            if ts.step in fidelity_at:
+                m = evaluator.fidelity(eval_net, ts.step)
+                interim.append(({**history_row(ts.step, b, time.perf_counter() - t_start, m), "fidelity_only": True}, m))
             if (ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval) and not step.finite():
                 ts.wall_s = time.perf_counter() - t_start
                 last = diverged_report(cfg, static, ts)
@@ -213,12 +250,15 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                 return last
         # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
         metrics = evaluator(eval_net, ts.step)
-        refined = _refine(evaluator, eval_net, snaps, threshold, b) if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold) else []
+        if cfg.measures_raw:  # the EMA lags the raw weights: test them too (EvalConfig.raw_memorization)
+            metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics))
+        if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):
+            interim += _refine(evaluator, eval_net, snaps, threshold, b)
         ts.wall_s = time.perf_counter() - t_start
-        # report: the refined rows first (no checkpoint, no decision), then this evaluation
-        for r_row, r_metrics in refined:
-            ts.history.append(r_row)
-            report(refined_report(cfg, static, ts, r_metrics, r_row), None)
+        # report: the interim rows first, in step order (no checkpoint, no decision), then this evaluation
+        for i_row, i_metrics in sorted(interim, key=lambda rm: rm[0]["step"]):
+            ts.history.append(i_row)
+            report(interim_report(cfg, static, ts, i_metrics, i_row), None)
         ts.history.append(history_row(ts.step, b, ts.wall_s, metrics))
         last = evaluation_report(cfg, static, ts, metrics, step.mean_loss())
         if report(last, ts.state_dict):  # a reporter that follows the decision returns bool(stop_status)
@@ -227,15 +267,18 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
 
 
 class OptimizerStep:
-    """One optimizer step on a batch drawn with replacement from the resident training set:
-    noise → loss → backward → clip → step → EMA. Keeps the running loss sum between evaluations."""
+    """One optimizer step on a batch of B = cfg.batch images from the resident training set, drawn
+    with replacement or from shuffled epochs (train.sampling): noise → loss → backward → clip →
+    step → EMA. Keeps the running loss sum between evaluations."""
 
     def __init__(self, cfg: ExperimentConfig, ts: TrainState, process, data: ImageData, device: torch.device):
         self.ts, self.process, self.device = ts, process, device
-        self.x_train = to_model_range(data.x_train).to(device)  # [N, C, H, W], resident for the whole run
+        norm = cfg.data.normalization  # [N, C, H, W] in the model's range, resident for the whole run
+        self.x_train = to_model(data.x_train, norm, train_mean(norm, data.x_train)).to(device)
         self.y_train = data.y_train.to(device) if data.num_classes else None  # [N] or None
         self.num_classes = data.num_classes
-        self.n, self.b = self.x_train.shape[0], cfg.train.batch_size
+        self.n, self.b = self.x_train.shape[0], cfg.batch
+        self.epochs = cfg.train.sampling == "epochs"
         self.grad_clip = cfg.train.grad_clip
         self.ema_beta = cfg.train.ema_beta()
         self.net_params = list(ts.net.parameters())
@@ -249,7 +292,7 @@ class OptimizerStep:
 
     def __call__(self) -> None:
         ts, b = self.ts, self.b
-        idx = torch.randint(0, self.n, (b,), generator=ts.batch_gen).to(self.device, non_blocking=True)  # [B]
+        idx = self.draw().to(self.device, non_blocking=True)  # [B]
         labels = None
         if self.y_train is not None:
             labels = self.y_train[idx]
@@ -270,6 +313,24 @@ class OptimizerStep:
             raise RuntimeError(f"injected fault at step {ts.step} ({FAULT_ENV}, a test hook)")
         self.loss_sum += loss.detach()
         self.loss_count += 1
+
+    def draw(self) -> torch.Tensor:
+        """The next batch's indices into the training set, int64 [B] on the CPU, from the trial's
+        batch generator. replacement: B uniform draws. epochs: the next B of the current epoch's
+        permutation, a fresh one drawn when it runs out (a batch may straddle two epochs); the
+        permutation and the position in it are TrainState's, so a restore continues them."""
+        ts, n, b = self.ts, self.n, self.b
+        if not self.epochs:
+            return torch.randint(0, n, (b,), generator=ts.batch_gen)
+        parts, need = [], b
+        while need:
+            if ts.epoch_perm is None or ts.epoch_pos >= n:
+                ts.epoch_perm, ts.epoch_pos = torch.randperm(n, generator=ts.batch_gen), 0
+            part = ts.epoch_perm[ts.epoch_pos : ts.epoch_pos + need]
+            parts.append(part)
+            ts.epoch_pos += len(part)
+            need -= len(part)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def finite(self) -> bool:
         """The loss summed since the last evaluation is finite (a device sync)."""
@@ -323,15 +384,15 @@ def evaluation_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metri
         # search objectives, in every report (an Optuna search reads them; see metrics/objectives.py)
         **objective_values(ts.history, tau, ts.step, b),
         # the evaluation history: the stop decision, the planner and the analysis read it
-        "history_steps": [h["step"] for h in ts.history],
-        "history_mem_frac": [h.get("mem_frac") for h in ts.history],
+        **history_series(cfg, ts.history),
     }
     return {**out, **stop_fields(decide(out, cfg.stop))}
 
 
-def refined_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics: dict, row: dict) -> dict[str, Any]:
-    """A snapshot evaluation, reported before the evaluation that found the crossing: without the
-    history, a checkpoint or a decision (that evaluation's report carries them)."""
+def interim_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics: dict, row: dict) -> dict[str, Any]:
+    """A snapshot evaluation (refinement) or a fidelity-only one, reported before the evaluation
+    that follows it: without the history, a checkpoint or a decision (that evaluation's report
+    carries them)."""
     onset = onset_summary(cfg, ts.history)
     out = {**static, **metrics, **row, **onset, "diverged": False}
     return {**out, **objective_values(ts.history, onset["tau_mem_step"], row["step"], cfg.train.batch_size), **stop_fields(None)}
@@ -380,6 +441,15 @@ def _refine(evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: 
         step, wall_s, _ = snaps[i]
         out.append(({**history_row(step, b, wall_s, done[i]), "refined": True}, done[i]))
     return out
+
+
+def raw_memorization(evaluator: Evaluator, net: torch.nn.Module, step: int, metrics: dict) -> dict[str, Any]:
+    """The pixel memorization test of the raw (non-EMA) weights, as mem_frac_raw[_lo, _hi]."""
+    raw = evaluator(net, step, memorization_only=True)
+    return {
+        "mem_frac_raw": raw.get("mem_frac"), "mem_frac_raw_lo": raw.get("mem_frac_lo"),
+        "mem_frac_raw_hi": raw.get("mem_frac_hi"), "eval_s": metrics["eval_s"] + raw["eval_s"],
+    }  # fmt: skip
 
 
 def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:

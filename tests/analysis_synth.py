@@ -5,6 +5,13 @@ Each trial's true onset is τ = exp(c)·N^α·B^β·η^γ·exp(ε), ε ~ Normal(
 as a logistic in log(step) that crosses the threshold exactly at τ; evaluations sit on a fine
 geometric grid, and a trial ends like a real one: `patience` evaluations after the crossing
 (status memorized) or at its step budget (status budget, censored).
+
+Options for the statistics tests (issue 13): `seeds` replicates every grid point with train.seed
+0..seeds−1 (independent noise, one trial each); `tau_gen` replaces the FID curve by one whose
+minimum lies at a known step per trial (returned through `gen_truth`); `definitions` records
+every onset definition's column (pixel, features, raw weights, loss) with the metric series they
+come from: the features test fires before the stop rule in even-numbered trials and well after it
+in odd ones (so those are censored by the sweep's own stop), the raw weights always earlier.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.config import ExperimentConfig, apply_overrides
+from raydiff.config import ExperimentConfig, StopConfig, apply_overrides
+from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 
 THRESHOLD, PATIENCE = 0.1, 2
 LOGIT_T = math.log(THRESHOLD / (1 - THRESHOLD))
@@ -32,6 +41,19 @@ def eval_steps(last: int, first: int = 10, ratio: float = 1.03) -> np.ndarray:
 def mem_curve(steps: np.ndarray, tau: float, width: float = 0.3) -> np.ndarray:
     """A logistic in log(step) through (τ, THRESHOLD)."""
     return 1.0 / (1.0 + np.exp(-((np.log(steps) - math.log(tau)) / width + LOGIT_T)))
+
+
+DEFINITION_TRIAL_COLUMNS = ("tau_mem_pixel_step", "tau_mem_features_step", "tau_mem_pixel_raw_step")
+RAW_METRIC_COLUMNS = ("mem_frac_raw", "mem_frac_raw_lo", "mem_frac_raw_hi")
+FEATURES_AT, RAW_EARLIER = (0.9, 1.6), 0.8  # τ of the features test (even, odd trials) and of the raw weights, relative to τ
+
+
+def _schema(schema: pa.Schema, names: tuple[str, ...], kind) -> pa.Schema:
+    """The schema with the given columns appended if it lacks them (a results.py without them yet)."""
+    for name in names:
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, kind))
+    return schema
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -80,11 +102,20 @@ def write_sweep(
     width=0.3,
     diverged: int = 0,
     mode: str = "grid",
+    seeds: int = 1,
+    tau_gen: float | None = None,
+    gen_sigma: float = 0.1,
+    gen_truth: dict[str, float] | None = None,
+    fid_every: int = 4,
+    definitions: bool = False,
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
     `running` trials (the last ones) get metrics but no trials row, their series cut halfway;
     `diverged` trials (the first ones) are recorded as diverged; `budget` censors slow trials.
+    `seeds` trials per grid point (train.seed 0..seeds−1); `tau_gen`: FID = 20·(1 + 10·log²(step/τ_gen,i))
+    + 60·mem_frac, its minimum at τ_gen,i = tau_gen·exp(Normal(0, gen_sigma²)), written into
+    `gen_truth`; FID at every `fid_every`-th evaluation; `definitions`: see the module docstring.
     """
     rng = np.random.default_rng(seed)
     fs = pafs.LocalFileSystem()
@@ -108,9 +139,15 @@ def write_sweep(
     if mode == "one_factor":  # the first values are the default point; vary one axis at a time
         points = [(n[0], b[0], lr[0])] + [(v, b[0], lr[0]) for v in n[1:]]
         points += [(n[0], v, lr[0]) for v in b[1:]] + [(n[0], b[0], v) for v in lr[1:]]
+    points = [(nn, bb, ll, k) for nn, bb, ll in points for k in range(seeds)]
+    if definitions:
+        base = apply_overrides(base, {"eval.memorization_space": "both", "eval.embedding": "sscd.pt"})
     truth, trial_rows = {}, []
     n_min, b_min, lr_min = min(n), min(b), min(lr)
-    for i, (nn, bb, ll) in enumerate(points):
+    metrics_schema = _schema(results.METRICS_SCHEMA, RAW_METRIC_COLUMNS, pa.float64())
+    trials_schema = _schema(results.TRIALS_SCHEMA, DEFINITION_TRIAL_COLUMNS, pa.int64())
+    stop = StopConfig()
+    for i, (nn, bb, ll, sd) in enumerate(points):
         tid = f"{root.name}_{i:05d}"
         tau = math.exp(log_c + alpha * math.log(nn) + beta * math.log(bb) + gamma * math.log(ll) + rng.normal(0, sigma))
         truth[tid] = tau
@@ -131,6 +168,13 @@ def write_sweep(
         train_loss = 0.08 * (steps / 10.0) ** -0.15
         test_loss = train_loss * (1.0 + 1.0 * m)  # the held-out loss departs as memorization sets in
         fid = 15.0 + 300.0 * np.exp(-steps / (0.25 * tau)) + 60.0 * m
+        if tau_gen is not None:
+            tg = tau_gen * math.exp(rng.normal(0, gen_sigma))
+            if gen_truth is not None:
+                gen_truth[tid] = tg
+            fid = 20.0 * (1.0 + 10.0 * np.log(steps / tg) ** 2) + 60.0 * m
+        feat = mem_curve(steps.astype(float), tau * FEATURES_AT[i % 2], width) if definitions else None
+        raw = mem_curve(steps.astype(float), tau * RAW_EARLIER, width) if definitions else None
         train_x = digits[:nn] if digits is not None else None
         rows = []
         for j, (s, mf) in enumerate(zip(steps, m)):
@@ -138,28 +182,40 @@ def write_sweep(
                 "trial_id": tid, "step": int(s), "images_seen": int(s) * bb, "wall_s": float(s) * 0.01,
                 "train_loss": float(train_loss[j]), "test_loss": float(test_loss[j]), "mem_frac": float(mf),
                 "mem_frac_lo": float(max(0.0, mf - 0.05)), "mem_frac_hi": float(min(1.0, mf + 0.05)),
-                "fid": float(fid[j]) if j % 4 == 0 else None, "loss": float(train_loss[j]),
+                "fid": float(fid[j]) if j % fid_every == 0 else None, "loss": float(train_loss[j]),
             }  # fmt: skip
+            if definitions:
+                row.update(mem_frac_features=float(feat[j]), mem_frac_raw=float(raw[j]),
+                           mem_frac_raw_lo=float(max(0.0, raw[j] - 0.05)), mem_frac_raw_hi=float(min(1.0, raw[j] + 0.05)))  # fmt: skip
             if train_x is not None and (j % 8 == 0 or j >= end - PATIENCE - 1):
                 x, idx, ratio = _samples(train_x, float(mf), 8, rng)
                 row.update(samples=_npy(x), samples_nn_index=idx, samples_nn_ratio=ratio)
             rows.append(row)
         results.write_atomic(
-            results.table(rows, results.METRICS_SCHEMA, meta), fs, str(root / results.METRICS_DIR / f"{tid}.parquet")
+            results.table(rows, metrics_schema, meta), fs, str(root / results.METRICS_DIR / f"{tid}.parquet")
         )
         if is_running:
             continue
-        cfg = apply_overrides(base, {"data.n_train": nn, "train.batch_size": bb, "train.lr": ll})
+        cfg = apply_overrides(base, {"data.n_train": nn, "train.batch_size": bb, "train.lr": ll, "train.seed": sd})
         onset = int(steps[onset_idx]) if status == "memorized" else None
-        trial_rows.append({
+        extra = {}
+        if definitions:
+            st = steps.tolist()
+            extra = {
+                "tau_mem_pixel_step": mem_onset(st, m.tolist(), THRESHOLD, PATIENCE),
+                "tau_mem_features_step": mem_onset(st, feat.tolist(), THRESHOLD, PATIENCE),
+                "tau_mem_pixel_raw_step": mem_onset(st, raw.tolist(), THRESHOLD, PATIENCE),
+                "tau_mem_loss_step": loss_divergence_onset(st, train_loss.tolist(), test_loss.tolist(), stop.loss_gap, stop.loss_window),
+            }  # fmt: skip
+        trial_rows.append({**extra,
             "trial_id": tid, "status": status, "stop_reason": f"synthetic {status}", "dataset": "digits",
             "n_train": nn, "model": "digits-tiny", "params": 40489, "batch_size": bb, "lr": ll, "objective": "ddpm",
-            "seed": 0, "steps_done": int(steps[-1]), "tau_mem_step": onset,
+            "seed": sd, "steps_done": int(steps[-1]), "tau_mem_step": onset,
             "tau_mem_images": None if onset is None else onset * bb,
             "tau_mem_normalized": None if onset is None else onset * (n_min / nn) * (bb / b_min) * (ll / lr_min),
             "budget_steps": budget or 100000, "config": json.dumps(cfg.to_dict(), sort_keys=True),
         })  # fmt: skip
     if not no_trials_file:
-        results.write_atomic(results.table(trial_rows, results.TRIALS_SCHEMA, meta), fs, str(root / results.TRIALS_FILE))
+        results.write_atomic(results.table(trial_rows, trials_schema, meta), fs, str(root / results.TRIALS_FILE))
     (root / results.SPACE_FILE).write_text(json.dumps(space))
     return truth

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
 from raydiff.analysis.scaling import Analysis
-from raydiff.analysis.text import exponent_label, fmt_num, summary_line
+from raydiff.analysis.text import definitions_text, exponent_label, fmt_num, generation_text, replicates_text, summary_line
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -94,6 +94,25 @@ def _sensitivity_table(an: Analysis) -> str:
     )
 
 
+def _censored_words(mode: str) -> str:
+    return {
+        "auto": "auto — fitted as lower bounds (tobit) wherever a fit has one, least squares otherwise",
+        "tobit": "tobit — fitted as lower bounds (right-censored maximum likelihood)",
+        "ols": "ols — dropped from the fits, which biases the exponents toward 0",
+    }.get(mode, mode)
+
+
+def _text_sections(an: Analysis) -> str:
+    """τ_gen beside τ_mem, the replicate spread and the fit per recorded onset definition, as the
+    plain text prints them (fixed-width tables)."""
+    parts = [
+        ("τ<sub>gen</sub> beside τ<sub>mem</sub>", generation_text(an)),
+        ("Replicate seeds", replicates_text(an)),
+        ("Onset definitions recorded by the sweep", definitions_text(an)),
+    ]
+    return "".join(f"<h3>{title}</h3><pre>{escape(body)}</pre>" for title, body in parts if body)
+
+
 def _trials_table(an: Analysis) -> str:
     head = ("<tr><th class=l>trial</th><th>N</th><th>params</th><th>B</th><th>η</th><th class=l>status</th>"
             "<th>τ<sub>mem</sub></th><th>T (normalized)</th><th>mem rate /1k steps</th><th>peak FID</th><th>@ step</th>"
@@ -129,12 +148,13 @@ def write_report(an: Analysis, figs: list[tuple[str, Path]], path: Path, text: s
 <h1>Memorization onset: sweep <code>{escape(sw.name)}</code></h1>
 <p class=muted>{escape(summary_line(an))}<br>analyzed {now}; git commit <code>{escape(sw.git_commit)}</code></p>
 <p>τ<sub>mem</sub>: {escape(an.definition_label)} — read from each trial's evaluation series with the onset rule the
-stopper uses. Censored trials (no onset within their budget): {escape(an.censored_mode)}.</p>
+stopper uses. Censored trials (no onset within their budget): {escape(_censored_words(an.censored_mode))}.</p>
 {warn}
 <h2>Scaling law</h2>
 {_fit_table(an)}
 {_marginal_table(an)}
 {_sensitivity_table(an)}
+{_text_sections(an)}
 <h2>Trials</h2>
 {_trials_table(an)}
 <h2>Figures</h2>

@@ -1,9 +1,12 @@
 """`raydiff analyze`: the trial table, the scaling-law fits, the figures and report.html.
 
 Writes into the output folder:
-    fits.json          everything below, machine readable (fits, per-trial values, warnings)
-    fits.parquet       one row per fitted coefficient: joint, marginal and sensitivity fits
-    trial_stats.parquet  one row per trial: τ_mem re-read, state, memorization rate, peak fidelity
+    fits.json          everything below, machine readable (fits, per-trial values, warnings, τ_gen
+                       and τ_mem/τ_gen, replicate spread, the fit per recorded onset definition)
+    fits.parquet       one row per fitted coefficient: joint, marginal, sensitivity, definition,
+                       tau_gen and tau_ratio fits
+    trial_stats.parquet  one row per trial: τ_mem re-read, state, memorization rate, peak fidelity,
+                       τ_gen, seed and grid point
     *.png              the figures (figures.py)
     report.html        all of it in one self-contained page (html.py)
 and prints the tables on stdout (text.py). This module only runs those steps: read the results
@@ -31,7 +34,7 @@ from raydiff.results_folder import Sweep, load_sweep
 
 FITS_SCHEMA = pa.schema(
     [
-        ("fit", pa.string()),  # joint | marginal | sensitivity
+        ("fit", pa.string()),  # joint | marginal | sensitivity | definition | tau_gen | tau_ratio
         ("definition", pa.string()),  # the onset definition τ_mem was read with
         ("method", pa.string()),  # ols | tobit
         ("axis", pa.string()),  # const | n_train | batch_size | lr | params
@@ -68,6 +71,10 @@ def fits_dict(an: Analysis) -> dict:
              "fit": r.fit.to_dict() if r.fit else None, "note": r.note}
             for r in an.sensitivity
         ],
+        "tau_gen": an.generation.to_dict() if an.generation else None,
+        "replicates": [r.to_dict() for r in an.replicates],
+        "replicate_sigma": an.replicate_sigma,
+        "definitions": [d.to_dict() for d in an.definitions],
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip
@@ -92,6 +99,11 @@ def fits_rows(an: Analysis) -> list[dict]:
             add("marginal", an.definition_label, f, an.marginal_where.get(a, ""))
     for r in an.sensitivity:
         add("sensitivity", r.definition, r.fit)
+    for d in an.definitions:
+        add("definition", f"{d.column} [{d.definition}]", d.fit)
+    if an.generation:
+        add("tau_gen", an.generation.definition, an.generation.fit)
+        add("tau_ratio", f"tau_mem / tau_gen [{an.generation.definition}]", an.generation.ratio_fit)
     return rows
 
 
@@ -102,6 +114,7 @@ STATS_SCHEMA = pa.schema(
         ("model", pa.string()), ("steps_done", pa.int64()), ("n_evals", pa.int64()), ("tau", pa.float64()),
         ("tau_recorded", pa.int64()), ("tau_normalized", pa.float64()), ("censor_step", pa.int64()),
         ("mem_rate", pa.float64()), ("peak_fid", pa.float64()), ("peak_fid_step", pa.int64()),
+        ("seed", pa.int64()), ("point", pa.string()), ("tau_gen", pa.int64()), ("tau_gen_censored", pa.bool_()),
     ]
 )  # fmt: skip
 
@@ -136,7 +149,7 @@ def analyze(
     uri: str,
     out_dir: str | None = None,
     *,
-    censored: str = "exclude",
+    censored: str = "auto",
     interpolate: bool = False,
     n_boot: int = 2000,
     copies: list[str] | None = None,

@@ -2,9 +2,16 @@
 the sensitivity of the exponents to the onset definition. Pure computation; text.py formats
 it, report.py writes it, figures.py draws it.
 
-Censored trials (finished without an onset) are never silently dropped nor treated as onsets:
-`censored="exclude"` fits the onsets by least squares and names the censored trials in a warning;
-`censored="tobit"` fits everything by maximum likelihood with right-censoring at log(steps_done).
+Censored trials (finished without an onset) are never silently dropped nor treated as onsets.
+`censored="auto"` (the default) fits by maximum likelihood with right-censoring at log(steps_done)
+(tobit) whenever a trial in the fit is censored, and by least squares otherwise (the two agree
+then, up to σ's degrees of freedom); `"tobit"` always uses the censored likelihood; `"ols"` (alias
+`"exclude"`, the old default) drops the censored trials, names them, and warns that dropping them
+biases the exponents toward 0 (the slowest trials go missing: selection on the outcome).
+
+Beside the joint fit of τ_mem: τ_gen (trials.generalization_time) fitted over the same axes, the
+ratio τ_mem/τ_gen, the spread of τ_mem over replicate seeds at each grid point, and one fit per
+onset definition recorded in trials.parquet (`tau_mem_*_step`; `definition_fits`).
 """
 
 from __future__ import annotations
@@ -14,12 +21,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
-from raydiff.analysis.trials import Definition, TrialStats, fmt_value, stop_rule, trial_stats
+from raydiff.analysis.trials import (
+    TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, memorization_test, stop_rule, trial_stats,
+)  # fmt: skip
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep
 
-CENSORED_MODES = ("exclude", "tobit")
+CENSORED_MODES = ("auto", "tobit", "ols", "exclude")  # exclude: the old name of ols
+CENSORED_ALIASES = {"exclude": "ols"}
+DROP_BIAS = "dropping censored trials biases the exponents toward 0"
 SENSITIVITY_THRESHOLDS = (0.05, 0.1, 0.2)
+
+# the onset definitions trials.parquet records, one τ column each: (column, label, metric columns
+# whose values say the trial measured it). A null τ is "did not fire" when measured (censored at
+# the trial's last step: the sweep's own stop cut it), "not measured" otherwise. Columns that no
+# trial filled (older folders, definitions not measured) are skipped.
+DEFINITION_COLUMNS = (
+    ("tau_mem_step", "stop rule (tau_mem_step)"),
+    ("tau_mem_pixel_step", "pixel ratio test"),
+    ("tau_mem_features_step", "feature cosine test"),
+    ("tau_mem_pixel_raw_step", "pixel ratio test, raw weights"),
+    ("tau_mem_loss_step", "loss divergence (recorded)"),
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +55,85 @@ class Sensitivity:
 
 
 @dataclass(frozen=True)
+class DefinitionFit:
+    """The joint fit with τ read from one recorded onset column of trials.parquet."""
+
+    column: str  # tau_mem_*_step
+    definition: str
+    onsets: dict[str, int]  # trial → τ (steps)
+    censored: dict[str, int]  # trial → its last step: measured, not fired (τ ≥ that step)
+    fit: PowerLawFit | None
+    note: str  # why there is no fit
+
+    @property
+    def n_onset(self) -> int:
+        return len(self.onsets)
+
+    @property
+    def n_censored(self) -> int:
+        return len(self.censored)
+
+    def cell(self, trial_id: str) -> str:
+        """A trial's τ by this definition: the step, `≥step` (censored: a lower bound), `-` (not measured)."""
+        if trial_id in self.onsets:
+            return str(self.onsets[trial_id])
+        return f"≥{self.censored[trial_id]}" if trial_id in self.censored else "-"
+
+    def to_dict(self) -> dict:
+        return {"column": self.column, "definition": self.definition, "n_onset": self.n_onset,
+                "n_censored": self.n_censored, "onsets": self.onsets, "censored": self.censored,
+                "fit": self.fit.to_dict() if self.fit else None, "note": self.note}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """τ_mem over the replicate seeds of one grid point (trials that differ only in train.seed)."""
+
+    point: str  # the point's key (trials.point_key)
+    label: str  # its axis values: N=64, B=16, …
+    trials: list[str]
+    seeds: list[int | None]
+    n_onset: int
+    n_censored: int
+    mean: float | None  # over every replicate, censored ones at their last step: a lower bound when n_censored
+    sd: float | None  # over the onsets (sample sd, n − 1); None below 2 onsets
+    sd_log: float | None  # sd of log τ over the onsets: comparable to a fit's σ
+
+    @property
+    def n(self) -> int:
+        return len(self.trials)
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "n": self.n,
+                "mean_is_lower_bound": self.n_censored > 0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GenerationFits:
+    """τ_gen (first FID within 5% of its best before onset) fitted like τ_mem, and τ_mem/τ_gen."""
+
+    definition: str
+    n: int  # trials with a τ_gen
+    fit: PowerLawFit | None
+    note: str
+    ratio_fit: PowerLawFit | None  # τ_mem/τ_gen on the trials with both (censored where τ_mem is)
+    ratio_note: str
+    ratio_median: float | None  # over the trials with an onset and an observed τ_gen
+    ratio_range: tuple[float, float] | None
+
+    def to_dict(self) -> dict:
+        return {"definition": self.definition, "n": self.n, "fit": self.fit.to_dict() if self.fit else None,
+                "note": self.note, "ratio_fit": self.ratio_fit.to_dict() if self.ratio_fit else None,
+                "ratio_note": self.ratio_note, "ratio_median": self.ratio_median,
+                "ratio_range": list(self.ratio_range) if self.ratio_range else None}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Analysis:
     sweep: Sweep
     definition: Definition
     definition_label: str
-    censored_mode: str  # exclude | tobit
+    censored_mode: str  # auto | tobit | ols (requested; each fit records the method it used)
     stats: list[TrialStats]
     axes: list[str]  # the axes the finished trials vary
     joint: PowerLawFit | None
@@ -46,9 +143,45 @@ class Analysis:
     reference: dict[str, float]  # the sweep's default point (first grid values): figure lines, slices
     sensitivity: list[Sensitivity]
     warnings: list[str] = field(default_factory=list)
+    generation: GenerationFits | None = None
+    replicates: list[Replicates] = field(default_factory=list)  # every fitted point, when any has ≥ 2 replicates
+    replicate_sigma: float | None = None  # pooled within-point sd of log τ_mem (points with ≥ 2 onsets)
+    definitions: list[DefinitionFit] = field(default_factory=list)
 
     def by_state(self, state: str) -> list[TrialStats]:
         return [s for s in self.stats if s.state == state]
+
+
+def resolve_mode(mode: str) -> str:
+    """auto | tobit | ols, with the alias exclude → ols; a UserError for anything else."""
+    if mode not in CENSORED_MODES:
+        raise UserError(f"--censored must be one of {', '.join(CENSORED_MODES)} (got {mode!r})")
+    return CENSORED_ALIASES.get(mode, mode)
+
+
+def fit_values(
+    ids: list[str], x: dict[str, np.ndarray], y: np.ndarray, cens: np.ndarray, mode: str, *, target: str, n_boot: int,
+    seed: int = 0,
+) -> PowerLawFit:
+    """The power law of y on x, rows flagged in `cens` being lower bounds, handled per `mode`:
+    auto: tobit when any row is censored, least squares otherwise; tobit; ols: censored rows
+    dropped (and named in the fit's `excluded`). Raises ValueError when the rows cannot support it."""
+    mode = CENSORED_ALIASES.get(mode, mode)
+    if not x:
+        raise ValueError("the trials vary no axis (N, B, η, P)")
+    cens = np.asarray(cens, bool)
+    tobit = mode == "tobit" or (mode == "auto" and cens.any())
+    keep = np.ones(len(y), bool) if tobit else ~cens
+    try:
+        return fit_power_law(
+            {a: v[keep] for a, v in x.items()}, np.asarray(y, float)[keep], censored=cens[keep],
+            method="tobit" if tobit else "ols", target=target, n_boot=n_boot, seed=seed,
+            trials=[i for i, k in zip(ids, keep) if k], excluded=[i for i, c in zip(ids, cens) if c and not tobit],
+        )  # fmt: skip
+    except ValueError as e:
+        if tobit and mode == "auto" and int((~cens).sum()) > len(x) + 1:  # enough onsets for least squares alone
+            raise ValueError(f"{e} (--censored ols would fit the onsets alone, biased toward 0)") from None
+        raise
 
 
 def fit_trials(
@@ -56,18 +189,11 @@ def fit_trials(
 ) -> PowerLawFit:
     """The power law over `axes` on the given trials, censored ones handled per `mode`.
     Raises ValueError (with a reason) when the trials cannot support the fit."""
-    onset = [s for s in stats if s.state == "onset"]
-    cens = [s for s in stats if s.state == "censored"]
-    rows = onset + cens if mode == "tobit" else onset
-    if not axes:
-        raise ValueError("the trials vary no axis (N, B, η, P)")
+    rows = [s for s in stats if s.state in ("onset", "censored")]
     x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}
     y = np.array([s.tau if s.state == "onset" else s.censor_step for s in rows], dtype=float)
-    return fit_power_law(
-        x, y, censored=np.array([s.state == "censored" for s in rows]), method="tobit" if mode == "tobit" else "ols",
-        target=target, n_boot=n_boot, seed=seed, trials=[s.trial_id for s in rows],
-        excluded=[s.trial_id for s in cens] if mode != "tobit" else [],
-    )  # fmt: skip
+    cens = np.array([s.state == "censored" for s in rows], bool)
+    return fit_values([s.trial_id for s in rows], x, y, cens, mode, target=target, n_boot=n_boot, seed=seed)
 
 
 GRID_KEYS = {"n_train": "data.n_train", "batch_size": "train.batch_size", "lr": "train.lr"}
@@ -122,10 +248,9 @@ def marginal_fits(
 
 
 def analyze_sweep(
-    sweep: Sweep, *, censored: str = "exclude", interpolate: bool = False, n_boot: int = 2000, sensitivity: bool = True
+    sweep: Sweep, *, censored: str = "auto", interpolate: bool = False, n_boot: int = 2000, sensitivity: bool = True
 ) -> Analysis:
-    if censored not in CENSORED_MODES:
-        raise UserError(f"--censored must be one of {', '.join(CENSORED_MODES)} (got {censored!r})")
+    mode = resolve_mode(censored)
     d = Definition(interpolate=interpolate)
     stats = trial_stats(sweep, d)
     stops = {stop_rule(t, sweep) for t in sweep.trials} or {stop_rule(None, sweep)}
@@ -145,28 +270,163 @@ def analyze_sweep(
     fitted = [s for s in stats if s.state in ("onset", "censored")]
     axes = varied_axes(fitted, AXES)
     cens = [s for s in stats if s.state == "censored"]
-    if cens and censored == "exclude":
+    if cens and mode == "ols":
         warnings.append(
-            f"{len(cens)} censored trial(s) (no onset within budget) excluded from the fits"
-            f" (--censored tobit fits them): {', '.join(_censored_name(s) for s in cens)}"
+            f"--censored ols: {len(cens)} censored trial(s) (no onset within budget) dropped from the fits, and"
+            f" {DROP_BIAS} (the default, --censored auto, fits them as lower bounds):"
+            f" {', '.join(_censored_name(s) for s in cens)}"
         )
     for s in stats:
         if s.state == "excluded":
             warnings.append(f"{s.trial_id} excluded: {s.reason}")
     target = f"tau_mem_step [{label}]"
     try:
-        joint, note = fit_trials(fitted, axes, censored, target=target, n_boot=n_boot), ""
+        joint, note = fit_trials(fitted, axes, mode, target=target, n_boot=n_boot), ""
     except ValueError as e:
         joint, note = None, f"no joint fit: {e}"
     ref = reference_point(sweep, fitted, axes)
     marg, where = {}, {}
     if len(axes) > 1:
         marg, where = marginal_fits(
-            fitted, axes, ref, censored, one_factor=is_one_factor(sweep), target=target, n_boot=n_boot
+            fitted, axes, ref, mode, one_factor=is_one_factor(sweep), target=target, n_boot=n_boot
         )  # fmt: skip
     # the sensitivity rows compare definitions: fewer resamples keep them cheap, the point estimates carry it
-    sens = sensitivity_table(sweep, axes, censored, interpolate, max(200, n_boot // 4)) if sensitivity else []
-    return Analysis(sweep, d, label, censored, stats, axes, joint, note, marg, where, ref, sens, warnings)
+    side_boot = max(200, n_boot // 4)
+    sens = sensitivity_table(sweep, axes, mode, interpolate, side_boot) if sensitivity else []
+    defs = definition_fits(sweep, fitted, axes, mode, side_boot) if sensitivity else []
+    if mode == "ols" and not cens and (any(r.n_censored for r in sens) or any(r.n_censored for r in defs)):
+        warnings.append(f"--censored ols: the sensitivity and definition rows drop their censored trials, and {DROP_BIAS}")
+    gen = generation_fits(fitted, axes, mode, n_boot) if fitted else None
+    reps, rep_sigma = replicate_spread(fitted, axes)
+    return Analysis(
+        sweep, d, label, mode, stats, axes, joint, note, marg, where, ref, sens, warnings,
+        generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs,
+    )  # fmt: skip
+
+
+def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int) -> GenerationFits:
+    """τ_gen over the axes of the joint fit, and the ratio τ_mem/τ_gen (whose exponents are the
+    differences of the two). A trial whose τ_gen is a lower bound is censored in the τ_gen fit and
+    left out of the ratio (a bound over a bound bounds nothing); one whose τ_mem is censored is
+    censored in the ratio."""
+    label = f"first FID within {TAU_GEN_WITHIN:.0%} of its best at or before the onset"
+    rows = [s for s in fitted if s.tau_gen is not None]
+    if not rows:
+        none = "no trial measured FID: no τ_gen"
+        return GenerationFits(label, 0, None, none, None, none, None, None)
+    ids = [s.trial_id for s in rows]
+    x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}
+    gen = np.array([s.tau_gen for s in rows], float)
+    gen_cens = np.array([s.tau_gen_censored for s in rows], bool)
+    fit = ratio = None
+    note = ratio_note = ""
+    try:
+        fit = fit_values(ids, x, gen, gen_cens, mode, target=f"tau_gen_step [{label}]", n_boot=n_boot)
+    except ValueError as e:
+        note = str(e)
+    keep = ~gen_cens
+    mem = np.array([s.tau if s.state == "onset" else s.censor_step for s in rows], float)
+    mem_cens = np.array([s.state == "censored" for s in rows], bool)
+    r = mem / gen
+    try:
+        ratio = fit_values(
+            [i for i, k in zip(ids, keep) if k], {a: v[keep] for a, v in x.items()}, r[keep], mem_cens[keep], mode,
+            target="tau_mem_step / tau_gen_step", n_boot=n_boot,
+        )  # fmt: skip
+    except ValueError as e:
+        ratio_note = str(e)
+    both = r[keep & ~mem_cens]
+    med = float(np.median(both)) if len(both) else None
+    span = (float(both.min()), float(both.max())) if len(both) else None
+    return GenerationFits(label, len(rows), fit, note, ratio, ratio_note, med, span)
+
+
+def replicate_spread(fitted: list[TrialStats], axes: list[str]) -> tuple[list[Replicates], float | None]:
+    """τ_mem over replicate seeds at each grid point (trials.point_key): mean, sd, n. Every point
+    is listed when any point has two or more replicates; none otherwise. Also the pooled sd of
+    log τ within points (over points with ≥ 2 onsets): the noise floor a fit's σ cannot go below."""
+    groups: dict[str, list[TrialStats]] = {}
+    for s in fitted:
+        groups.setdefault(s.point, []).append(s)
+    if not any(len(g) > 1 for g in groups.values()):
+        return [], None
+    out, ss, dof = [], 0.0, 0
+    for key, g in groups.items():
+        g = sorted(g, key=lambda s: (s.seed is None, s.seed or 0, s.trial_id))
+        on = np.array([s.tau for s in g if s.state == "onset"], float)
+        vals = np.array([s.tau if s.state == "onset" else s.censor_step for s in g], float)
+        label = ", ".join(f"{SYMBOLS[a]}={fmt_value(a, g[0].value(a))}" for a in (axes or TIME_AXES) if g[0].value(a) is not None)
+        sd = float(np.std(on, ddof=1)) if len(on) > 1 else None
+        sd_log = float(np.std(np.log(on), ddof=1)) if len(on) > 1 else None
+        if len(on) > 1:
+            ss += float(((np.log(on) - np.log(on).mean()) ** 2).sum())
+            dof += len(on) - 1
+        out.append(Replicates(
+            key, label, [s.trial_id for s in g], [s.seed for s in g], len(on), len(g) - len(on),
+            float(vals.mean()) if len(vals) else None, sd, sd_log,
+        ))  # fmt: skip
+    return out, (float(np.sqrt(ss / dof)) if dof else None)
+
+
+def _measured(column: str, trial: dict, rows: list[dict]) -> bool:
+    """Whether the trial's metrics show it measured what `column` records (a null is then "did not fire")."""
+    def has(key: str) -> bool:
+        return any(r.get(key) is not None for r in rows)
+
+    test = memorization_test(trial)
+    if column == "tau_mem_step":
+        return has("mem_frac") or has("train_loss")
+    if column == "tau_mem_pixel_step":
+        return test == "pixel" and has("mem_frac")
+    if column == "tau_mem_features_step":
+        return has("mem_frac_features") or (test == "features" and has("mem_frac"))
+    if column == "tau_mem_pixel_raw_step":
+        return has("mem_frac_raw")
+    if column == "tau_mem_loss_step":
+        return sum(r.get("train_loss") is not None and r.get("test_loss") is not None for r in rows) >= 2
+    return False
+
+
+def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int) -> list[DefinitionFit]:
+    """One joint fit per onset definition that trials.parquet records (DEFINITION_COLUMNS), over
+    the trials fitted above; a column no trial filled is skipped (an older folder, or nothing
+    measured), one with fewer than 2 onsets is listed without a fit. A trial that measured the
+    definition without its firing is censored at its last step: the sweep stopped it first."""
+    by_id = {t["trial_id"]: t for t in sweep.trials}
+    out = []
+    for column, label in DEFINITION_COLUMNS:
+        if not any(t.get(column) is not None for t in sweep.trials):
+            continue
+        onsets: dict[str, int] = {}
+        censored: dict[str, int] = {}
+        rows: list[TrialStats] = []
+        for s in fitted:
+            t = by_id.get(s.trial_id)
+            if t is None:
+                continue
+            v = t.get(column)
+            last = int(max(s.steps_done or 0, max((r["step"] for r in sweep.evals.get(s.trial_id, [])), default=0)))
+            if v is not None:
+                onsets[s.trial_id] = int(v)
+            elif _measured(column, t, sweep.evals.get(s.trial_id, [])):
+                censored[s.trial_id] = last
+            else:
+                continue
+            rows.append(s)
+        fit, note = None, ""
+        if len(onsets) < 2:
+            note = f"{len(onsets)} onset(s): at least 2 are needed"
+        else:
+            ids = [s.trial_id for s in rows]
+            x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}
+            y = np.array([onsets.get(i, censored.get(i)) for i in ids], float)
+            c = np.array([i in censored for i in ids])
+            try:
+                fit = fit_values(ids, x, y, c, mode, target=f"{column} [{label}]", n_boot=n_boot)
+            except ValueError as e:
+                note = str(e)
+        out.append(DefinitionFit(column, label, onsets, censored, fit, note))
+    return out
 
 
 def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: bool, n_boot: int) -> list[Sensitivity]:

@@ -1,4 +1,5 @@
-"""The plain text of `raydiff analyze`: the trial table, the fits and the summary line, as
+"""The plain text of `raydiff analyze`: the trial table, the fits and the summary line, τ_gen
+beside τ_mem, the spread over replicate seeds and the fits per recorded onset definition, as
 printed on stdout and embedded in report.html (html.py). Pure formatting: nothing is read,
 fitted or written here."""
 
@@ -25,10 +26,13 @@ def fmt_num(v, spec: str = ".3g") -> str:
 
 
 def trial_table(an: Analysis) -> str:
-    """One line per trial that landed: its axes, state, τ_mem and the per-trial quantities."""
+    """One line per trial that landed: its axes (and seed, when some points have replicates),
+    state, τ_mem and the per-trial quantities."""
+    seeded = bool(an.replicates)
+    seed_head = f" {'seed':>5}" if seeded else ""
     head = (
-        f"{'trial':<16} {'N':>6} {'params':>9} {'B':>4} {'lr':>8} {'status':>10} {'tau_mem':>8} {'T_norm':>8}"
-        f" {'rate/1k':>7} {'peak_fid':>8} {'@step':>6}  note"
+        f"{'trial':<16} {'N':>6} {'params':>9} {'B':>4} {'lr':>8}{seed_head} {'status':>10} {'tau_mem':>8} {'T_norm':>8}"
+        f" {'rate/1k':>7} {'peak_fid':>8} {'@step':>6} {'tau_gen':>8}  note"
     )
     lines = [head]
     for s in an.stats:
@@ -36,11 +40,13 @@ def trial_table(an: Analysis) -> str:
         if s.state == "censored":
             tau = f">{s.censor_step}"
         note = s.reason if s.state != "onset" else ""
+        gen = ("≥" if s.tau_gen_censored else "") + fmt_num(s.tau_gen)
+        seed = f" {fmt_num(s.seed):>5}" if seeded else ""
         lines.append(
             f"{s.trial_id:<16} {fmt_num(s.n_train):>6} {fmt_num(s.params):>9} {fmt_num(s.batch_size):>4}"
-            f" {fmt_num(s.lr, '.1e'):>8} {s.status:>10} {tau:>8} {fmt_num(s.tau_normalized, '.4g'):>8}"
+            f" {fmt_num(s.lr, '.1e'):>8}{seed} {s.status:>10} {tau:>8} {fmt_num(s.tau_normalized, '.4g'):>8}"
             f" {fmt_num(None if s.mem_rate is None else s.mem_rate * 1000, '.3f'):>7} {fmt_num(s.peak_fid, '.2f'):>8}"
-            f" {fmt_num(s.peak_fid_step):>6}  {note}".rstrip()
+            f" {fmt_num(s.peak_fid_step):>6} {gen:>8}  {note}".rstrip()
         )
     return "\n".join(lines)
 
@@ -118,6 +124,80 @@ def sensitivity_text(an: Analysis) -> str:
     return "\n".join(lines)
 
 
+def _cells(f: PowerLawFit) -> str:
+    return "  ".join(f"{c.symbol} ({SYMBOLS.get(c.axis, c.axis)}) = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" for c in f.coefficients)
+
+
+def _how(f: PowerLawFit) -> str:
+    cens = f", {f.n_censored} censored" if f.n_censored else ""
+    return f"({f.method}, {f.n_trials} trials{cens})"
+
+
+def generation_text(an: Analysis) -> str:
+    """τ_gen beside τ_mem: both exponents and the ratio's (Bonnaire et al.: τ_gen ≈ constant, τ_mem ∝ n)."""
+    g = an.generation
+    if g is None:
+        return ""
+    if not g.n:
+        return f"tau_gen: {g.note}"
+    lines = [f"tau_gen beside tau_mem (tau_gen: {g.definition}; {g.n} trial(s) with FID):"]
+    rows = [("tau_mem", an.joint, an.joint_note), ("tau_gen", g.fit, g.note), ("tau_mem/tau_gen", g.ratio_fit, g.ratio_note)]
+    for name, f, why in rows:
+        lines.append(f"  {name:<16} " + (f"{_cells(f)}  {_how(f)}" if f else (why or "no fit")).removeprefix("no joint fit: "))
+    if g.ratio_median is not None:
+        lo, hi = g.ratio_range
+        lines.append(f"  tau_mem/tau_gen per trial (onset and tau_gen observed): median {g.ratio_median:.3g}, range {lo:.3g} to {hi:.3g}")
+    return "\n".join(lines)
+
+
+def replicates_text(an: Analysis) -> str:
+    """τ_mem over replicate seeds at each grid point: n, onsets, mean, sd."""
+    if not an.replicates:
+        return ""
+    width = max(len("grid point"), *(len(r.label) for r in an.replicates))
+    lines = [
+        "replicates (trials sharing every setting but train.seed; each is one observation in the fits):",
+        f"  {'grid point':<{width}} {'n':>3} {'onsets':>6} {'cens.':>5} {'mean tau':>10} {'sd':>9} {'sd log':>7}  seeds",
+    ]
+    for r in an.replicates:
+        mean = "-" if r.mean is None else ("≥" if r.n_censored else "") + f"{r.mean:.4g}"
+        seeds = ",".join("-" if s is None else str(s) for s in r.seeds)
+        lines.append(
+            f"  {r.label:<{width}} {r.n:>3} {r.n_onset:>6} {r.n_censored:>5} {mean:>10} {fmt_num(r.sd, '.4g'):>9}"
+            f" {fmt_num(r.sd_log, '.3f'):>7}  {seeds}"
+        )
+    notes = ["mean over every replicate, a censored one at its last step (≥: a lower bound); sd over the onsets"]
+    if an.replicate_sigma is not None:
+        sig = f"; the joint fit's σ = {an.joint.sigma:.3f}" if an.joint else ""
+        notes.append(f"pooled sd of log tau within points = {an.replicate_sigma:.3f}{sig}")
+    lines.append("  (" + "; ".join(notes) + ")")
+    return "\n".join(lines)
+
+
+def definitions_text(an: Analysis) -> str:
+    """The fit per onset definition recorded in trials.parquet, and each trial's τ by each."""
+    if len(an.definitions) < 2:  # the stop rule's alone is the joint fit above
+        return ""
+    width = max(len("definition"), *(len(d.definition) for d in an.definitions))
+    lines = [
+        f"onset definitions recorded in trials.parquet, each fitted ({an.censored_mode}):",
+        f"  {'definition':<{width}} {'onsets':>6} {'cens.':>5}  exponents",
+    ]
+    for d in an.definitions:
+        cells = f"{_cells(d.fit)}  {_how(d.fit)}" if d.fit else f"no fit: {d.note}"
+        lines.append(f"  {d.definition:<{width}} {d.n_onset:>6} {d.n_censored:>5}  {cells}")
+    ids = [s.trial_id for s in an.stats if any(s.trial_id in d.onsets or s.trial_id in d.censored for d in an.definitions)]
+    if ids:
+        cols = ["stop" if d.column == "tau_mem_step" else d.column.removeprefix("tau_mem_").removesuffix("_step") for d in an.definitions]
+        w = max(len("trial"), *(len(i) for i in ids))
+        lines.append("  tau by definition (steps; ≥: measured, not fired by the trial's last step, a lower bound;"
+                     " -: not measured):")  # fmt: skip
+        lines.append(f"  {'trial':<{w}} " + " ".join(f"{c:>10}" for c in cols))
+        for i in ids:
+            lines.append(f"  {i:<{w}} " + " ".join(f"{d.cell(i):>10}" for d in an.definitions))
+    return "\n".join(lines)
+
+
 def exponent_label(axis: str) -> str:
     """An axis's exponent with the axis it belongs to: "α (N)"."""
     return f"{GREEK[AXES[axis]]} ({SYMBOLS[axis]})"
@@ -130,7 +210,8 @@ def report_text(an: Analysis) -> str:
         parts.append(f"still running: {len(an.sweep.running)} trial(s): {', '.join(an.sweep.running)} (not fitted)")
     parts += [f"warning: {w}" for w in an.warnings]
     parts.append(format_fit(an.joint) if an.joint else an.joint_note)
-    parts += [p for p in (marginal_text(an), sensitivity_text(an)) if p]
+    parts += [p for p in (marginal_text(an), generation_text(an), replicates_text(an), sensitivity_text(an)) if p]
+    parts += [p for p in (definitions_text(an),) if p]
     # an Optuna search's best trials or front; the budget planner's predictions against the onsets
     parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
     return "\n".join(parts)

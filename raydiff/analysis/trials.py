@@ -9,10 +9,20 @@ interpolated in log(step). Every trial ends in one of four states:
     censored   finished without an onset under this definition: τ_mem > the last step it trained
     excluded   diverged, errored, or without evaluation rows: named, never fitted
     running    no row in trials.parquet yet: named, never fitted
+
+Beside τ_mem, each trial gets τ_gen (`generalization_time`): the first evaluation whose FID is
+within 5% of the best FID the trial reached at or before its onset. The step of the best FID
+itself is a poor estimator on the plateau around the minimum, where FID noise alone decides which
+evaluation wins; the first step within 5% of it is where the model stopped improving measurably.
+Bonnaire et al. (2025) find τ_gen ≈ constant in n while τ_mem ∝ n.
+
+Trials that share every setting but the training seed (`train.seed`, trials.parquet `seed`) are
+replicates of one grid point (`point_key`); the fits use each as an observation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -65,6 +75,10 @@ class TrialStats:
     mem_rate: float | None  # d mem_frac / d step from the onset on (least squares); per step
     peak_fid: float | None  # the lowest FID at or before the onset (all evaluations when none)
     peak_fid_step: int | None
+    seed: int | None = None  # train.seed: replicates share everything else (`point`)
+    point: str = ""  # the grid point: a digest of the trial's settings without its seed (point_key)
+    tau_gen: int | None = None  # τ_gen (steps): first FID within TAU_GEN_WITHIN of its best before onset
+    tau_gen_censored: bool = False  # no onset and FID still at its best at the last FID: τ_gen ≥ tau_gen
 
     def value(self, axis: str) -> float | None:
         return getattr(self, axis)
@@ -92,6 +106,22 @@ def _config_of(trial: dict | None) -> dict | None:
         return json.loads(trial["config"])
     except json.JSONDecodeError:
         return None
+
+
+def memorization_test(trial: dict | None) -> str:
+    """Which test the trial's `mem_frac` is: `features` when it measured only that, else `pixel`."""
+    space = ((_config_of(trial) or {}).get("eval") or {}).get("memorization_space", "pixel")
+    return "features" if space == "features" else "pixel"
+
+
+def recorded_onset(t: dict, stop: StopConfig) -> int | None:
+    """The recorded τ that the onset re-read from mem_frac must agree with: `tau_mem_step`, unless
+    the stop rule names other definitions (`stop.on`), in which case tau_mem_step is theirs and
+    the memorization test's own column (`tau_mem_pixel_step`, `tau_mem_features_step`) is the one."""
+    own = memorization_test(t)
+    if stop.on and tuple(stop.on) != (own,) and f"tau_mem_{own}_step" in t:
+        return t.get(f"tau_mem_{own}_step")
+    return t.get("tau_mem_step")
 
 
 def onset_of(rows: list[dict], d: Definition, stop: StopConfig) -> float | None:
@@ -170,13 +200,56 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         norm = onset * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
     rate = mem_rate(rows, onset) if onset is not None else None
     fid, fid_step = peak_fidelity(rows, onset)
+    gen, gen_cens = generalization_time(rows, onset) if state in ("onset", "censored") else (None, False)
     return TrialStats(
         trial_id=tid, status=status, state=state, reason=reason,
         n_train=n, batch_size=b, lr=lr, params=t.get("params"), model=t.get("model"),
         steps_done=steps_done, n_evals=len(rows), tau=onset if state in ("onset", "running") else None,
-        tau_recorded=t.get("tau_mem_step"), tau_normalized=norm if state == "onset" else None,
+        tau_recorded=recorded_onset(t, stop), tau_normalized=norm if state == "onset" else None,
         censor_step=censor, mem_rate=rate, peak_fid=fid, peak_fid_step=fid_step,
+        seed=t.get("seed"), point=point_key(t) if t else "", tau_gen=gen, tau_gen_censored=gen_cens,
     )  # fmt: skip
+
+
+TAU_GEN_WITHIN = 0.05  # τ_gen: the first evaluation with FID ≤ (1 + this) × its best before onset
+
+
+def generalization_time(rows: list[dict], onset: float | None, within: float = TAU_GEN_WITHIN) -> tuple[int | None, bool]:
+    """(τ_gen, censored). τ_gen is the first evaluation whose FID is within `within` (relative)
+    of the lowest FID among the evaluations at or before the onset (all of them when there is
+    none). Censored (a lower bound) when the trial has no onset and its best FID is its last FID:
+    FID was still falling when the trial stopped, so a later, lower best may move τ_gen on.
+    (None, False) without any FID."""
+    pts = [(int(r["step"]), float(r["fid"])) for r in rows if _finite(r.get("fid")) and (onset is None or r["step"] <= onset)]
+    if not pts:
+        return None, False
+    best = min(f for _, f in pts)
+    first = next(s for s, f in pts if f <= best * (1.0 + within))  # FID ≥ 0: a relative margin
+    censored = onset is None and pts[-1][1] == best  # still improving at its last FID
+    return first, censored
+
+
+# settings that do not make a different grid point: the seed itself, where the data and the
+# weights live, the step budget (it decides censoring, not τ), the device
+NOT_POINT = {"train": ("seed", "max_steps", "budget_scaling", "budget_ref_n", "budget_ref_batch", "device"),
+             "data": ("root", "download")}  # fmt: skip
+POINT_COLUMNS = ("dataset", "model", "params", "n_train", "batch_size", "lr", "objective")
+
+
+def point_key(t: dict) -> str:
+    """The trial's grid point, a short digest: its recorded config without the seed (NOT_POINT),
+    or, for a row without a config, its trials.parquet columns (POINT_COLUMNS). Trials with the
+    same key and different seeds are replicates."""
+    cfg = _config_of(t)
+    if isinstance(cfg, dict):
+        cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+        for section, keys in NOT_POINT.items():
+            for k in keys:
+                (cfg.get(section) or {}).pop(k, None)
+        what = cfg
+    else:
+        what = {c: t.get(c) for c in POINT_COLUMNS}
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def fmt_value(axis: str, v: float) -> str:

@@ -27,6 +27,12 @@ FEATURES = ("auto", "inception", "digits_classifier")
 MEMORIZATION_SPACES = ("pixel", "features", "both")
 FID_REFERENCES = ("auto", "images")
 CADENCES = ("uniform", "geometric")
+NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
+BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
+SAMPLINGS = ("replacement", "epochs")  # batches drawn with replacement | shuffled epochs
+# onset definitions (metrics/stop.py): the ratio test on the evaluated weights in pixel space, the
+# cosine test in an embedding space, the ratio test on the raw (non-EMA) weights, the loss divergence
+ONSET_DEFINITIONS = ("pixel", "features", "pixel_raw", "loss")
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
 DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
 CLASSES = {"digits": 10, "cifar10": 10}  # labelled datasets (gmm: its components; folder: none)
@@ -45,6 +51,9 @@ class DataConfig:
     gmm_std: float = 0.15
     class_conditional: bool = False
     seed: int = 0  # gmm sampling only; real datasets take the first N
+    # the model's pixel range: symmetric: uint8 → [-1, 1]; centered: [0, 1] minus the per-channel
+    # mean of the N training images (Bonnaire et al.'s loader), the same mean for every image
+    normalization: str = "symmetric"
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +87,7 @@ class DataConfig:
             )
         if self.dataset == "folder" and not self.root:
             raise ConfigError("the folder dataset needs a path of images", key="data.root")
+        choice("data.normalization", self.normalization, NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -161,9 +171,24 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # the batch: fixed: batch_size; min_n: min(N, batch_cap or batch_size) (Bonnaire et al.: min(n, 512)).
+    # ExperimentConfig.batch resolves it; read that, not batch_size, for the B a trial trains with
+    batch_rule: str = "fixed"
+    batch_cap: int | None = None  # min_n only; None: batch_size
+    # replacement: every batch drawn uniformly with replacement; epochs: shuffled epochs without
+    # replacement (a fresh permutation of the N images per epoch, a batch may straddle two epochs)
+    sampling: str = "replacement"
 
     def validate(self) -> None:
         positive("train.batch_size", self.batch_size)
+        choice("train.batch_rule", self.batch_rule, BATCH_RULES)
+        if self.batch_cap is not None:
+            positive("train.batch_cap", self.batch_cap)
+            if self.batch_cap > LIMITS["train.batch_size"]:
+                raise ConfigError(f"must be ≤ {LIMITS['train.batch_size']:,} (got {self.batch_cap:,})", key="train.batch_cap")
+            if self.batch_rule != "min_n":
+                raise ConfigError("applies only with train.batch_rule: min_n", key="train.batch_cap")
+        choice("train.sampling", self.sampling, SAMPLINGS)
         positive("train.lr", self.lr)
         positive("train.max_steps", self.max_steps)
         choice("train.budget_scaling", self.budget_scaling, BUDGET_SCALINGS)
@@ -214,6 +239,10 @@ class EvalConfig:
     bootstrap: int = 1000
     fid_every: int = 4  # FID at every k-th evaluation (0: never); FID is the costly part
     fid_samples: int = 512
+    # FID also in fidelity-only evaluations (no memorization test) on their own schedule from
+    # this step: spaced like the evaluations (geometric with eval.geometric_ratio, or uniform).
+    # They draw no training randomness, so they add fidelity points without moving τ_mem.
+    fid_every_steps: int | None = None
     fid_features: str = "auto"  # auto: inception for 32×32 RGB, digits_classifier for digits
     fid_split: str = "test"  # the split `fid` compares with (test | train); `fid_train` is always train
     fid_reference: str = "auto"  # auto: clean-fid's precomputed split statistics where they exist
@@ -224,6 +253,10 @@ class EvalConfig:
     probe_images: int = 64  # fixed images for the train/test loss probes
     probe_noise_levels: int = 8
     use_ema: bool = True  # evaluate the EMA weights (when EMA is on)
+    # the pixel memorization test on the raw weights too, when the EMA weights are evaluated: the
+    # EMA trails the raw weights by ~1/(1-β) steps, a lag in τ that flattens B and η exponents.
+    # None: on whenever EMA weights are evaluated (and the test is in pixel space)
+    raw_memorization: bool | None = None
     save_samples: int = 16  # generated samples stored per evaluation (0: none) for figures
 
     def validate(self) -> None:
@@ -253,6 +286,8 @@ class EvalConfig:
         positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.fid_every})", key="eval.fid_every")
+        if self.fid_every_steps is not None:
+            positive("eval.fid_every_steps", self.fid_every_steps)
         if self.fid_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.fid_samples})", key="eval.fid_samples")
         choice("eval.fid_features", self.fid_features, FEATURES)
@@ -269,15 +304,21 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class StopConfig:
-    # Onset: mem_frac ≥ threshold at `patience` consecutive evaluations. 0.1 sits far above the
-    # ≈0 a generalizing model scores (held-out images score 0) yet early on the rise to 1, and
-    # patience 2 keeps one noisy evaluation of 128 samples from ending a trial.
+    # Onset by the ratio test (pixel, features, raw weights): mem_frac ≥ threshold at `patience`
+    # consecutive evaluations. 0.1 sits far above the ≈0 a generalizing model scores (held-out
+    # images score 0) yet early on the rise to 1, and patience 2 keeps one noisy evaluation of
+    # 128 samples from ending a trial.
     mem_frac_threshold: float = 0.1
     patience: int = 2
-    # Loss-divergence onset (Marion & Wu): test loss exceeds train loss by `loss_gap` (relative)
-    # over a moving window of `loss_window` evaluations. Recorded, never used to stop.
+    # Loss-divergence onset (Marion & Wu): the test loss departs from the train loss by `loss_gap`
+    # (relative, against the gap at the first evaluation), confirmed over `loss_window` evaluations.
     loss_gap: float = 0.05
     loss_window: int = 3
+    # The stop rule: the onset definitions that must all have fired (metrics/stop.py), then
+    # `continue_for` × τ more steps, so the rise of f_mem after onset is observed, not cut off.
+    # None: the trial's memorization test (pixel; features when only that is measured).
+    on: tuple[str, ...] | None = None
+    continue_for: float = 0.0
 
     def validate(self) -> None:
         if not 0.0 < self.mem_frac_threshold <= 1.0:
@@ -285,6 +326,14 @@ class StopConfig:
         positive("stop.patience", self.patience)
         positive("stop.loss_gap", self.loss_gap)
         positive("stop.loss_window", self.loss_window)
+        if self.on is not None and not self.on:
+            raise ConfigError(f"name at least one onset definition ({', '.join(ONSET_DEFINITIONS)})", key="stop.on")
+        for i, d in enumerate(self.on or ()):
+            choice(f"stop.on[{i}]", d, ONSET_DEFINITIONS)
+        if self.on and len(set(self.on)) != len(self.on):
+            raise ConfigError(f"names a definition twice ({list(self.on)})", key="stop.on")
+        if not 0.0 <= self.continue_for <= 100.0:
+            raise ConfigError(f"must be in [0, 100], a fraction of τ (got {self.continue_for})", key="stop.continue_for")
 
 
 @dataclass(frozen=True)
@@ -322,6 +371,19 @@ class ExperimentConfig:
                 f"the scaled budget is {self.budget_steps:,} steps ({self.budget_reason}); at most {LIMITS['train.max_steps']:,}",
                 key="train.max_steps",
             )
+        measured = {
+            "pixel": self.eval.memorization_space in ("pixel", "both"),
+            "features": self.eval.memorization_space in ("features", "both"),
+            "pixel_raw": self.measures_raw,
+            "loss": True,
+        }
+        for d in self.stop.on or ():
+            if not measured[d]:
+                raise ConfigError(
+                    f"stops on {d!r}, which this trial does not measure (eval.memorization_space:"
+                    f" {self.eval.memorization_space}; raw weights: {'yes' if self.measures_raw else 'no'})",
+                    key="stop.on",
+                )
         steps = self.eval.mem_sample_steps
         if steps is not None and self.diffusion.objective == "ddpm" and steps > self.diffusion.num_timesteps:
             raise ConfigError(
@@ -334,7 +396,7 @@ class ExperimentConfig:
         t = self.train
         if t.budget_scaling == "fixed":
             return t.max_steps
-        scale = (self.data.n_train / t.budget_ref_n) * (t.budget_ref_batch / t.batch_size)
+        scale = (self.data.n_train / t.budget_ref_n) * (t.budget_ref_batch / self.batch)
         return max(1, round(t.max_steps * scale))
 
     @property
@@ -344,8 +406,15 @@ class ExperimentConfig:
             return f"fixed: max_steps={t.max_steps}"
         return (
             f"n_over_b: {t.max_steps} × (N={self.data.n_train}/{t.budget_ref_n})"
-            f" × ({t.budget_ref_batch}/B={t.batch_size})"
+            f" × ({t.budget_ref_batch}/B={self.batch})"
         )
+
+    @property
+    def measures_raw(self) -> bool:
+        """Memorization is measured on the raw weights too (their EMA is what is evaluated)."""
+        uses_ema = self.train.ema_beta() > 0 and self.eval.use_ema
+        wanted = uses_ema if self.eval.raw_memorization is None else self.eval.raw_memorization
+        return wanted and uses_ema and self.eval.memorization_space in ("pixel", "both")
 
     @property
     def eval_every_steps(self) -> int:
@@ -353,6 +422,15 @@ class ExperimentConfig:
         if e.every_images is not None:
             return max(1, math.ceil(e.every_images / self.train.batch_size))
         return int(e.every_steps)  # validated: one of the two is set
+
+    @property
+    def batch(self) -> int:
+        """B, the images per optimizer step: train.batch_size, or under batch_rule min_n
+        min(N, batch_cap or batch_size) (Bonnaire et al.: min(n, 512))."""
+        t = self.train
+        if t.batch_rule == "min_n":
+            return min(self.data.n_train, t.batch_cap or t.batch_size)
+        return t.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return plain(dataclasses.asdict(self))
@@ -424,7 +502,7 @@ LIMITS: dict[str, int] = {
     "model.base_channels": 4096, "model.num_res_blocks": 64, "model.head_dim": 4096, "model.emb_dim": 65_536,
     "model.noise_dim": 65_536, "diffusion.num_timesteps": 100_000, "diffusion.sample_steps": 100_000,
     "train.batch_size": 65_536, "train.max_steps": 1_000_000_000, "train.budget_ref_n": 1_000_000_000,
-    "train.budget_ref_batch": 65_536, "eval.every_steps": 1_000_000_000, "eval.every_images": 10**12,
+    "train.budget_ref_batch": 65_536, "eval.every_steps": 1_000_000_000, "eval.every_images": 10**12, "eval.fid_every_steps": 1_000_000_000,
     "eval.refine_snapshots": 1024, "eval.num_samples": 1_000_000, "eval.mem_sample_steps": 100_000,
     "eval.sample_batch": 65_536, "eval.bootstrap": 1_000_000, "eval.fid_samples": 1_000_000,
     "eval.swd_samples": 1_000_000, "eval.swd_projections": 100_000, "eval.probe_images": 65_536,

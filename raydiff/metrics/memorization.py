@@ -80,18 +80,38 @@ class Fraction:
     hi: float
 
 
-def fraction_with_interval(flags: torch.Tensor | np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Fraction:
-    """Fraction of True flags with a percentile bootstrap interval.
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) interval for a binomial proportion, k successes of n.
 
-    Resampling S binary flags with replacement gives a count ~ Binomial(S, p̂), so the bootstrap
-    is drawn from that binomial directly: the same distribution, without S × n_boot indices.
+    lo = Beta⁻¹(a; k, n − k + 1), hi = Beta⁻¹(1 − a; k + 1, n − k), a = (1 − level)/2, with lo = 0
+    at k = 0 and hi = 1 at k = n. Its coverage is at least `level` for every p: unlike a bootstrap,
+    it does not collapse to [0, 0] when no sample is memorized (0/128 gives [0, 0.0284]).
+    """
+    from scipy.stats import beta  # a dependency already; scipy.stats is imported on first use only
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 ≤ k ≤ n (got k={k}, n={n})")
+    a = (1.0 - level) / 2.0
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1.0 - a, k + 1, n - k))
+    return lo, hi
+
+
+def fraction_with_interval(
+    flags: torch.Tensor | np.ndarray, n_boot: int | None = None, seed: int | None = None, level: float = 0.95
+) -> Fraction:
+    """Fraction of True flags with its exact Clopper–Pearson interval (`clopper_pearson`).
+
+    `n_boot` and `seed` are accepted for older callers and ignored: the interval is exact, drawn
+    from no resampling (it used to be a percentile bootstrap, which reads [0, 0] at 0/128).
     """
     flags = np.asarray(flags.cpu() if isinstance(flags, torch.Tensor) else flags, dtype=bool)
-    s = flags.size
-    p = float(flags.mean()) if s else float("nan")
+    s = int(flags.size)
     if s == 0:
-        return Fraction(p, p, p)
-    boot = np.random.default_rng(seed).binomial(s, p, size=n_boot) / s
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
-    return Fraction(p, float(lo), float(hi))
+        nan = float("nan")
+        return Fraction(nan, nan, nan)
+    k = int(flags.sum())
+    lo, hi = clopper_pearson(k, s, level)
+    return Fraction(k / s, lo, hi)

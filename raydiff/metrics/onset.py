@@ -67,17 +67,26 @@ def loss_divergence_onset(
 ) -> int | None:
     """Marion & Wu's τ_mem: the first step where the test loss departs from the train loss.
 
-    The relative gap (test − train) / train is smoothed with a trailing moving average over
-    `window` evaluations; the onset is the first step where the smoothed gap exceeds `gap` and
-    stays above it at the next evaluation (so one noisy probe does not count). Evaluations with a
-    missing or non-finite loss are skipped.
+    At each evaluation the relative gap g_i = (test − train) / train is measured against its value
+    at the first evaluation, g_i − g_0: the probes' own offset (different images, different
+    difficulty) is there before any overfitting and is not a departure. The onset is the first
+    evaluation whose excess exceeds `gap` and that the next `window − 1` evaluations confirm (all
+    above `gap` too), reported at that first exceedance, not at the end of the window: a step
+    jump at evaluation k gives step k exactly, one noisy evaluation never fires with window ≥ 2,
+    and an excess that has not yet been confirmed (too few evaluations after it) is no onset yet.
+    (The rule it replaces averaged the gap over a trailing window, which put a jump one
+    evaluation late, and compared the raw gap, offset included.)
+
+    Evaluations with a missing or non-finite loss, or a train loss ≤ 0, are skipped; the baseline
+    g_0 is the first evaluation that remains.
     """
     pts = [(s, (te - tr) / tr) for s, tr, te in zip(steps, train_loss, test_loss) if _finite(tr) and _finite(te) and tr > 0]
-    smooth = []
-    for i in range(len(pts)):
-        lo = max(0, i - window + 1)
-        smooth.append((pts[i][0], sum(g for _, g in pts[lo : i + 1]) / (i + 1 - lo)))
-    for (s, g), (_, g_next) in zip(smooth, smooth[1:]):
-        if g > gap and g_next > gap:
-            return s
+    if not pts:
+        return None
+    g0 = pts[0][1]
+    above = [g - g0 > gap for _, g in pts]
+    need = max(1, int(window))
+    for i in range(len(pts) - need + 1):
+        if all(above[i : i + need]):
+            return pts[i][0]
     return None

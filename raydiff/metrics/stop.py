@@ -8,12 +8,13 @@ rule of `raydiff.metrics.onset.mem_onset`, so a stop here means the trial's τ_m
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raydiff.metrics.onset import mem_onset
+from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 
 if typing.TYPE_CHECKING:  # annotations only: the rule needs just the stop section's values
     from raydiff.config import StopConfig
@@ -24,24 +25,74 @@ class StopDecision:
     reason: str
 
 
+# onset definition → the report's history list(s) it reads (metrics/onset.py rules)
+SERIES = {
+    "pixel": "history_pixel",
+    "features": "history_features",
+    "pixel_raw": "history_pixel_raw",
+    "loss": ("history_train_loss", "history_test_loss"),
+}
+
+
+def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | None]:
+    """τ by every onset definition whose series the result carries (None: not fired yet).
+
+    `history_pixel` falls back to `history_mem_frac`, the stop series of reports that predate the
+    named series (a pixel-space trial's mem_frac)."""
+    steps = result.get("history_steps") or ()
+    out: dict[str, int | None] = {}
+    for name, key in SERIES.items():
+        if name == "loss":
+            train, test = (result.get(k) for k in key)
+            if train is not None and test is not None:
+                out[name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
+            continue
+        fracs = result.get(key)
+        if fracs is None and name == "pixel":
+            fracs = result.get("history_mem_frac")
+        if fracs is not None:
+            out[name] = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
+    return out
+
+
+def stop_definitions(found: Mapping[str, int | None], stop: "StopConfig") -> tuple[str, ...]:
+    """`stop.on`, or by default the trial's memorization test: pixel, else features."""
+    if stop.on:
+        return tuple(stop.on)
+    return ("features",) if "pixel" not in found and "features" in found else ("pixel",)
+
+
+def stop_onset(found: Mapping[str, int | None], stop: "StopConfig") -> int | None:
+    """The stop rule's τ: once every definition it names has fired, the latest of them."""
+    taus = [found.get(d) for d in stop_definitions(found, stop)]
+    return None if any(t is None for t in taus) else max(taus)
+
+
 def decide(result: Mapping[str, Any], stop: "StopConfig") -> StopDecision | None:
     """Why this trial must stop now, or None to let it go on.
 
-    `result` carries `diverged` (and `diverged_step`), the evaluation history (`history_steps`,
-    `history_mem_frac`), `step` and `budget_steps`. Order matters: a diverged trial is diverged
-    even if it had memorized; an onset seen at the last evaluation of the budget is an onset.
+    `result` carries `diverged` (and `diverged_step`), the evaluation history (`history_steps`
+    and the series of each onset definition, see SERIES), `step` and `budget_steps`. Order
+    matters: a diverged trial is diverged even if it had memorized; once every definition of
+    `stop.on` has fired, the trial runs `continue_for` × τ more steps (or to its budget) and is
+    memorized; an onset seen at the last evaluation of the budget is an onset.
     """
     if result.get("diverged"):
         return StopDecision("diverged", f"non-finite training loss at step {result.get('diverged_step')}")
-    steps, fracs = result.get("history_steps"), result.get("history_mem_frac")
-    if steps and fracs:
-        onset = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
-        if onset is not None:
-            return StopDecision(
-                "memorized",
-                f"mem_frac ≥ {stop.mem_frac_threshold:g} at {stop.patience} consecutive evaluations from step {onset}",
-            )
     step, budget = result.get("step"), result.get("budget_steps")
+    found = onsets(result, stop)
+    tau = stop_onset(found, stop)
+    if tau is not None:
+        until = tau + math.ceil(stop.continue_for * tau)
+        at_budget = step is not None and budget is not None and step >= budget
+        if step is not None and (step >= until or at_budget):
+            rule = f"mem_frac ≥ {stop.mem_frac_threshold:g} at {stop.patience} consecutive evaluations"
+            more = f", then {stop.continue_for:g} × τ more steps" if stop.continue_for else ""
+            names = stop_definitions(found, stop)
+            if not stop.on:  # the trial's own memorization test, worded as it always was
+                return StopDecision("memorized", f"{rule} from step {tau}{more}")
+            what = ", ".join(f"{d} from step {found[d]}" for d in names)
+            return StopDecision("memorized", f"every onset of stop.on fired ({what}){more}")
     if step is not None and budget is not None and step >= budget:
         return StopDecision("budget", f"step budget of {budget} spent without onset")
     return None

@@ -20,6 +20,7 @@ from raydiff import results
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
 from raydiff.models import model_name
+from raydiff.tune.dryrun import config_json
 from raydiff.tune.planner import planned_columns
 
 EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
@@ -82,11 +83,14 @@ def trial_row(
         "best_fid_step": best[1],
         "node_id": last.get("node_id"),
         "tau_mem_loss_step": last.get("tau_mem_loss_step"),
+        "tau_mem_pixel_step": last.get("tau_mem_pixel_step"),
+        "tau_mem_features_step": last.get("tau_mem_features_step"),
+        "tau_mem_pixel_raw_step": last.get("tau_mem_pixel_raw_step"),
         "budget_steps": last.get("budget_steps", cfg.budget_steps),
         "budget_reason": last.get("budget_reason", cfg.budget_reason),
         "wall_s": last.get("wall_s"),
         "error": error,
-        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "config": config_json(cfg),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from raydiff.config import SearchSpace
@@ -20,6 +21,18 @@ def plan_rows(space: SearchSpace) -> list[dict]:
             "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
         })  # fmt: skip
     return rows
+
+
+def config_json(exp) -> str:
+    """A trial's resolved config as trials.parquet's `config` column holds it."""
+    return json.dumps(exp.to_dict(), sort_keys=True)
+
+
+def print_json(space: SearchSpace, out=None) -> None:
+    """`--dry-run --json`: one line per trial (an Optuna search: its base trial), for scripts."""
+    out = out or sys.stdout
+    for exp in space.experiments():
+        print(config_json(exp), file=out)
 
 
 def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None) -> None:

@@ -40,12 +40,12 @@ def prestage(space: SearchSpace) -> None:
     seen: set[tuple] = set()
     embeddings: set[str] = set()
     for exp in space.extremes():
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if exp.eval.fid_every else None)
+        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
         if key in seen:
             continue
         seen.add(key)
         data = load(exp.data)
-        if exp.eval.fid_every:
+        if exp.eval.fid_every or exp.eval.fid_every_steps:
             extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
             size = data.shape[1]
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):

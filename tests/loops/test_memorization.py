@@ -100,20 +100,27 @@ def test_noisy_copies_cross_the_ratio(digits):
     ],
 )
 def test_fraction_with_interval_brackets_value(flags):
-    f = fraction_with_interval(flags, n_boot=500, seed=0)
+    f = fraction_with_interval(flags)
     expected = float(np.asarray(flags).mean())
     assert f.value == pytest.approx(expected)
     assert 0.0 <= f.lo <= f.value <= f.hi <= 1.0
-    if 0 < expected < 1:
-        assert f.lo < f.hi  # a real interval when the flags vary
-    assert fraction_with_interval(flags, n_boot=500, seed=0) == f  # seeded: reproducible
+    assert f.lo < f.hi  # exact (Clopper–Pearson): a real interval even at 0/S and S/S
+    assert fraction_with_interval(flags) == f  # no resampling: the same flags, the same interval
+    # the old bootstrap arguments are accepted and change nothing
+    assert fraction_with_interval(flags, 500, seed=3) == f
 
 
 def test_fraction_interval_width_shrinks_with_samples():
-    small = fraction_with_interval(np.arange(40) % 4 == 0, n_boot=2000)
-    big = fraction_with_interval(np.arange(4000) % 4 == 0, n_boot=2000)
+    small = fraction_with_interval(np.arange(40) % 4 == 0)
+    big = fraction_with_interval(np.arange(4000) % 4 == 0)
     assert small.value == big.value == 0.25
     assert (big.hi - big.lo) < (small.hi - small.lo) / 5  # ∝ 1/√S: 10× narrower
+
+
+def test_no_memorized_sample_is_not_zero_memorization():
+    """0 of 128 memorized bounds the fraction by ≈ 2.9% (the bootstrap said [0, 0])."""
+    f = fraction_with_interval(torch.zeros(128, dtype=torch.bool))
+    assert (f.value, f.lo) == (0.0, 0.0) and f.hi == pytest.approx(1 - 0.025 ** (1 / 128))
 
 
 def test_fraction_of_nothing_is_nan():

@@ -60,6 +60,7 @@ def test_marion_file_records_the_papers_settings():
     assert base.data.class_conditional and base.data.n_test == 5120
     assert (base.eval.mem_cosine, base.eval.swd_samples, base.eval.fid_features) == (0.6, 2000, "inception")
     assert base.eval.embedding.endswith(".torchscript.pt")
+    assert base.eval.refine_snapshots > 0 and base.data.normalization == "symmetric"
 
 
 def test_bonnaire_needs_its_folder(capsys, tmp_path):
@@ -89,6 +90,10 @@ def test_bonnaire_grid_with_a_folder(tmp_path):
     assert (exp.diffusion.objective, exp.diffusion.num_timesteps, exp.diffusion.beta_end) == ("ddpm", 1000, 0.02)
     assert (exp.train.optimizer, exp.train.momentum, exp.model.dropout) == ("sgd", 0.95, 0.1)
     assert exp.data.shape == (32, 1)
+    # their loader, batch rule, DataLoader and sampler (Utils/loader.py, run_Unet.py, generate.py)
+    assert (exp.data.normalization, exp.train.sampling, exp.diffusion.resolved_sampler) == ("centered", "epochs", "ddim")
+    assert [e.batch for e in space.experiments()[::5]] == [128, 256, 512]  # B = min(n, 512)
+    assert (exp.eval.num_samples, exp.eval.mem_sample_steps, exp.eval.refine_snapshots > 0) == (10_000, 100, True)
     raw["grid"]["data.n_train"].append(1024)
     with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 2560"):  # the folder's size: preflight's
         preflight(search_space_from_dict(raw))
@@ -130,3 +135,30 @@ def test_optimizer_choice():
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.95
     with pytest.raises(ConfigError, match="train.optimizer: must be one of adam, sgd"):
         search_space_from_dict({"train": {"optimizer": "lion"}})
+
+
+def test_one_bonnaire_trial_on_cpu(tmp_path):
+    """The file's own settings run: centered gray images, B = min(n, 512), shuffled epochs, SGD,
+    DDIM samples for the ratio test."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(16 + 8):
+        pixels = torch.randint(0, 256, (32, 32), dtype=torch.uint8, generator=g).numpy()
+        Image.fromarray(pixels, mode="L").save(tmp_path / f"{i:06d}.png")
+    raw = yaml.safe_load(BONNAIRE.read_text())
+    raw["data"]["root"] = str(tmp_path)
+    space = search_space_from_dict(raw)
+    cfg = apply_overrides(space.base, {
+        "model.preset": "bonnaire-w8", "data.n_train": 16, "data.n_test": 8, "train.max_steps": 4,
+        "train.device": "cpu", "diffusion.sample_steps": 2, "eval.mem_sample_steps": 2, "eval.every_steps": 2,
+        "eval.cadence": "uniform", "eval.num_samples": 4, "eval.fid_every": 0, "eval.probe_images": 2,
+        "eval.probe_noise_levels": 1, "eval.refine_snapshots": 1, "eval.save_samples": 2,
+    })  # fmt: skip
+    assert (cfg.data.normalization, cfg.batch, cfg.train.sampling) == ("centered", 16, "epochs")
+    reports = []
+    last = train(cfg, lambda m, ckpt: reports.append((m, ckpt)))
+    assert [m["step"] for m, _ in reports] == [2, 4]
+    assert 0.0 <= last["mem_frac"] <= 1.0 and last["train_loss"] > 0
+    state = reports[-1][1]()
+    assert state["ema"] is None and state["epoch_pos"] == 16  # 4 steps × 16 = 4 whole epochs

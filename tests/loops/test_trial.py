@@ -168,3 +168,34 @@ def test_divergence_is_reported(monkeypatch):
 def test_eval_schedule(eval_cfg, batch, budget, expected):
     cfg = tiny(eval=eval_cfg, train={"batch_size": batch})
     assert eval_schedule(cfg, budget) == expected
+
+
+@pytest.mark.parametrize("knobs", [
+    pytest.param({"train": {"batch_size": 5, "sampling": "epochs"}}, id="epochs-mid-epoch"),  # 100 images: 12.5 epochs
+    pytest.param({"data": {"normalization": "centered"}, "train": {"batch_size": 32, "batch_rule": "min_n"}},
+                 id="centered-min_n"),  # fmt: skip
+])
+def test_resume_with_the_papers_knobs(knobs):
+    """Shuffled epochs restore mid-epoch to the same batches, centered data and B = min(N, cap)
+    to the same run: a restored trial continues evaluation for evaluation."""
+    cfg = tiny(**knobs)
+    full = Recorder()
+    train(cfg, full)
+    resumed = Recorder()
+    train(cfg, resumed, state=full.states[20])
+    assert [r["step"] for r in resumed.reports] == [40, 60]
+    for a, b in zip(full.reports[1:], resumed.reports):
+        for k in ("train_loss", "test_loss", "mem_frac", "loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+    if cfg.train.sampling == "epochs":
+        assert 0 < full.states[20]["epoch_pos"] < 8  # the checkpoint was taken mid-epoch
+    else:
+        assert cfg.batch == 8 and full.reports[-1]["train_loss"] < full.reports[0]["train_loss"]
+
+
+def test_default_knobs_draw_as_before(full_run):
+    """The defaults (symmetric, fixed B, batches with replacement) keep today's run: the same RNG
+    draws, so the same losses as the knobless loop would give."""
+    cfg, _, _ = full_run
+    assert (cfg.data.normalization, cfg.train.batch_rule, cfg.train.sampling) == ("symmetric", "fixed", "replacement")
+    assert cfg.batch == cfg.train.batch_size == 16

@@ -90,7 +90,7 @@ def test_tobit_is_less_biased_than_dropping_censored_trials():
         fit_power_law({"n_train": n}, n, censored=n > 100)
 
 
-def test_censored_trials_excluded_by_default_and_fitted_by_tobit(tmp_path):
+def test_censored_trials_fitted_by_tobit_by_default_and_dropped_by_ols(tmp_path):
     root = tmp_path / "cens"
     # a 95% interval misses now and then: over seeds 0-11 this one covered α = 1 in 11 of 12
     # folders (seed 3 missed), and α dropped < α tobit in all 12
@@ -103,12 +103,17 @@ def test_censored_trials_excluded_by_default_and_fitted_by_tobit(tmp_path):
     assert all(stats[t].censor_step <= 5000 and stats[t].tau is None for t in censored)
     assert max(stats[t].n_train for t in censored) == 512  # the largest-N trials are the slow ones
 
-    ex = analyze_sweep(sw, n_boot=300, sensitivity=False)
+    ex = analyze_sweep(sw, censored="ols", n_boot=300, sensitivity=False)
+    assert ex.censored_mode == "ols" and ex.joint.method == "ols"
     assert ex.joint.n_trials == 36 - len(censored) and ex.joint.excluded == censored
-    warning = next(w for w in ex.warnings if "censored" in w)
+    (warning,) = [w for w in ex.warnings if "censored" in w]
     assert f"{len(censored)} censored" in warning and all(t in warning for t in censored)
+    assert "biases the exponents toward 0" in warning
+    old = analyze_sweep(sw, censored="exclude", n_boot=300, sensitivity=False)  # the old name: an alias
+    assert old.censored_mode == "ols" and old.joint.coef("n_train") == ex.joint.coef("n_train")
 
-    tb = analyze_sweep(sw, censored="tobit", n_boot=300, sensitivity=False)
+    tb = analyze_sweep(sw, n_boot=300, sensitivity=False)  # the default: auto, tobit here
+    assert tb.censored_mode == "auto" and not [w for w in tb.warnings if "censored" in w]
     assert tb.joint.method == "tobit" and tb.joint.n_trials == 36 and tb.joint.n_censored == len(censored)
     a_t, a_x = tb.joint.coef("n_train"), ex.joint.coef("n_train")
     assert a_t.lo <= 1.0 <= a_t.hi
@@ -117,7 +122,12 @@ def test_censored_trials_excluded_by_default_and_fitted_by_tobit(tmp_path):
     out = io.StringIO()
     analyze(str(root), str(tmp_path / "out"), n_boot=100, out=out)
     text = out.getvalue()
-    assert "warning:" in text and all(t in text for t in censored) and "--censored tobit" in text
+    assert "tobit (right-censored maximum likelihood)" in text and f"{len(censored)} censored" in text
+    assert "biases the exponents toward 0" not in text
+    out = io.StringIO()
+    analyze(str(root), str(tmp_path / "out"), censored="ols", n_boot=100, out=out)
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("warning:") and "toward 0" in ln]
+    assert len(lines) == 1 and all(t in lines[0] for t in censored)
 
 
 def test_errored_and_diverged_trials_are_named_and_excluded(tmp_path):

@@ -1,6 +1,16 @@
-"""τ_mem by loss divergence (Marion & Wu): the first step at which the test loss departs from the
-train loss by more than a relative margin, smoothed over a trailing window, confirmed by the next
-evaluation. Synthetic curves, one table row per case."""
+"""τ_mem by loss divergence (Marion & Wu): the first evaluation at which the relative gap
+(test − train) / train exceeds its value at the first evaluation by more than a margin, confirmed
+by the next `window − 1` evaluations, reported at that first exceedance. Synthetic curves, one
+table row per case.
+
+These cases were rewritten for that rule (issue 13). The ones they replace encoded the earlier
+rule, a trailing moving average of the raw gap confirmed by one more evaluation, under which a
+step jump at evaluation k was reported one evaluation late whenever the margin exceeded jump/window
+("window-delays-onset": 600 for a jump at 500), and a constant offset between the train and test
+probes (a gap that is there before any training) fired at once. Now a jump at k gives k for every
+window, an offset never fires, and `window` is the number of evaluations that must agree (window 1:
+no confirmation, so one spike does fire there; window ≥ 2 it never does).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,7 @@ from raydiff.trial import onset_summary
 
 STEPS = [100 * (i + 1) for i in range(10)]  # 100, 200, ..., 1000
 TRAIN = [1.0 - 0.05 * i for i in range(10)]  # a train loss that keeps falling
+JUMP = [0.0] * 4 + [0.2] * 6  # the test loss departs at the 5th evaluation, step 500
 
 
 def curve(gaps):
@@ -26,16 +37,30 @@ CASES = [
     ("never-departs", [0.0] * 10, 0.05, 3, None),
     ("below-margin", [0.04] * 10, 0.05, 1, None),
     ("test-below-train", [-0.3] * 10, 0.05, 1, None),
-    ("step-departure-window1", [0.0] * 4 + [0.2] * 6, 0.05, 1, 500),
-    # window 3: the smoothed gap at the first departed eval is 0.2/3 > 0.05 already
-    ("step-departure-window3", [0.0] * 4 + [0.2] * 6, 0.05, 3, 500),
-    # ... but with a 0.1 margin it takes a second departed eval (0.4/3 > 0.1)
-    ("window-delays-onset", [0.0] * 4 + [0.2] * 6, 0.1, 3, 600),
-    ("one-spike-is-not-onset", [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 0.05, 1, None),
-    ("spike-then-real-departure", [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.3], 0.05, 1, 700),
-    ("needs-a-confirming-eval", [0.0] * 9 + [0.5], 0.05, 1, None),
+    # a step jump at evaluation k is reported at k, whatever the window or the margin below the jump
+    ("step-jump-window1", JUMP, 0.05, 1, 500),
+    ("step-jump-window2", JUMP, 0.05, 2, 500),
+    ("step-jump-window3", JUMP, 0.05, 3, 500),
+    ("step-jump-window3-margin0.1", JUMP, 0.1, 3, 500),  # the old moving average said 600
+    ("step-jump-window6", JUMP, 0.05, 6, 500),  # the last six evaluations all confirm
+    ("window-longer-than-the-departure", JUMP, 0.05, 7, None),  # not confirmed (yet)
+    ("margin-above-the-jump", JUMP, 0.25, 1, None),  # an excess of 0.2 is no departure at margin 0.25
+    # a constant offset between the probes is the baseline, not a departure
+    ("constant-offset", [0.3] * 10, 0.05, 1, None),
+    ("constant-offset-then-jump", [0.3] * 4 + [0.5] * 6, 0.05, 3, 500),
+    ("negative-offset-then-jump", [-0.2] * 4 + [0.0] * 6, 0.05, 2, 500),  # departs from −0.2 to 0
+    # one noisy spike: fires only when no confirmation is asked for
+    ("one-spike-window1", [0.0, 0.0, 0.5] + [0.0] * 7, 0.05, 1, 300),
+    ("one-spike-window2", [0.0, 0.0, 0.5] + [0.0] * 7, 0.05, 2, None),
+    ("one-spike-window3", [0.0, 0.0, 0.5] + [0.0] * 7, 0.05, 3, None),
+    ("spike-then-real-departure", [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.3], 0.05, 2, 700),
+    ("spike-inside-a-window-breaks-it", [0.0] * 4 + [0.2, 0.0] + [0.2] * 4, 0.05, 3, 700),
+    ("needs-confirming-evals", [0.0] * 9 + [0.5], 0.05, 2, None),
+    ("last-eval-window1", [0.0] * 9 + [0.5], 0.05, 1, 1000),
+    # a gradual rise: the first evaluation past the margin that stays past it
     ("gradual-rise", [0.02 * i for i in range(10)], 0.05, 1, 400),  # 0.06 at the 4th index
-    ("gradual-rise-smoothed", [0.02 * i for i in range(10)], 0.05, 3, 500),  # mean(0.04,0.06,0.08)
+    ("gradual-rise-window3", [0.02 * i for i in range(10)], 0.05, 3, 400),  # the window no longer delays it
+    ("gradual-rise-from-offset", [0.1 + 0.02 * i for i in range(10)], 0.05, 3, 400),  # same, offset 0.1
 ]
 
 
@@ -44,14 +69,32 @@ def test_loss_divergence_onset(gaps, margin, window, expected):
     assert loss_divergence_onset(STEPS, TRAIN, curve(gaps), gap=margin, window=window) == expected
 
 
+@pytest.mark.parametrize("k", range(1, 9))
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_step_jump_at_any_evaluation_is_found_there(k, window):
+    gaps = [0.05] * k + [0.4] * (10 - k)  # offset 0.05 before; the jump at index k
+    assert loss_divergence_onset(STEPS, TRAIN, curve(gaps), gap=0.1, window=window) == STEPS[k]
+
+
 def test_missing_and_nonfinite_evaluations_are_skipped():
-    gaps = [0.0] * 4 + [0.2] * 6
-    test = curve(gaps)
+    test = curve(JUMP)
     train = list(TRAIN)
     test[4] = None  # not measured at step 500
     train[5] = math.nan  # failed at step 600
-    # 500 and 600 drop out; the next two departed evaluations are 700 and 800
-    assert loss_divergence_onset(STEPS, train, test, gap=0.05, window=1) == 700
+    # 500 and 600 drop out: the first departed evaluation left is 700, confirmed by 800 and 900
+    assert loss_divergence_onset(STEPS, train, test, gap=0.05, window=3) == 700
+    # a skipped evaluation neither breaks nor counts towards a window
+    test = curve([0.0] * 4 + [0.2, 0.2, 0.2, 0.0, 0.0, 0.0])
+    test[5] = None
+    assert loss_divergence_onset(STEPS, TRAIN, test, gap=0.05, window=2) == 500
+    assert loss_divergence_onset(STEPS, TRAIN, test, gap=0.05, window=3) is None
+
+
+def test_the_baseline_is_the_first_evaluation_that_remains():
+    train, test = list(TRAIN), curve([0.0] + [0.3] * 9)
+    assert loss_divergence_onset(STEPS, train, test, gap=0.05, window=2) == 200
+    train[0] = None  # the first evaluation lost: its offset-free baseline goes with it
+    assert loss_divergence_onset(STEPS, train, test, gap=0.05, window=2) is None
 
 
 def test_nonpositive_train_loss_is_skipped():
@@ -62,13 +105,17 @@ def test_nonpositive_train_loss_is_skipped():
 
 def test_empty_and_single_point():
     assert loss_divergence_onset([], [], []) is None
-    assert loss_divergence_onset([100], [1.0], [2.0]) is None
+    assert loss_divergence_onset([100], [1.0], [2.0]) is None  # the baseline itself never departs
+    assert loss_divergence_onset([100, 200], [None, 1.0], [None, 2.0]) is None
 
 
 def test_trial_records_it_with_the_stop_config():
     history = [{"step": s, "train_loss": tr, "test_loss": te, "mem_frac": 0.0}
-               for s, tr, te in zip(STEPS, TRAIN, curve([0.0] * 4 + [0.2] * 6))]  # fmt: skip
+               for s, tr, te in zip(STEPS, TRAIN, curve(JUMP))]  # fmt: skip
     loose = ExperimentConfig(stop=StopConfig(loss_gap=0.1, loss_window=3))
     tight = ExperimentConfig(stop=StopConfig(loss_gap=0.05, loss_window=1))
-    assert onset_summary(loose, history) == {"tau_mem_step": None, "tau_mem_loss_step": 600}
+    strict = ExperimentConfig(stop=StopConfig(loss_gap=0.3, loss_window=1))
+    got = onset_summary(loose, history)
+    assert got["tau_mem_step"] is None and got["tau_mem_loss_step"] == 500
     assert onset_summary(tight, history)["tau_mem_loss_step"] == 500
+    assert onset_summary(strict, history)["tau_mem_loss_step"] is None

@@ -5,6 +5,7 @@ and `raydiff analyze`."""
 from __future__ import annotations
 
 import math
+import re
 import pickle
 
 import pytest
@@ -200,11 +201,13 @@ def test_interpolated_onset_cases(steps, fracs, patience, expected):
 @pytest.mark.parametrize(
     "train, test, gap, window, expected",
     [
-        # relative gaps 0, 0, .2, .2, .2, .2; 3-window averages 0, 0, .067, .133, .2, .2
+        # relative gaps 0, 0, .2, .2, .2, .2 against the first: the jump at step 3, confirmed by the
+        # next window − 1 evaluations, is reported where it happened (issue 13: no longer a trailing
+        # average that put it one evaluation late: step 4 for a gap of 0.1)
         pytest.param([1.0] * 6, [1, 1, 1.2, 1.2, 1.2, 1.2], 0.05, 3, 3, id="window3"),
-        # the same with a gap of 0.1: the smoothed gap first exceeds it at step 4
-        pytest.param([1.0] * 6, [1, 1, 1.2, 1.2, 1.2, 1.2], 0.1, 3, 4, id="window3-larger-gap"),
-        pytest.param([1.0] * 6, [1, 1, 1.2, 1.0, 1.0, 1.0], 0.05, 1, None, id="one-spike-ignored"),
+        pytest.param([1.0] * 6, [1, 1, 1.2, 1.2, 1.2, 1.2], 0.1, 3, 3, id="window3-larger-gap"),
+        pytest.param([1.0] * 6, [1, 1, 1.2, 1.0, 1.0, 1.0], 0.05, 2, None, id="one-spike-ignored"),
+        pytest.param([1.0] * 6, [1.1] * 6, 0.05, 1, None, id="constant-offset-is-no-departure"),
         pytest.param([1.0] * 6, [1.0] * 6, 0.05, 3, None, id="no-gap"),
         pytest.param([1, None, 1, 1, 1, 1], [1, 1, 1, 1.5, 1.5, 1.5], 0.05, 1, 4, id="missing-skipped"),
         pytest.param([1, 1, 1, NAN, 1, 1], [1, 1, 1.5, 1.5, 1.5, 1], 0.05, 1, 3, id="nan-skipped"),
@@ -226,3 +229,66 @@ def test_metric_row_is_the_same_from_what_ray_gets():
     row = metric_row("t0", for_tune(report))
     assert row == metric_row("t0", report)
     assert row["samples_nn_index"] == [3, 1] and isinstance(row["samples_nn_index"], list)
+
+
+# ------------------------------------------------------------------ named onset definitions
+
+
+def series(pixel=None, features=None, raw=None, train=None, test=None, every=100, budget=1000, step=None):
+    """A report with the named series of `raydiff.trial.history_series`."""
+    n = len(next(s for s in (pixel, features, raw, train) if s is not None))
+    steps = [every * (i + 1) for i in range(n)]
+    out = {"step": step if step is not None else steps[-1], "budget_steps": budget, "history_steps": steps, "diverged": False}
+    for key, values in (("history_pixel", pixel), ("history_features", features), ("history_pixel_raw", raw),
+                        ("history_train_loss", train), ("history_test_loss", test)):  # fmt: skip
+        if values is not None:
+            out[key] = list(values)
+    return out
+
+
+FLAT = [1.0] * 6
+JUMP = [1.0, 1.0, 1.0, 1.5, 1.5, 1.5]  # the test loss departs at the 4th evaluation (step 400)
+
+# (report, stop.on, continue_for) → status (None: go on), the stop rule's τ
+ON_CASES = [
+    pytest.param(series(pixel=[0, 0, 0.2, 0.3, 0.3, 0.3]), None, 0.0, "memorized", 300, id="default-is-pixel"),
+    pytest.param(series(features=[0, 0, 0.2, 0.3, 0.3, 0.3]), None, 0.0, "memorized", 300, id="default-features-only"),
+    pytest.param(series(pixel=[0, 0.2, 0.3, 0.3, 0.3, 0.3], features=[0] * 6, train=FLAT, test=JUMP), ("features", "loss"), 0.0, None, None, id="features-not-fired"),
+    pytest.param(series(pixel=[0] * 6, features=[0, 0, 0, 0, 0.2, 0.3], train=FLAT, test=JUMP), ("features", "loss"), 0.0, "memorized", 500, id="both-fired-latest-is-tau"),
+    pytest.param(series(features=[0, 0.2, 0.3, 0.3, 0.3, 0.3], train=FLAT, test=FLAT), ("features", "loss"), 0.0, None, None, id="loss-not-fired"),
+    pytest.param(series(pixel=[0, 0.2, 0.3, 0.3, 0.3, 0.3], raw=[0.2, 0.3, 0.3, 0.3, 0.3, 0.3]), ("pixel_raw",), 0.0, "memorized", 100, id="raw-weights-earlier"),
+    pytest.param(series(pixel=[0, 0.2, 0.3, 0.3, 0.3, 0.3], step=250), ("pixel",), 0.5, None, 200, id="continuing-after-onset"),
+    pytest.param(series(pixel=[0, 0.2, 0.3, 0.3, 0.3, 0.3], step=300), ("pixel",), 0.5, "memorized", 200, id="continued-half-tau"),
+    pytest.param(series(pixel=[0, 0.2, 0.3, 0.3, 0.3, 0.3], step=250, budget=250), ("pixel",), 5.0, "memorized", 200, id="budget-ends-the-continuation"),
+    pytest.param(series(pixel=[0] * 6, budget=600), ("pixel",), 0.0, "budget", None, id="budget-without-onset"),
+]
+
+
+@pytest.mark.parametrize("report, on, continue_for, status, tau", ON_CASES)
+def test_decide_on_named_definitions(report, on, continue_for, status, tau):
+    from raydiff.metrics.stop import onsets, stop_onset
+
+    stop = StopConfig(mem_frac_threshold=0.1, patience=2, loss_gap=0.05, loss_window=2, on=on, continue_for=continue_for)
+    d = decide(report, stop)
+    assert (d.status if d else None) == status
+    assert stop_onset(onsets(report, stop), stop) == tau
+    assert MemorizationOnsetStopper()("t", decided(report, stop)) is (status is not None)
+
+
+@pytest.mark.parametrize(
+    "section, needle",
+    [
+        pytest.param({"stop": {"on": ["pixels"]}}, "stop.on[0]", id="unknown-definition"),
+        pytest.param({"stop": {"on": []}}, "at least one", id="empty"),
+        pytest.param({"stop": {"on": ["pixel", "pixel"]}}, "twice", id="repeated"),
+        pytest.param({"stop": {"on": ["features"]}}, "does not measure", id="not-measured"),
+        pytest.param({"stop": {"on": ["pixel_raw"]}}, "does not measure", id="raw-without-ema"),
+        pytest.param({"stop": {"continue_for": -0.5}}, "stop.continue_for", id="negative-continuation"),
+    ],
+)
+def test_stop_rule_errors(section, needle):
+    from raydiff.config import search_space_from_dict
+    from raydiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        search_space_from_dict(section)

@@ -1,0 +1,84 @@
+"""The onset definitions as named series in `train()`'s reports: τ by each definition, the raw
+(non-EMA) weights' memorization beside the EMA's, the stop rule's τ, and the dry run's JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from raydiff import cli
+from raydiff.config import experiment_from_dict, load_search_space, packaged_search_space
+from raydiff.metrics.stop import decide
+from raydiff.trial import train
+
+TINY = {
+    "data": {"dataset": "digits", "n_train": 8, "n_test": 16},
+    "model": {"base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16},
+    "diffusion": {"objective": "ddpm", "sample_steps": 4},
+    "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 60, "ema_halflife_images": 200},
+    "eval": {"every_steps": 20, "num_samples": 8, "fid_every": 0, "probe_images": 4,
+             "probe_noise_levels": 2, "bootstrap": 50, "save_samples": 0},
+}  # fmt: skip
+
+
+def tiny(**sections):
+    raw = {k: dict(v) for k, v in TINY.items()}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return experiment_from_dict(raw).validate()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(cfg):
+    reports = []
+    train(cfg, lambda m, _ckpt: reports.append(m) or False)
+    return reports
+
+
+def test_raw_weights_are_tested_beside_the_ema():
+    cfg = tiny(stop={"on": ["pixel", "pixel_raw", "loss"], "mem_frac_threshold": 0.01, "patience": 1})
+    assert cfg.measures_raw
+    reports = run(cfg)
+    for r in reports:
+        assert 0.0 <= r["mem_frac_raw_lo"] <= r["mem_frac_raw"] <= r["mem_frac_raw_hi"] <= 1.0
+        assert r["history_pixel_raw"][-1] == r["mem_frac_raw"] and r["history_pixel"][-1] == r["mem_frac"]
+        # every definition's τ is reported; the stop rule's is the latest of those it names
+        taus = [r[f"tau_mem_{d}_step"] for d in ("pixel", "pixel_raw", "loss")]
+        assert r["tau_mem_step"] == (None if None in taus else max(taus))
+        assert r["tau_mem_features_step"] is None  # not measured
+        d = decide(r, cfg.stop)
+        assert r["stop_status"] == (d.status if d else None)
+
+
+def test_raw_test_off_and_without_ema():
+    assert not tiny(eval={"raw_memorization": False}).measures_raw
+    assert not tiny(train={"ema_halflife_images": None, "ema_decay": 0.0}).measures_raw
+    r = run(tiny(eval={"raw_memorization": False}, train={"max_steps": 20}))[-1]
+    assert r.get("mem_frac_raw") is None and "history_pixel_raw" not in r
+
+
+def test_continue_for_runs_past_the_onset():
+    """The stop rule fires at onset + continue_for × τ: the rise after onset is observed."""
+    cfg = tiny(stop={"mem_frac_threshold": 0.01, "patience": 1, "continue_for": 1.0})
+    reports = run(cfg)
+    tau = next((r["tau_mem_step"] for r in reports if r["tau_mem_step"] is not None), None)
+    stops = [r for r in reports if r["stop_status"] == "memorized"]
+    if tau is not None and stops:
+        assert stops[0]["step"] >= 2 * tau or stops[0]["step"] == cfg.budget_steps
+
+
+def test_dry_run_json_is_the_config_column(capsys):
+    assert cli.main(["sweep", "default", "--dry-run", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    exps = load_search_space(packaged_search_space("default")).experiments()
+    assert [json.loads(line) for line in lines] == [e.to_dict() for e in exps]
+    assert [json.loads(line)["data"]["n_train"] for line in lines] == [16, 32, 64, 128]
