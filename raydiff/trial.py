@@ -225,7 +225,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     step = OptimizerStep(cfg, ts, process, data, device)
     static = static_fields(cfg, ts, data)
     eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
-    refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.train.batch_size
+    refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
     schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps)) - set(schedule)
     t_start = time.perf_counter() - ts.wall_s
@@ -280,7 +280,7 @@ class OptimizerStep:
         self.n, self.b = self.x_train.shape[0], cfg.batch
         self.epochs = cfg.train.sampling == "epochs"
         self.grad_clip = cfg.train.grad_clip
-        self.ema_beta = cfg.train.ema_beta()
+        self.ema_beta = cfg.train.ema_beta(cfg.batch)
         self.net_params = list(ts.net.parameters())
         self.ema_params = list(ts.ema.parameters()) if ts.ema is not None else []
         # classifier-free guidance trains the "no label" token on 10% of the batches' labels
@@ -353,7 +353,7 @@ def static_fields(cfg: ExperimentConfig, ts: TrainState, data: ImageData) -> dic
     return {
         "params": ts.params,
         "n_train": data.x_train.shape[0],
-        "batch_size": cfg.train.batch_size,
+        "batch_size": cfg.batch,
         "lr": cfg.train.lr,
         "budget_steps": cfg.budget_steps,
         "budget_reason": cfg.budget_reason,
@@ -369,7 +369,7 @@ def history_row(step: int, b: int, wall_s: float, metrics: dict[str, Any]) -> di
 
 
 def evaluation_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics: dict, loss: float) -> dict[str, Any]:
-    b = cfg.train.batch_size
+    b = cfg.batch
     onset = onset_summary(cfg, ts.history)
     tau = onset["tau_mem_step"]
     out = {
@@ -395,11 +395,11 @@ def interim_report(cfg: ExperimentConfig, static: dict, ts: TrainState, metrics:
     carries them)."""
     onset = onset_summary(cfg, ts.history)
     out = {**static, **metrics, **row, **onset, "diverged": False}
-    return {**out, **objective_values(ts.history, onset["tau_mem_step"], row["step"], cfg.train.batch_size), **stop_fields(None)}
+    return {**out, **objective_values(ts.history, onset["tau_mem_step"], row["step"], cfg.batch), **stop_fields(None)}
 
 
 def diverged_report(cfg: ExperimentConfig, static: dict, ts: TrainState) -> dict[str, Any]:
-    b = cfg.train.batch_size
+    b = cfg.batch
     out = {
         **static, "step": ts.step, "images_seen": ts.step * b, "wall_s": ts.wall_s,
         "loss": float("nan"), "diverged": True, "diverged_step": ts.step, "tau_mem_step": None,

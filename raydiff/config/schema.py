@@ -162,6 +162,19 @@ def reject_repeated_keys(node: yaml.Node, path: str = "") -> None:
             reject_repeated_keys(item, f"{path}[{i}]")
 
 
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true/false (any case). YAML 1.1 also
+    reads on/off/yes/no as booleans, so `stop: {on: [pixel]}` would silently become a key True."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
 MAX_YAML_CHARS = 1_000_000  # a search space is a page of settings, not data
 MAX_DEPTH = 16  # sections nest three levels deep; anything far deeper is not a search space
 
@@ -172,7 +185,7 @@ def check_plain_yaml(text: str) -> None:
     if len(text) > MAX_YAML_CHARS:
         raise ConfigError(f"is {len(text):,} characters; a search space has at most {MAX_YAML_CHARS:,}")
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=Loader):
         line = event.start_mark.line + 1
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ConfigError(f"line {line}: YAML anchors and aliases (&, *) are not allowed: a search space is plain data, write the value out")
@@ -189,10 +202,10 @@ def parse_yaml(text: str) -> Any:
     is one ConfigError."""
     try:
         check_plain_yaml(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=Loader)
         if node is not None:
             reject_repeated_keys(node)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -210,10 +210,11 @@ class TrainConfig:
             positive("train.ema_halflife_images", self.ema_halflife_images)
         choice("train.device", self.device, ("auto", "cpu", "cuda"))
 
-    def ema_beta(self) -> float:
-        """EMA decay per optimizer step. A half-life in images keeps B-sweeps comparable."""
+    def ema_beta(self, batch: int | None = None) -> float:
+        """EMA decay per optimizer step at B = `batch` (default batch_size; ExperimentConfig.batch
+        resolves the batch rule). A half-life in images keeps B-sweeps comparable."""
         if self.ema_halflife_images is not None:
-            return 0.5 ** (self.batch_size / self.ema_halflife_images)
+            return 0.5 ** ((batch or self.batch_size) / self.ema_halflife_images)
         return self.ema_decay
 
 
@@ -420,7 +421,7 @@ class ExperimentConfig:
     def eval_every_steps(self) -> int:
         e = self.eval
         if e.every_images is not None:
-            return max(1, math.ceil(e.every_images / self.train.batch_size))
+            return max(1, math.ceil(e.every_images / self.batch))
         return int(e.every_steps)  # validated: one of the two is set
 
     @property

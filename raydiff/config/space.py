@@ -90,7 +90,7 @@ class SearchSpace:
         exps = self.extremes()
         return {
             "n_train": min(e.data.n_train for e in exps),
-            "batch_size": min(e.train.batch_size for e in exps),
+            "batch_size": min(e.batch for e in exps),
             "lr": min(e.train.lr for e in exps),
         }
 

@@ -59,7 +59,7 @@ def trial_row(
     status: str, reason: str, error: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     tau = last.get("tau_mem_step")
-    n, b, lr = cfg.data.n_train, cfg.train.batch_size, cfg.train.lr
+    n, b, lr = cfg.data.n_train, cfg.batch, cfg.train.lr
     fids = [(r["fid"], r["step"]) for r in evals if _num(r.get("fid")) is not None]
     best = min(fids) if fids else (None, None)
     return {

@@ -16,7 +16,7 @@ def plan_rows(space: SearchSpace) -> list[dict]:
     for i, exp in enumerate(space.experiments()):
         rows.append({
             "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp.model),
-            "params": param_count(exp.model, exp.data), "B": exp.train.batch_size, "lr": exp.train.lr,
+            "params": param_count(exp.model, exp.data), "B": exp.batch, "lr": exp.train.lr,
             "objective": exp.diffusion.objective, "resources": f"{res.cpu:g} CPU, {res.gpu:g} GPU",
             "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
         })  # fmt: skip

@@ -177,7 +177,7 @@ class PlannedGridSearcher(Searcher):
 def point_infos(space: SearchSpace) -> list[PointInfo]:
     infos = []
     for i, (point, exp) in enumerate(zip(space.points(), space.experiments())):
-        axes = {"n_train": exp.data.n_train, "batch_size": exp.train.batch_size, "lr": exp.train.lr, "params": param_count(exp.model, exp.data)}
+        axes = {"n_train": exp.data.n_train, "batch_size": exp.batch, "lr": exp.train.lr, "params": param_count(exp.model, exp.data)}
         ratio = exp.eval.geometric_ratio if exp.eval.cadence == "geometric" else None
         infos.append(PointInfo(i, axes, exp.budget_steps, exp.eval_every_steps, ratio, group_of(point)))
     return infos

@@ -216,3 +216,13 @@ def test_usage_error_names_the_program_once(capsys, argv, names):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"(see {names})" in err and "raydiff raydiff" not in err
+
+
+def test_yaml_booleans_are_yaml_12():
+    """`on:` is a key, not YAML 1.1's boolean True (nor are yes/no/off values booleans)."""
+    from raydiff.config import parse_yaml
+
+    assert parse_yaml("stop:\n  on: [pixel, loss]\n") == {"stop": {"on": ["pixel", "loss"]}}
+    assert parse_yaml("a: yes\nb: off\nc: true\nd: FALSE\n") == {"a": "yes", "b": "off", "c": True, "d": False}
+    space = search_space_from_dict(parse_yaml("stop:\n  on: [pixel]\n  continue_for: 0.5\n"))
+    assert space.base.stop.on == ("pixel",) and space.base.stop.continue_for == 0.5
