@@ -81,7 +81,7 @@ def run(quick: bool) -> Section:
         over = {"train.max_steps": 812}
     # the timed block runs from the first evaluation to the last (evaluation time taken out), with
     # the default's refinement snapshots on: the loop as a sweep runs it
-    cfg = config(space, {"data.n_train": n, "eval.fid_every": 0, **over})
+    cfg = config(space, {"data.n_train": n, "eval.fid_every": 0, "eval.fid_every_steps": None, **over})
     sched = eval_schedule(cfg, cfg.budget_steps)
     warmup, measured = sched[0], sched[-1] - sched[0]
     res = alternate({

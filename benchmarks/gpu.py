@@ -51,7 +51,7 @@ def experiment(preset: str, batch: int, cpu: bool, **eval_over):
         "data.dataset": "gmm", "data.image_size": size, "data.channels": ch, "data.n_train": 64 if cpu else 2048,
         "data.n_test": 64 if cpu else 5120, "model.preset": preset, "diffusion.objective": "flow",
         "diffusion.sampler": None, "train.batch_size": batch, "train.device": "cpu" if cpu else "cuda",
-        "eval.fid_every": 0, "eval.save_samples": 0, **eval_over,
+        "eval.fid_every": 0, "eval.fid_every_steps": None, "eval.save_samples": 0, **eval_over,
     }  # fmt: skip
     return apply_overrides(ExperimentConfig(), over)
 

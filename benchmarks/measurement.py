@@ -103,7 +103,7 @@ def cifar_size(quick: bool) -> Section:
     torch.set_num_threads(1)
     size, steps, reps, block = (16, 10, 1, 2) if quick else (32, 300, 3, 20)
     gmm = {"data.dataset": "gmm", "data.image_size": size, "data.channels": 3, "data.n_train": 64,
-           "model.preset": "digits-tiny", "train.batch_size": 16, "eval.fid_every": 0}  # fmt: skip
+           "model.preset": "digits-tiny", "train.batch_size": 16, "eval.fid_every": 0, "eval.fid_every_steps": None}  # fmt: skip
     space = default_space()
     short = config(space, {**gmm, "train.max_steps": steps, "stop.patience": 10**6})
     # a short trial measured directly: the embedded default's evaluation settings at 32×32×3
@@ -211,9 +211,9 @@ def sampler_steps(quick: bool) -> Section:
     rows, data = [], {}
     for objective in ("ddpm",) if quick else ("ddpm", "flow"):
         if quick:
-            cfg = config(smoke_space(), {"data.n_train": 8, "train.max_steps": 40, "eval.every_steps": 20, "eval.fid_every": 0})
+            cfg = config(smoke_space(), {"data.n_train": 8, "train.max_steps": 40, "eval.every_steps": 20, "eval.fid_every": 0, "eval.fid_every_steps": None})
         else:
-            cfg = config(default_space(), {"data.n_train": 16, "eval.fid_every": 0, "diffusion.objective": objective,
+            cfg = config(default_space(), {"data.n_train": 16, "eval.fid_every": 0, "eval.fid_every_steps": None, "diffusion.objective": objective,
                                            "diffusion.sampler": None, "eval.every_steps": 25, "eval.cadence": "uniform",
                                            "eval.refine_snapshots": 0})  # fmt: skip
         kept: list[tuple[int, float, dict]] = []  # (step, mem_frac, EMA weights)

@@ -66,7 +66,7 @@ class DenseReference:
         # the trial's own evaluation is cut to almost nothing: it only marks where to keep weights
         train(apply_overrides(cfg, {
             "eval.every_steps": d, "eval.every_images": None, "eval.cadence": "uniform", "eval.refine_snapshots": 0,
-            "eval.fid_every": 0, "eval.num_samples": 2, "eval.mem_sample_steps": 1, "eval.probe_images": 1,
+            "eval.fid_every": 0, "eval.fid_every_steps": None, "eval.num_samples": 2, "eval.mem_sample_steps": 1, "eval.probe_images": 1,
             "eval.probe_noise_levels": 1, "eval.save_samples": 0, "eval.bootstrap": 1,
         }), report)  # fmt: skip
 
@@ -270,7 +270,7 @@ def run(quick: bool) -> Section:
     # the packaged default's own steps fall between kept weights, so its replay is approximate
     n0, k = ns[0], 4
     on_grid = {"eval.cadence": "uniform", "eval.every_images": None, "eval.every_steps": k * d_of[n0],
-               "eval.refine_snapshots": k - 1, "eval.fid_every": 0}  # fmt: skip
+               "eval.refine_snapshots": k - 1, "eval.fid_every": 0, "eval.fid_every_steps": None}  # fmt: skip
     checks = {"on-grid": real_vs_replay(config(space, {"data.n_train": n0, **on_grid}), curves[n0])}
     if not quick:
         checks["packaged default"] = real_vs_replay(config(space, {"data.n_train": n0}), curves[n0])

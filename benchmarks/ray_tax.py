@@ -62,7 +62,7 @@ def run(quick: bool) -> Section:
     else:  # a budget that takes about three minutes here, from the loop's measured speed
         space, n, every, reps = default_space(), 64, None, 2
         probe = config(space, {"data.n_train": n, "train.max_steps": 200, "eval.every_steps": 100,
-                               "eval.cadence": "uniform", "eval.fid_every": 0})  # fmt: skip
+                               "eval.cadence": "uniform", "eval.fid_every": 0, "eval.fid_every_steps": None})  # fmt: skip
         steps = max(500, int(round(TRIAL_SECONDS * 0.9 * raydiff_rate(probe, 100), -2)))  # ~10% goes to evaluation
     over = {"data.n_train": n, "train.max_steps": steps, "stop.patience": 10**6}
     if every:

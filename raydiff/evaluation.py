@@ -126,9 +126,12 @@ class Evaluator:
             test_feats = fidlib.batched_features(self.extractor, data.x_test)  # [M, D]
             self.fid_refs["test"] = fidlib.Stats.of(test_feats)
             sources["test"] = f"images:test[{len(data.x_test)}]"
-            if len(data.x_train) >= 2:  # a covariance needs two images
+            dim = getattr(self.extractor, "dim", 0)
+            if len(data.x_train) > dim:  # a full-rank covariance needs more images than features
                 self.fid_refs["train"] = fidlib.Stats.of(fidlib.batched_features(self.extractor, data.x_train))
                 sources["train"] = f"images:train[{len(data.x_train)}]"
+            else:  # fid_train stays null, and the reference column says why
+                sources["train"] = f"skipped:N={len(data.x_train)}≤{dim} feature dims (rank-deficient covariance)"
         if ev.swd_samples:
             k = min(ev.swd_samples, len(data.x_test))
             if test_feats is None:
@@ -159,7 +162,7 @@ class Evaluator:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     @torch.no_grad()
-    def __call__(self, net: nn.Module, step: int, memorization_only: bool = False) -> dict[str, Any]:
+    def __call__(self, net: nn.Module, step: int, memorization_only: bool = False, fid: bool = False) -> dict[str, Any]:
         """All metrics; or, with memorization_only (the trial's bracket refinement), the
         memorization test alone: no loss probes (NaN), no FID, and the FID cadence is not advanced."""
         ev = self.cfg.eval
@@ -171,7 +174,8 @@ class Evaluator:
             with self._autocast():
                 out["train_loss"] = self.train_probe.loss(self.process, net)
                 out["test_loss"] = self.test_probe.loss(self.process, net)
-        do_fid = bool(ev.fid_every) and self.count % ev.fid_every == 0 and not memorization_only
+        # FID on its cadence (every fid_every-th evaluation), or where the fidelity schedule asks (`fid`)
+        do_fid = not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))
         if self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
             samples = self.sample(net, max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples)
             mem_set, fid_set = samples[: ev.num_samples], samples[: ev.fid_samples]  # uint8 [n, C, H, W]

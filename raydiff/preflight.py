@@ -21,6 +21,7 @@ from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
 from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
+from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_unet, param_count
 from raydiff.trial import resolve_device
 
@@ -39,6 +40,7 @@ def preflight(
             if exp.data not in seen:
                 seen.add(exp.data)
                 _in_trial(point, check_dataset, exp.data)
+            _in_trial(point, check_fid_reference, exp)
         networks: set = set()
         for point, exp in trials:
             key = (exp.model, exp.data.shape, exp.data.num_classes)
@@ -150,6 +152,20 @@ def check_memory(exp: ExperimentConfig, available: int | None) -> None:
             f"one trial needs at least {need / 2**30:,.1f} GiB resident (data, weights, optimizer state,"
             f" EMA, {exp.eval.refine_snapshots} snapshots); this machine has {available / 2**30:,.1f} GiB",
             key="data.n_train",
+        )
+
+
+def check_fid_reference(exp: ExperimentConfig) -> None:
+    """The digits classifier's features were fit without the last DIGITS_HELD_OUT digits: a FID
+    reference set (the last n_test digits) must lie among them, or FID would reward copying."""
+    uses_digits_features = exp.eval.fid_features == "digits_classifier" or (
+        exp.eval.fid_features == "auto" and exp.data.dataset == "digits"
+    )
+    if (exp.eval.fid_every or exp.eval.fid_every_steps) and uses_digits_features and exp.data.n_test > DIGITS_HELD_OUT:
+        raise ConfigError(
+            f"must be ≤ {DIGITS_HELD_OUT} with digits-classifier features: the classifier was trained on all but the"
+            f" last {DIGITS_HELD_OUT} digits, and the reference set must be disjoint from them (got {exp.data.n_test})",
+            key="data.n_test",
         )
 
 

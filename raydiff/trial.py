@@ -227,7 +227,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
     refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
     schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]
-    fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps)) - set(schedule)
+    fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
     for next_eval in schedule:
@@ -240,7 +240,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
             step()
             if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
                 snaps.append((ts.step, time.perf_counter() - t_start, {k: v.detach().clone() for k, v in eval_net.state_dict().items()}))
-            if ts.step in fidelity_at:
+            if ts.step in fidelity_at and ts.step != next_eval:
                 m = evaluator.fidelity(eval_net, ts.step)
                 interim.append(({**history_row(ts.step, b, time.perf_counter() - t_start, m), "fidelity_only": True}, m))
             if (ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval) and not step.finite():
@@ -249,7 +249,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                 report(last, None)
                 return last
         # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
-        metrics = evaluator(eval_net, ts.step)
+        metrics = evaluator(eval_net, ts.step, fid=ts.step in fidelity_at)
         if cfg.measures_raw:  # the EMA lags the raw weights: test them too (EvalConfig.raw_memorization)
             metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics))
         if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):

@@ -12,6 +12,13 @@ minimum lies at a known step per trial (returned through `gen_truth`); `definiti
 every onset definition's column (pixel, features, raw weights, loss) with the metric series they
 come from: the features test fires before the stop rule in even-numbered trials and well after it
 in odd ones (so those are censored by the sweep's own stop), the raw weights always earlier.
+
+Fidelity options (issue 13, the embedded default's second finding): `fid_extractor` is written on
+every row with a FID (`digits_classifier/v3`, `inception_v3/clean`; None leaves it unrecorded);
+`fid_every=0` puts no FID on the evaluations; `fidelity_every_steps` adds fidelity-only rows
+(mem_frac and losses null, FID set) from that step on, 50% further apart each time (moved to the
+next step no evaluation has), up to the trial's last evaluation, as `eval.fid_every_steps` does; `fid_n_exponent` scales the FID curve
+(not the tau_gen one) by (N/N_min)^exponent: a negative one makes the peak FID before onset improve with N.
 """
 
 from __future__ import annotations
@@ -108,6 +115,9 @@ def write_sweep(
     gen_truth: dict[str, float] | None = None,
     fid_every: int = 4,
     definitions: bool = False,
+    fid_extractor: str | None = None,
+    fidelity_every_steps: int | None = None,
+    fid_n_exponent: float = 0.0,
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
@@ -115,7 +125,8 @@ def write_sweep(
     `diverged` trials (the first ones) are recorded as diverged; `budget` censors slow trials.
     `seeds` trials per grid point (train.seed 0..seeds−1); `tau_gen`: FID = 20·(1 + 10·log²(step/τ_gen,i))
     + 60·mem_frac, its minimum at τ_gen,i = tau_gen·exp(Normal(0, gen_sigma²)), written into
-    `gen_truth`; FID at every `fid_every`-th evaluation; `definitions`: see the module docstring.
+    `gen_truth`; FID at every `fid_every`-th evaluation (none with 0); `definitions`, `fid_extractor`,
+    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring.
     """
     rng = np.random.default_rng(seed)
     fs = pafs.LocalFileSystem()
@@ -167,12 +178,19 @@ def write_sweep(
         steps, m = steps[:end], m[:end]
         train_loss = 0.08 * (steps / 10.0) ** -0.15
         test_loss = train_loss * (1.0 + 1.0 * m)  # the held-out loss departs as memorization sets in
-        fid = 15.0 + 300.0 * np.exp(-steps / (0.25 * tau)) + 60.0 * m
+        scale = (nn / n_min) ** fid_n_exponent
+        tg = None
         if tau_gen is not None:
             tg = tau_gen * math.exp(rng.normal(0, gen_sigma))
             if gen_truth is not None:
                 gen_truth[tid] = tg
-            fid = 20.0 * (1.0 + 10.0 * np.log(steps / tg) ** 2) + 60.0 * m
+
+        def fid_at(st, mm, tau=tau, tg=tg, scale=scale):
+            if tg is not None:
+                return 20.0 * (1.0 + 10.0 * np.log(st / tg) ** 2) + 60.0 * mm
+            return scale * (15.0 + 300.0 * np.exp(-st / (0.25 * tau)) + 60.0 * mm)
+
+        fid = fid_at(steps.astype(float), m)
         feat = mem_curve(steps.astype(float), tau * FEATURES_AT[i % 2], width) if definitions else None
         raw = mem_curve(steps.astype(float), tau * RAW_EARLIER, width) if definitions else None
         train_x = digits[:nn] if digits is not None else None
@@ -182,8 +200,10 @@ def write_sweep(
                 "trial_id": tid, "step": int(s), "images_seen": int(s) * bb, "wall_s": float(s) * 0.01,
                 "train_loss": float(train_loss[j]), "test_loss": float(test_loss[j]), "mem_frac": float(mf),
                 "mem_frac_lo": float(max(0.0, mf - 0.05)), "mem_frac_hi": float(min(1.0, mf + 0.05)),
-                "fid": float(fid[j]) if j % fid_every == 0 else None, "loss": float(train_loss[j]),
+                "fid": float(fid[j]) if fid_every and j % fid_every == 0 else None, "loss": float(train_loss[j]),
             }  # fmt: skip
+            if row["fid"] is not None and fid_extractor:
+                row["fid_extractor"] = fid_extractor
             if definitions:
                 row.update(mem_frac_features=float(feat[j]), mem_frac_raw=float(raw[j]),
                            mem_frac_raw_lo=float(max(0.0, raw[j] - 0.05)), mem_frac_raw_hi=float(min(1.0, raw[j] + 0.05)))  # fmt: skip
@@ -191,6 +211,20 @@ def write_sweep(
                 x, idx, ratio = _samples(train_x, float(mf), 8, rng)
                 row.update(samples=_npy(x), samples_nn_index=idx, samples_nn_ratio=ratio)
             rows.append(row)
+        if fidelity_every_steps:  # fidelity-only evaluations between the memorization ones
+            taken = {int(v) for v in steps}
+            k, fsteps = 0, []
+            while (st := int(round(fidelity_every_steps * 1.5**k))) <= steps[-1]:
+                while st in taken:  # a step of its own (the fine evaluation grid here is no real schedule)
+                    st += 1
+                taken.add(st)
+                fsteps.append(st)
+                k += 1
+            for st in fsteps:
+                v = float(fid_at(float(st), mem_curve(np.array([float(st)]), tau, width)[0]))
+                rows.append({"trial_id": tid, "step": st, "images_seen": st * bb, "wall_s": st * 0.01, "fid": v,
+                             "fid_extractor": fid_extractor})  # fmt: skip
+            rows.sort(key=lambda r: r["step"])
         results.write_atomic(
             results.table(rows, metrics_schema, meta), fs, str(root / results.METRICS_DIR / f"{tid}.parquet")
         )

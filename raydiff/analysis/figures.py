@@ -1,9 +1,13 @@
-"""Figures for `raydiff analyze` and the paper scripts (matplotlib, Agg backend, PNG).
+"""Figures for `raydiff analyze` and the paper scripts (matplotlib, Agg backend, PNG). Fidelity
+(the `fid` column) is labelled for the features it is measured in (fidelity.fidelity_label):
+"FID" only for Inception, e.g. "FD (digits classifier)" on the digits.
 
     tau_vs_<axis>.png     τ_mem against one axis, log-log, the joint fit's line and bootstrap band,
                           points coloured by the other axes, censored trials as lower bounds
-    curves_step.png       mem_frac, FID and train/test loss against optimizer step, one curve per trial
+    curves_step.png       mem_frac, fidelity and train/test loss against optimizer step, one curve per trial
     curves_normalized.png the same against normalized time T = step·(N_min/N)·(B/B_min)·(η/η_min)
+    fidelity_vs_n.png     each trial's fidelity up to its onset against step (left), and its lowest
+                          value there, the peak fidelity before onset, against N (right)
     copies_<trial>.png    generated samples beside their nearest training image, before/at/after onset
     axis_<axis>.png       (paper scripts) the one-factor slice along an axis, raw and normalized time
 """
@@ -21,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from raydiff.analysis.fidelity import MIN_BEFORE_ONSET, before_onset, fidelity_label  # noqa: E402
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit  # noqa: E402
 from raydiff.analysis.scaling import Analysis  # noqa: E402
 from raydiff.analysis.trials import TrialStats, fmt_value, normalized_steps, stop_rule  # noqa: E402
@@ -200,8 +205,8 @@ def _colours(an: Analysis, stats: list[TrialStats], by: str | None = None):
 
 
 def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | None = None, title: str = "") -> Path | None:
-    """mem_frac (with its bootstrap band), FID and the train/test loss probes against step or
-    normalized time, one colour per trial; ● marks each trial's τ_mem."""
+    """mem_frac (with its bootstrap band), fidelity (FID or FD, fidelity_label) and the train/test
+    loss probes against step or normalized time, one colour per trial; ● marks each trial's τ_mem."""
     minima = reference_minima(an.sweep)
     stats = [s for s in (stats if stats is not None else an.stats) if an.sweep.evals.get(s.trial_id)]
     if x == "normalized":
@@ -243,11 +248,12 @@ def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | 
     axs[0].set_ylabel("memorized fraction")
     top = max([threshold * 2.5] + [np.nanmax(_series(an.sweep.evals[s.trial_id], "mem_frac")[1], initial=0) for s in stats])
     axs[0].set_ylim(-0.02 * top, min(1.02, 1.1 * top))
-    axs[1].set_ylabel("FID")
+    metric = fidelity_label(an.sweep)
+    axs[1].set_ylabel(metric)
     if has_fid:
         _plain_log(axs[1])
     else:
-        axs[1].text(0.5, 0.5, "no FID recorded", transform=axs[1].transAxes, ha="center", color="0.4")
+        axs[1].text(0.5, 0.5, f"no {metric} recorded", transform=axs[1].transAxes, ha="center", color="0.4")
     axs[2].set_ylabel("denoising loss (probe)")
     _plain_log(axs[2])
     axs[2].legend(handles=[Line2D([], [], color="0.3", ls="-", label="train images"),
@@ -312,6 +318,80 @@ def axis_curves(an: Analysis, axis: str, path: Path) -> Path | None:
     axs[0, 0].legend(loc="upper left")
     where = ", ".join(f"{SYMBOLS[o]}={fmt_value(o, an.reference[o])}" for o in an.axes if o != axis)
     fig.suptitle(f"varying {AXIS_LABELS.get(axis, axis)}" + (f" ({where})" if where else "") + ": raw vs normalized time")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+def fidelity_vs_n(an: Analysis, path: Path) -> Path | None:
+    """The paper's other finding. Left: each trial's fidelity (FID or FD, fidelity_label) against
+    step, only the evaluations at or before its onset (│ marks the onset, ★ the lowest value),
+    one colour per N. Right: that lowest value, the peak fidelity before onset, against N, each
+    point with the number of fidelity values it is the lowest of. None without any value."""
+    f = an.fidelity
+    if f is None or not f.measured:
+        return None
+    stats = {s.trial_id: s for s in an.stats}
+    ns = sorted({p.n_train for p in f.points})
+    cmap = plt.get_cmap("viridis")
+    col = {n: cmap(0.9 * i / max(1, len(ns) - 1)) for i, n in enumerate(ns)}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.6))
+    labelled: set[int] = set()
+    for p in f.points:
+        pts = before_onset(an.sweep.evals.get(p.trial_id, []), stats[p.trial_id])
+        if not pts:
+            continue
+        st, v = np.array(pts, dtype=float).T
+        c = col[p.n_train]
+        left.plot(st, v, "-o", color=c, lw=1.3, ms=3, label=None if p.n_train in labelled else f"N={p.n_train}")
+        labelled.add(p.n_train)
+        if p.peak_step is not None:
+            left.plot([p.peak_step], [p.peak], "*", color=c, mec="k", mew=0.6, ms=11, zorder=4)
+        if p.state == "onset" and p.tau is not None:
+            left.axvline(p.tau, color=c, ls=":", lw=1.2)
+            left.plot([p.tau], [v[-1]], "|", color=c, ms=14, mew=2.2, zorder=4)
+    _plain_log(left, "x")
+    _plain_log(left)
+    left.set_xlabel("optimizer step")
+    left.set_ylabel(f"{f.label} (lower is better)")
+    handles, _ = left.get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.3", ls=":", marker="|", ms=10, mew=2, label="onset τ_mem"),
+                Line2D([], [], color="0.3", ls="", marker="*", mec="k", ms=10, label="lowest before onset")]  # fmt: skip
+    left.legend(handles=handles, loc="best", ncol=2 if len(ns) > 5 else 1)
+    left.set_title(f"{f.label} up to each trial's onset")
+
+    meas = f.measured
+    xs = np.array([p.n_train for p in meas], dtype=float)
+    med = [(n, float(np.median([p.peak for p in meas if p.n_train == n]))) for n in sorted({p.n_train for p in meas})]
+    if len(med) > 1:
+        right.plot(*np.array(med).T, "-", color="0.5", lw=1.2, zorder=1)
+    for p in meas:
+        cens = p.state == "censored"
+        right.scatter([p.n_train], [p.peak], s=48, zorder=3, edgecolors=col[p.n_train] if cens else "k", linewidths=1.4 if cens else 0.6,
+                      facecolors="white" if cens else col[p.n_train], marker="^" if cens else "o")  # fmt: skip
+        right.annotate(f"{p.count}", (p.n_train, p.peak), textcoords="offset points", xytext=(6, 5), fontsize=8,
+                       color="crimson" if p.count < MIN_BEFORE_ONSET else "0.2")  # fmt: skip
+    right.set_xscale("log")
+    _plain_log(right)
+    _log_ticks(right, "n_train", xs)
+    right.set_xlabel(AXIS_LABELS["n_train"])
+    right.set_ylabel(f"peak {f.label} before onset")
+    right.grid(True, which="both", alpha=0.25)
+    left.grid(True, which="both", alpha=0.25)
+    right.margins(0.12)
+    if f.improves is None:
+        verdict = f"cannot tell: {f.note}"
+    elif f.method == "spearman":
+        verdict = f"improves with N: {'yes' if f.improves else 'no'} (Spearman ρ = {f.rho:+.2f})"
+    else:
+        verdict = f"improves with N: {'yes' if f.improves else 'no'} (2 trials)"
+    right.set_title(f"peak (lowest) {f.label} before onset against N\n{verdict}")
+    right.text(0.02, 0.02, "number: values at or before the onset"
+               + ("\n▲ no onset: over every evaluation" if any(p.state == "censored" for p in meas) else ""),
+               transform=right.transAxes, fontsize=8, color="0.3", va="bottom")  # fmt: skip
+    if f.where:
+        fig.suptitle(f"along N at {f.where}", y=1.02)
     return _save(fig, path)
 
 
@@ -432,13 +512,18 @@ def standard_figures(an: Analysis, out: Path, copies: list[str] | None = None) -
         figs.append((f"τ_mem against {AXIS_LABELS[a]} (log-log) with the joint fit and its bootstrap band", p))
     if not axes and an.by_state("onset"):
         notes.append("no τ_mem figure: the trials vary no axis")
+    metric = fidelity_label(an.sweep)
     for x, name, cap in (
-        ("step", "curves_step.png", "memorized fraction, FID and train/test loss against optimizer step"),
+        ("step", "curves_step.png", f"memorized fraction, {metric} and train/test loss against optimizer step"),
         ("normalized", "curves_normalized.png", "the same against normalized time (tau_mem_normalized units)"),
     ):
         p = curves(an, out / name, x=x)
         if p is not None:
             figs.append((cap, p))
+    p = fidelity_vs_n(an, out / "fidelity_vs_n.png")  # none without fidelity values: the report text says so
+    if p is not None:
+        figs.append((f"before memorization: each trial's {metric} up to its onset (left) and its peak (lowest) {metric}"
+                     " before onset against N, numbered with the values it is taken over (right)", p))  # fmt: skip
     notes += copy_figures(an, out, copies, figs)
     return figs, notes
 

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit
 from raydiff.analysis.scaling import Analysis
-from raydiff.analysis.text import definitions_text, exponent_label, fmt_num, generation_text, replicates_text, summary_line
+from raydiff.analysis.fidelity import fidelity_label
+from raydiff.analysis.text import (
+    definitions_text, exponent_label, fidelity_text, fmt_num, generation_text, replicates_text, summary_line,
+)  # fmt: skip
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -103,9 +106,10 @@ def _censored_words(mode: str) -> str:
 
 
 def _text_sections(an: Analysis) -> str:
-    """τ_gen beside τ_mem, the replicate spread and the fit per recorded onset definition, as the
-    plain text prints them (fixed-width tables)."""
+    """The peak fidelity before onset against N, τ_gen beside τ_mem, the replicate spread and the
+    fit per recorded onset definition, as the plain text prints them (fixed-width tables)."""
     parts = [
+        (f"{escape(fidelity_label(an.sweep))} before memorization: peak against N", fidelity_text(an)),
         ("τ<sub>gen</sub> beside τ<sub>mem</sub>", generation_text(an)),
         ("Replicate seeds", replicates_text(an)),
         ("Onset definitions recorded by the sweep", definitions_text(an)),
@@ -115,8 +119,8 @@ def _text_sections(an: Analysis) -> str:
 
 def _trials_table(an: Analysis) -> str:
     head = ("<tr><th class=l>trial</th><th>N</th><th>params</th><th>B</th><th>η</th><th class=l>status</th>"
-            "<th>τ<sub>mem</sub></th><th>T (normalized)</th><th>mem rate /1k steps</th><th>peak FID</th><th>@ step</th>"
-            "<th class=l>note</th></tr>")  # fmt: skip
+            f"<th>τ<sub>mem</sub></th><th>T (normalized)</th><th>mem rate /1k steps</th><th>peak {escape(fidelity_label(an.sweep))}"
+            "</th><th>@ step</th><th class=l>note</th></tr>")  # fmt: skip
     rows = []
     for s in an.stats:
         tau = f"&gt;{s.censor_step}" if s.state == "censored" else fmt_num(s.tau, ".4g")

@@ -7,7 +7,8 @@ Writes into the output folder:
                        tau_gen and tau_ratio fits
     trial_stats.parquet  one row per trial: τ_mem re-read, state, memorization rate, peak fidelity,
                        τ_gen, seed and grid point
-    *.png              the figures (figures.py)
+    *.png              the figures (figures.py): tau_vs_<axis>, curves_step, curves_normalized,
+                       fidelity_vs_n (peak fidelity before onset against N), copies_<trial>
     report.html        all of it in one self-contained page (html.py)
 and prints the tables on stdout (text.py). This module only runs those steps: read the results
 folder, fit, print, write the tables, draw, write the page.
@@ -26,6 +27,7 @@ import pyarrow.fs as pafs
 
 from raydiff import results
 from raydiff.analysis import figures, html
+from raydiff.analysis.fidelity import fidelity_label
 from raydiff.analysis.fits import PowerLawFit
 from raydiff.analysis.scaling import Analysis, analyze_sweep
 from raydiff.analysis.text import report_text
@@ -75,6 +77,7 @@ def fits_dict(an: Analysis) -> dict:
         "replicates": [r.to_dict() for r in an.replicates],
         "replicate_sigma": an.replicate_sigma,
         "definitions": [d.to_dict() for d in an.definitions],
+        "fidelity": an.fidelity.to_dict() if an.fidelity else None,
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip
@@ -122,7 +125,8 @@ STATS_SCHEMA = pa.schema(
 def write_tables(an: Analysis, out: Path) -> list[Path]:
     fs = pafs.LocalFileSystem()
     meta = {"raydiff.git_commit": an.sweep.git_commit, "raydiff.versions": json.dumps(an.sweep.versions),
-            "raydiff.analysis.onset": an.definition_label, "raydiff.analysis.censored": an.censored_mode}  # fmt: skip
+            "raydiff.analysis.onset": an.definition_label, "raydiff.analysis.censored": an.censored_mode,
+            "raydiff.analysis.fidelity": fidelity_label(an.sweep)}  # what peak_fid is: FID (Inception) or FD (…)  # fmt: skip
     paths = [out / "fits.json", out / "fits.parquet", out / "trial_stats.parquet"]
     paths[0].write_text(json.dumps(fits_dict(an), indent=1, default=_json_default))
     results.write_atomic(results.table(fits_rows(an), FITS_SCHEMA, meta), fs, str(paths[1]))
@@ -136,7 +140,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "copies_*.png")
+FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png")
 
 
 def default_out(uri: str) -> Path:

@@ -11,7 +11,8 @@ biases the exponents toward 0 (the slowest trials go missing: selection on the o
 
 Beside the joint fit of τ_mem: τ_gen (trials.generalization_time) fitted over the same axes, the
 ratio τ_mem/τ_gen, the spread of τ_mem over replicate seeds at each grid point, and one fit per
-onset definition recorded in trials.parquet (`tau_mem_*_step`; `definition_fits`).
+onset definition recorded in trials.parquet (`tau_mem_*_step`; `definition_fits`), and the peak
+fidelity before onset against N (`fidelity.fidelity_vs_n`: the paper's other finding).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from raydiff.analysis.fidelity import FidelityVsN, fidelity_label, fidelity_vs_n
 from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
 from raydiff.analysis.trials import (
     TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, memorization_test, stop_rule, trial_stats,
@@ -147,6 +149,7 @@ class Analysis:
     replicates: list[Replicates] = field(default_factory=list)  # every fitted point, when any has ≥ 2 replicates
     replicate_sigma: float | None = None  # pooled within-point sd of log τ_mem (points with ≥ 2 onsets)
     definitions: list[DefinitionFit] = field(default_factory=list)
+    fidelity: FidelityVsN | None = None  # peak fidelity before onset against N (fidelity.fidelity_vs_n)
 
     def by_state(self, state: str) -> list[TrialStats]:
         return [s for s in self.stats if s.state == state]
@@ -296,23 +299,27 @@ def analyze_sweep(
     defs = definition_fits(sweep, fitted, axes, mode, side_boot) if sensitivity else []
     if mode == "ols" and not cens and (any(r.n_censored for r in sens) or any(r.n_censored for r in defs)):
         warnings.append(f"--censored ols: the sensitivity and definition rows drop their censored trials, and {DROP_BIAS}")
-    gen = generation_fits(fitted, axes, mode, n_boot) if fitted else None
+    metric = fidelity_label(sweep)
+    gen = generation_fits(fitted, axes, mode, n_boot, metric=metric) if fitted else None
     reps, rep_sigma = replicate_spread(fitted, axes)
+    fid = fidelity_vs_n(sweep, stats, axes, ref)
+    if len(fid.extractors) > 1:
+        warnings.append(f"the trials measured fidelity with different extractors ({', '.join(fid.extractors)}): their values do not compare")
     return Analysis(
         sweep, d, label, mode, stats, axes, joint, note, marg, where, ref, sens, warnings,
-        generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs,
+        generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs, fidelity=fid,
     )  # fmt: skip
 
 
-def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int) -> GenerationFits:
+def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int, metric: str = "FID") -> GenerationFits:
     """τ_gen over the axes of the joint fit, and the ratio τ_mem/τ_gen (whose exponents are the
     differences of the two). A trial whose τ_gen is a lower bound is censored in the τ_gen fit and
     left out of the ratio (a bound over a bound bounds nothing); one whose τ_mem is censored is
     censored in the ratio."""
-    label = f"first FID within {TAU_GEN_WITHIN:.0%} of its best at or before the onset"
+    label = f"first {metric} within {TAU_GEN_WITHIN:.0%} of its best at or before the onset"
     rows = [s for s in fitted if s.tau_gen is not None]
     if not rows:
-        none = "no trial measured FID: no τ_gen"
+        none = f"no trial measured {metric}: no τ_gen"
         return GenerationFits(label, 0, None, none, None, none, None, None)
     ids = [s.trial_id for s in rows]
     x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}

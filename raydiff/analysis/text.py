@@ -1,7 +1,8 @@
 """The plain text of `raydiff analyze`: the trial table, the fits and the summary line, τ_gen
 beside τ_mem, the spread over replicate seeds and the fits per recorded onset definition, as
-printed on stdout and embedded in report.html (html.py). Pure formatting: nothing is read,
-fitted or written here."""
+printed on stdout and embedded in report.html (html.py), and the peak fidelity before onset
+against N (fidelity.py), named for the features it is measured in (`fidelity_label`: "FID" only
+for Inception). Pure formatting: nothing is read, fitted or written here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import numpy as np
 
 from raydiff.analysis import budgets, pareto
+from raydiff.analysis.fidelity import MIN_BEFORE_ONSET, fidelity_label
 from raydiff.analysis.fits import AXES, GREEK, SYMBOLS, PowerLawFit
 from raydiff.analysis.scaling import Analysis
 
@@ -140,7 +142,7 @@ def generation_text(an: Analysis) -> str:
         return ""
     if not g.n:
         return f"tau_gen: {g.note}"
-    lines = [f"tau_gen beside tau_mem (tau_gen: {g.definition}; {g.n} trial(s) with FID):"]
+    lines = [f"tau_gen beside tau_mem (tau_gen: {g.definition}; {g.n} trial(s) with {fidelity_label(an.sweep)}):"]
     rows = [("tau_mem", an.joint, an.joint_note), ("tau_gen", g.fit, g.note), ("tau_mem/tau_gen", g.ratio_fit, g.ratio_note)]
     for name, f, why in rows:
         lines.append(f"  {name:<16} " + (f"{_cells(f)}  {_how(f)}" if f else (why or "no fit")).removeprefix("no joint fit: "))
@@ -148,6 +150,40 @@ def generation_text(an: Analysis) -> str:
         lo, hi = g.ratio_range
         lines.append(f"  tau_mem/tau_gen per trial (onset and tau_gen observed): median {g.ratio_median:.3g}, range {lo:.3g} to {hi:.3g}")
     return "\n".join(lines)
+
+
+def fidelity_text(an: Analysis) -> str:
+    """The paper's other finding, in two lines: each N's peak fidelity before onset (the lowest
+    value at or before the onset), whether it improves with N (Spearman ρ < 0; a monotone check
+    over 2 trials), and how many values each peak is taken over. One line without any value."""
+    f = an.fidelity
+    if f is None:
+        return ""
+    if not f.measured:
+        return (f"peak {f.label} before onset vs N: no {f.label} measured at or before any trial's onset"
+                " (eval.fid_every, eval.fid_every_steps): no fidelity_vs_n.png")  # fmt: skip
+    by_n: dict[int, list[str]] = {}
+    for p in f.measured:
+        by_n.setdefault(p.n_train, []).append(f"{p.peak:.4g}" + ("*" if p.state == "censored" else ""))
+    values = ", ".join(f"N={n}: {'/'.join(v)}" for n, v in sorted(by_n.items()))
+    where = f" ({f.where})" if f.where else ""
+    if f.improves is None:
+        verdict = f"cannot tell ({f.note})"
+    elif f.method == "spearman":
+        pv = "" if f.p is None else f", p = {f.p:.2g}"
+        verdict = f"{'yes' if f.improves else 'no'} (Spearman ρ = {f.rho:+.2f}{pv}, {len(f.measured)} trials)"
+    else:
+        verdict = f"{'yes' if f.improves else 'no'} (monotone check over {len(f.measured)} trials; Spearman needs ≥ 3)"
+    star = "; *: no onset, lowest over every evaluation" if any(p.state == "censored" for p in f.measured) else ""
+    counts = [p.count for p in f.points]
+    few = f.few
+    enough = (f"fewer than {MIN_BEFORE_ONSET} in {len(few)}: " + ", ".join(f"{p.trial_id} (N={p.n_train}, {p.count})" for p in few)
+              if few else f"every trial has ≥ {MIN_BEFORE_ONSET}")  # fmt: skip
+    return (
+        f"peak {f.label} before onset vs N{where}: {values}; improves with N: {verdict}{star}\n"
+        f"  fidelity values before onset per trial: min {min(counts)}, median {float(np.median(counts)):g},"
+        f" max {max(counts)} over {len(counts)} trials ({enough})"
+    )
 
 
 def replicates_text(an: Analysis) -> str:
@@ -210,7 +246,7 @@ def report_text(an: Analysis) -> str:
         parts.append(f"still running: {len(an.sweep.running)} trial(s): {', '.join(an.sweep.running)} (not fitted)")
     parts += [f"warning: {w}" for w in an.warnings]
     parts.append(format_fit(an.joint) if an.joint else an.joint_note)
-    parts += [p for p in (marginal_text(an), generation_text(an), replicates_text(an), sensitivity_text(an)) if p]
+    parts += [p for p in (marginal_text(an), fidelity_text(an), generation_text(an), replicates_text(an), sensitivity_text(an)) if p]
     parts += [p for p in (definitions_text(an),) if p]
     # an Optuna search's best trials or front; the budget planner's predictions against the onsets
     parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]

@@ -78,7 +78,10 @@ class DigitsNet(nn.Module):
         return self.head(self.features(x))
 
 
-DIGITS_CLASSIFIER_VERSION = 2
+DIGITS_CLASSIFIER_VERSION = 3  # v3: trained without the last DIGITS_HELD_OUT digits
+# The classifier never sees the last 512 digits, so a FID reference set of up to 512 held-out
+# digits (data.n_test, the last n_test images) is disjoint from what the features were fit on.
+DIGITS_HELD_OUT = 512
 
 
 def digits_classifier_path() -> Path:
@@ -86,12 +89,14 @@ def digits_classifier_path() -> Path:
 
 
 def train_digits_classifier(steps: int = 400, seed: int = 0) -> tuple[DigitsNet, float]:
-    """Train on all 1,797 digits (with ±1 pixel shifts); returns the net and its training accuracy."""
+    """Train on the first 1,797 − DIGITS_HELD_OUT digits (with ±1 pixel shifts); returns the net
+    and its accuracy on the held-out last DIGITS_HELD_OUT digits."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(d.images / 16.0 * 2 - 1).float().unsqueeze(1)  # [-1, 1], like the samples
-    y = torch.from_numpy(d.target).long()
+    x_all = torch.from_numpy(d.images / 16.0 * 2 - 1).float().unsqueeze(1)  # [-1, 1], like the samples
+    y_all = torch.from_numpy(d.target).long()
+    x, y = x_all[:-DIGITS_HELD_OUT], y_all[:-DIGITS_HELD_OUT]
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = DigitsNet()
@@ -105,7 +110,7 @@ def train_digits_classifier(steps: int = 400, seed: int = 0) -> tuple[DigitsNet,
         loss.backward()
         opt.step()
     with torch.no_grad():
-        acc = float((net(x).argmax(1) == y).float().mean())
+        acc = float((net(x_all[-DIGITS_HELD_OUT:]).argmax(1) == y_all[-DIGITS_HELD_OUT:]).float().mean())
     return net.eval(), acc
 
 
@@ -120,6 +125,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 class DigitsClassifierFeatures:
     name = "digits_classifier"
     mode = f"v{DIGITS_CLASSIFIER_VERSION}"
+    dim = 128  # the penultimate layer
 
     def __init__(self, device: str | torch.device = "cpu"):
         path = digits_classifier_path()
@@ -148,6 +154,7 @@ class InceptionFeatures:
     """clean-fid's Inception-v3 (TorchScript weights, fetched once into the raydiff cache)."""
 
     name = "inception_v3"
+    dim = 2048
     mode = "clean"
 
     def __init__(self, device: str | torch.device = "cpu"):

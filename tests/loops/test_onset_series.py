@@ -82,3 +82,19 @@ def test_dry_run_json_is_the_config_column(capsys):
     exps = load_search_space(packaged_search_space("default")).experiments()
     assert [json.loads(line) for line in lines] == [e.to_dict() for e in exps]
     assert [json.loads(line)["data"]["n_train"] for line in lines] == [16, 32, 64, 128]
+
+
+def test_fidelity_only_evaluations_leave_training_unchanged():
+    """FID in its own evaluations (eval.fid_every_steps) adds rows with a FID and no memorization
+    test, in step order, and moves nothing else: same losses and mem_frac as without them."""
+    base = {"train": {"max_steps": 60}, "eval": {"every_steps": 20, "fid_every": 0, "fid_samples": 16, "swd_samples": 0}}
+    plain = run(tiny(**base))
+    with_fd = run(tiny(train={"max_steps": 60}, eval={**base["eval"], "fid_every_steps": 10, "cadence": "uniform"}))
+    fd_rows = [r for r in with_fd if r.get("fid") is not None]
+    assert [r["step"] for r in with_fd] == [10, 20, 30, 40, 50, 60]  # interim rows in step order
+    assert [r["step"] for r in fd_rows] == [10, 20, 30, 40, 50]  # 20 and 40: measured by the evaluation itself
+    assert all(r.get("mem_frac") is None and r["stop_status"] is None for r in with_fd if r["step"] in (10, 30, 50))
+    evals = [r for r in with_fd if r["step"] in (20, 40, 60)]
+    for a, b in zip(plain, evals):
+        for k in ("loss", "train_loss", "test_loss", "mem_frac"):
+            assert a[k] == b[k], k
