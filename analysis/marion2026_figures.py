@@ -1,6 +1,6 @@
 """Marion & Wu (2026)'s figure set from a raydiff results folder.
 
-    python analysis/marion2026_figures.py RESULTS [--out DIR] [--censored exclude|tobit] [--boot N]
+    python analysis/marion2026_figures.py RESULTS [--out DIR] [--censored auto|tobit|ols] [--boot N]
 
 For every axis the sweep varied (N, P, B, η):
     axis_<axis>.png     the one-factor slice through the default point: memorized fraction and the
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", help="results folder: <storage>/<sweep>")
     ap.add_argument("--out", help="output folder (default: RESULTS/analysis/marion2026)")
-    ap.add_argument("--censored", choices=("exclude", "tobit"), default="exclude")
+    ap.add_argument("--censored", choices=("auto", "tobit", "ols", "exclude"), default="auto")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.results) / "analysis" / "marion2026"
