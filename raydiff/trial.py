@@ -256,7 +256,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
             interim += _refine(evaluator, eval_net, snaps, threshold, b)
         ts.wall_s = time.perf_counter() - t_start
         # report: the interim rows first, in step order (no checkpoint, no decision), then this evaluation
-        for i_row, i_metrics in sorted(interim, key=lambda rm: rm[0]["step"]):
+        for i_row, i_metrics in merge_interim(interim):
             ts.history.append(i_row)
             report(interim_report(cfg, static, ts, i_metrics, i_row), None)
         ts.history.append(history_row(ts.step, b, ts.wall_s, metrics))
@@ -440,6 +440,28 @@ def _refine(evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: 
     for i in sorted(done):
         step, wall_s, _ = snaps[i]
         out.append(({**history_row(step, b, wall_s, done[i]), "refined": True}, done[i]))
+    return out
+
+
+FIDELITY_KEYS = ("fid", "fid_train", "sliced_wasserstein", "swd_samples", "fid_extractor", "fid_split", "fid_samples", "fid_reference")
+
+
+def merge_interim(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Interim rows in step order, one per step: a snapshot evaluated at a fidelity-only step
+    becomes one row with both its memorization test and the FID (a row is keyed by its step)."""
+    by_step: dict[int, list[tuple[dict, dict]]] = {}
+    for row, metrics in rows:
+        by_step.setdefault(row["step"], []).append((row, metrics))
+    out = []
+    for step in sorted(by_step):
+        fidelity = [rm for rm in by_step[step] if rm[0].get("fidelity_only")]
+        memorization = [rm for rm in by_step[step] if not rm[0].get("fidelity_only")]
+        if fidelity and memorization:
+            (row, metrics), (_, fid_metrics) = memorization[0], fidelity[0]
+            fid = {k: fid_metrics[k] for k in FIDELITY_KEYS if fid_metrics.get(k) is not None}
+            out.append(({**row, "fid": fid.get("fid")}, {**metrics, **fid}))
+        else:
+            out.append(by_step[step][0])
     return out
 
 

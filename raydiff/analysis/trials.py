@@ -31,6 +31,8 @@ import numpy as np
 
 from raydiff.analysis.fits import AXES
 from raydiff.config import StopConfig
+from raydiff.config.schema import build
+from raydiff.errors import ConfigError
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
 from raydiff.results_folder import Sweep, reference_minima
 
@@ -92,9 +94,9 @@ def stop_rule(trial: dict | None, sweep: Sweep) -> StopConfig:
     for raw in (_config_of(trial), (sweep.search_space or {})):
         stop = (raw or {}).get("stop")
         if isinstance(stop, dict):
-            try:
-                return StopConfig(**{k: v for k, v in stop.items() if k in StopConfig.__dataclass_fields__})
-            except TypeError:
+            try:  # built as the config layer builds it (lists → tuples), keys it no longer knows left out
+                return build(StopConfig, {k: v for k, v in stop.items() if k in StopConfig.__dataclass_fields__}, "stop")
+            except (TypeError, ConfigError):
                 pass
     return StopConfig()
 

@@ -37,8 +37,8 @@ SERIES = {
 def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | None]:
     """τ by every onset definition whose series the result carries (None: not fired yet).
 
-    `history_pixel` falls back to `history_mem_frac`, the stop series of reports that predate the
-    named series (a pixel-space trial's mem_frac)."""
+    `history_pixel` falls back to `history_mem_frac` in a report that carries no named
+    memorization series (one built by hand, or before they existed): there mem_frac is pixel's."""
     steps = result.get("history_steps") or ()
     out: dict[str, int | None] = {}
     for name, key in SERIES.items():
@@ -48,8 +48,8 @@ def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | Non
                 out[name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
             continue
         fracs = result.get(key)
-        if fracs is None and name == "pixel":
-            fracs = result.get("history_mem_frac")
+        if fracs is None and name == "pixel" and "history_features" not in result:
+            fracs = result.get("history_mem_frac")  # a report without named series: mem_frac is pixel
         if fracs is not None:
             out[name] = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
     return out

@@ -98,3 +98,27 @@ def test_fidelity_only_evaluations_leave_training_unchanged():
     for a, b in zip(plain, evals):
         for k in ("loss", "train_loss", "test_loss", "mem_frac"):
             assert a[k] == b[k], k
+
+
+def test_interim_rows_at_one_step_merge():
+    """A refinement snapshot on a fidelity-only step: one row with both, keyed by its step."""
+    from raydiff.trial import merge_interim
+
+    fid = ({"step": 40, "mem_frac": None, "fid": 12.0, "fidelity_only": True}, {"fid": 12.0, "fid_extractor": "x/v", "mem_frac": None})
+    snap = ({"step": 40, "mem_frac": 0.2, "fid": None, "refined": True}, {"mem_frac": 0.2, "fid": None})
+    other = ({"step": 30, "mem_frac": 0.0, "refined": True}, {"mem_frac": 0.0})
+    for order in ([fid, snap, other], [snap, other, fid]):
+        merged = merge_interim(order)
+        assert [r["step"] for r, _ in merged] == [30, 40]
+        row, metrics = merged[1]
+        assert row["mem_frac"] == 0.2 and row["fid"] == 12.0 and row.get("refined")
+        assert metrics["mem_frac"] == 0.2 and metrics["fid"] == 12.0 and metrics["fid_extractor"] == "x/v"
+
+
+def test_features_only_trial_has_no_pixel_onset():
+    from raydiff.config import StopConfig
+    from raydiff.metrics.stop import onsets
+
+    report = {"history_steps": [100, 200, 300], "history_mem_frac": [0.2, 0.3, 0.4], "history_features": [0.2, 0.3, 0.4]}
+    found = onsets(report, StopConfig())
+    assert found["features"] == 100 and "pixel" not in found
