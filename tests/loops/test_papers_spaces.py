@@ -162,3 +162,40 @@ def test_one_bonnaire_trial_on_cpu(tmp_path):
     assert 0.0 <= last["mem_frac"] <= 1.0 and last["train_loss"] > 0
     state = reports[-1][1]()
     assert state["ema"] is None and state["epoch_pos"] == 16  # 4 steps × 16 = 4 whole epochs
+
+
+def test_marion_trial_measures_its_own_onset_definitions(tmp_path, monkeypatch):
+    """Marion & Wu's space keeps its own stop rule (features and loss, then 25% of τ more): a CPU
+    trial with a stand-in TorchScript embedding reports every definition's series and τ."""
+    import warnings
+
+    from raydiff.metrics.stop import onsets, stop_onset
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+
+    emb = tmp_path / "standin.torchscript.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(Pool()).save(str(emb))
+    written = write_cifar10(tmp_path, per_batch=20, n_test=40)
+    trust(monkeypatch, written["md5"])
+    space = load_search_space(MARION)
+    assert space.base.stop.on == ("features", "loss") and space.base.stop.continue_for == 0.25
+    cfg = apply_overrides(space.base, {
+        "model.preset": "marion-2.9m", "data.root": str(tmp_path), "data.download": False, "data.n_train": 8,
+        "data.n_test": 8, "train.batch_size": 2, "train.max_steps": 4, "train.budget_scaling": "fixed",
+        "train.device": "cpu", "diffusion.sample_steps": 1, "eval.every_steps": 2, "eval.every_images": None,
+        "eval.cadence": "uniform", "eval.num_samples": 4, "eval.fid_every": 0, "eval.embedding": str(emb),
+        "eval.probe_images": 1, "eval.probe_noise_levels": 1, "eval.save_samples": 0, "eval.refine_snapshots": 0,
+    })  # fmt: skip
+    assert cfg.eval.memorization_space == "both" and cfg.measures_raw  # EMA 0.9999: raw weights tested too
+    reports = []
+    train(cfg, lambda m, ckpt: reports.append(m) or False)
+    last = reports[-1]
+    for key in ("history_pixel", "history_features", "history_pixel_raw", "history_train_loss", "history_test_loss"):
+        assert len(last[key]) == len(last["history_steps"]) == 2, key
+    for d in ("pixel", "features", "pixel_raw", "loss"):
+        assert f"tau_mem_{d}_step" in last
+    assert last["tau_mem_step"] == stop_onset(onsets(last, cfg.stop), cfg.stop)  # the latest of features and loss
