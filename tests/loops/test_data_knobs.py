@@ -7,8 +7,9 @@ import io
 
 import pytest
 import torch
+from tiny_trial import with_sections
 
-from raydiff.config import ConfigError, experiment_from_dict
+from raydiff.config import ConfigError
 from raydiff.data import channel_mean, from_model, load, to_model, to_model_range, to_uint8, train_mean
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
@@ -26,10 +27,7 @@ SMALL = {
 
 
 def config(**sections):
-    raw = {k: dict(v) for k, v in SMALL.items()}
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return experiment_from_dict(raw).validate()
+    return with_sections(SMALL, **sections)
 
 
 def images(n=37, c=3, s=5, seed=0):

@@ -6,36 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from tiny_trial import tiny
 
 from raydiff import cli
-from raydiff.config import experiment_from_dict, load_search_space, packaged_search_space
+from raydiff.config import load_search_space, packaged_search_space
 from raydiff.metrics.stop import decide
 from raydiff.trial import train
 
-TINY = {
-    "data": {"dataset": "digits", "n_train": 8, "n_test": 16},
-    "model": {"base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16},
-    "diffusion": {"objective": "ddpm", "sample_steps": 4},
-    "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 60, "ema_halflife_images": 200},
-    "eval": {"every_steps": 20, "num_samples": 8, "fid_every": 0, "probe_images": 4,
-             "probe_noise_levels": 2, "bootstrap": 50, "save_samples": 0},
-}  # fmt: skip
-
-
-def tiny(**sections):
-    raw = {k: dict(v) for k, v in TINY.items()}
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return experiment_from_dict(raw).validate()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(cfg):

@@ -5,35 +5,19 @@ from __future__ import annotations
 import io
 
 import pytest
+from tiny_trial import tiny
 import torch
 
-from raydiff.config import StopConfig, experiment_from_dict
+from raydiff.config import StopConfig
 from raydiff.diffusion.ddpm import DDPM
 from raydiff.trial import eval_schedule, train
 from raydiff.metrics.stop import decide
-
-# a trial that runs in seconds on one CPU core: 8 digits, a one-level 8-channel U-Net, no FID
-TINY = {
-    "data": {"dataset": "digits", "n_train": 8, "n_test": 16},
-    "model": {"base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16},
-    "diffusion": {"objective": "ddpm", "sample_steps": 4},
-    "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 60, "ema_halflife_images": 200},
-    "eval": {"every_steps": 20, "num_samples": 8, "fid_every": 0, "probe_images": 4,
-             "probe_noise_levels": 2, "bootstrap": 50, "save_samples": 2},
-}  # fmt: skip
 
 CONTRACT_KEYS = {"step", "images_seen", "wall_s", "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid"}
 TRIAL_KEYS = {
     "params", "n_train", "batch_size", "lr", "budget_steps", "loss", "diverged", "tau_mem_step", "tau_mem_images",
     "tau_mem_seconds", "tau_mem_loss_step", "history_steps", "history_mem_frac", "stop_status", "stop_reason",
 }  # fmt: skip
-
-
-def tiny(**sections):
-    raw = {k: dict(v) for k, v in TINY.items()}
-    for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    return experiment_from_dict(raw).validate()
 
 
 def snapshot(state_fn):
@@ -55,14 +39,7 @@ class Recorder:
         return self.stop_after is not None and len(self.reports) >= self.stop_after
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # as in a sweep (the trainable runs each trial on its one CPU): tiny ops gain nothing from
-    # more threads, and OpenMP threads on busy cores make a test many times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as in a sweep: a trial runs on one CPU
 
 
 @pytest.fixture(scope="module")
