@@ -44,6 +44,8 @@ def cmd_sweep(args) -> int:
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
         raise UserError("--json goes with --dry-run (a sweep's results are Parquet)", key="--json")
+    if args.cluster and not args.dry_run:
+        raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
     if args.resume:
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
@@ -68,7 +70,7 @@ def cmd_sweep(args) -> int:
         if args.json:
             print_json(space)
         else:
-            print_plan(space, storage=args.storage, name=args.name)
+            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
     s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument("--cluster", metavar="FILE",
+                   help="with --dry-run: where each trial can run on this cluster file (cluster/aws.yaml, kuberay.yaml,"
+                   " slurm.sbatch) and how many run at once")
     s.add_argument("--json", action="store_true",
                    help="with --dry-run: one JSON object per trial, its resolved config (as trials.parquet's config column)")
     s.add_argument(

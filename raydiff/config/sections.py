@@ -440,17 +440,45 @@ class ExperimentConfig:
 @dataclass(frozen=True)
 class Resources:
     cpu: float = 1.0
-    gpu: float = 0.0
+    gpu: float = 0.0  # a fraction < 1 packs trials on one GPU, each capped to that share of its memory
+    custom: tuple[tuple[str, float], ...] = ()  # Ray custom resources, e.g. [[h100, 1]]: node types that have them
 
-    def validate(self) -> None:
+    def validate(self, key: str = "sweep.resources") -> None:
         if self.cpu < 0:
-            raise ConfigError(f"must be ≥ 0 (got {self.cpu})", key="sweep.resources.cpu")
+            raise ConfigError(f"must be ≥ 0 (got {self.cpu})", key=f"{key}.cpu")
         if self.gpu < 0:
-            raise ConfigError(f"must be ≥ 0 (got {self.gpu})", key="sweep.resources.gpu")
+            raise ConfigError(f"must be ≥ 0 (got {self.gpu})", key=f"{key}.gpu")
         if self.cpu > 10_000 or self.gpu > 1024:
-            raise ConfigError(f"more than one node holds (cpu ≤ 10,000, gpu ≤ 1,024; got {self.cpu:g}, {self.gpu:g})", key="sweep.resources")
+            raise ConfigError(f"more than one node holds (cpu ≤ 10,000, gpu ≤ 1,024; got {self.cpu:g}, {self.gpu:g})", key=key)
         if self.gpu > 1 and self.gpu != int(self.gpu):
-            raise ConfigError(f"a fraction must be < 1, else a whole number (got {self.gpu})", key="sweep.resources.gpu")
+            raise ConfigError(f"a fraction must be < 1, else a whole number (got {self.gpu})", key=f"{key}.gpu")
+        names = [name for name, _ in self.custom]
+        if len(set(names)) != len(names) or any(not n or n in ("CPU", "GPU", "memory") for n in names):
+            raise ConfigError(f"custom resources are distinct names other than CPU, GPU, memory (got {names})", key=f"{key}.custom")
+        if any(not 0 < v <= 10_000 for _, v in self.custom):
+            raise ConfigError(f"custom amounts must be in (0, 10,000] (got {list(self.custom)})", key=f"{key}.custom")
+
+
+@dataclass(frozen=True)
+class ResourceRule:
+    """A trial's request by its model: the first rule whose preset and parameter bound match."""
+
+    preset: str | None = None  # this model preset (None: any)
+    max_params: int | None = None  # networks with at most this many parameters (None: any size)
+    cpu: float = 1.0
+    gpu: float = 0.0
+    custom: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.cpu, self.gpu, self.custom)
+
+    def validate(self, key: str) -> None:
+        if self.preset is None and self.max_params is None:
+            raise ConfigError("a rule names a preset or a max_params bound (the default is sweep.resources)", key=key)
+        if self.max_params is not None:
+            positive(f"{key}.max_params", self.max_params)
+        self.resources.validate(key)
 
 
 @dataclass(frozen=True)
@@ -478,6 +506,9 @@ class SweepConfig:
     name: str = "default"
     mode: str = "grid"  # grid: full product of the axes; one_factor: vary one axis at a time
     resources: Resources = field(default_factory=Resources)
+    # per-trial requests by model (tune/capacity.py): small presets packed as GPU fractions,
+    # large ones a whole GPU on the node types that fit them; trials no rule matches get `resources`
+    resources_by: tuple[ResourceRule, ...] = ()
     max_concurrent: int | None = None  # None: as many as the resources allow
     max_failures: int = 1  # restarts per trial from its last checkpoint
     storage: str | None = None  # local path or s3://…; None: ./results
@@ -487,6 +518,8 @@ class SweepConfig:
         check_name(self.name, "sweep.name")
         choice("sweep.mode", self.mode, SWEEP_MODES)
         self.resources.validate()
+        for i, rule in enumerate(self.resources_by):
+            rule.validate(f"sweep.resources_by[{i}]")
         if self.max_concurrent is not None:
             positive("sweep.max_concurrent", self.max_concurrent)
             if self.max_concurrent > 100_000:

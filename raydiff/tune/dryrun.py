@@ -8,19 +8,37 @@ import sys
 from raydiff.config import SearchSpace
 from raydiff.location import locate
 from raydiff.models import model_name, param_count
+from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
 
 
-def plan_rows(space: SearchSpace) -> list[dict]:
-    res = space.sweep.resources
+def plan_rows(space: SearchSpace, types: list[NodeType] | None = None) -> list[dict]:
+    """One row per trial: its settings, its request and (with a cluster's node types) where it can run."""
     rows = []
     for i, exp in enumerate(space.experiments()):
-        rows.append({
+        params = param_count(exp.model, exp.data)
+        req = request_for(space.sweep, exp.model.preset, params)
+        row = {
             "#": i, "dataset": exp.data.dataset, "N": exp.data.n_train, "model": model_name(exp.model),
-            "params": param_count(exp.model, exp.data), "B": exp.batch, "lr": exp.train.lr,
-            "objective": exp.diffusion.objective, "resources": f"{res.cpu:g} CPU, {res.gpu:g} GPU",
-            "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
-        })  # fmt: skip
+            "params": params, "B": exp.batch, "lr": exp.train.lr, "objective": exp.diffusion.objective,
+            "resources": req.text(), "budget_steps": exp.budget_steps, "eval_every": exp.eval_every_steps,
+        }  # fmt: skip
+        if types is not None:
+            row["runs_on"] = ",".join(where(req, types)) or "NOWHERE"
+        rows.append(row)
     return rows
+
+
+def cluster_line(space: SearchSpace, types: list[NodeType], source: str) -> str:
+    """'up to K trials at once' from a cluster file alone, with where the trials cannot run."""
+    exps = space.experiments() if space.search is None else space.extremes()
+    reqs = [request_for(space.sweep, e.model.preset, param_count(e.model, e.data)) for e in exps]
+    homeless = sorted({r.text() for r in reqs if not where(r, types)})
+    k = slots(reqs[0], types) if space.search is not None else concurrency(reqs, types)
+    nodes = ", ".join(f"{t.name} ×{t.max_nodes} ({t.resources.get('CPU', 0):g} CPU, {t.resources.get('GPU', 0):g} GPU)" for t in types)
+    text = f"on {source} ({nodes}): up to {k} trials at once"
+    if homeless:
+        text += f"; no node type fits {', '.join(homeless)}: those trials would never start"
+    return text
 
 
 def config_json(exp) -> str:
@@ -35,9 +53,10 @@ def print_json(space: SearchSpace, out=None) -> None:
         print(config_json(exp), file=out)
 
 
-def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None) -> None:
+def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None) -> None:
     out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirect
-    rows = plan_rows(space)
+    types = node_types_of_file(cluster) if cluster else None
+    rows = plan_rows(space, types)
     if space.search is not None:  # an Optuna search: its axes, then the base trial it varies
         s = space.search
         print(f"Optuna search ({s.sampler}): {s.num_samples} trials, "
@@ -53,3 +72,5 @@ def print_plan(space: SearchSpace, storage: str | None = None, name: str | None 
     loc = locate(space, storage, name)
     what = f"{space.search.num_samples} trials drawn by Optuna around the base trial above" if space.search else f"{len(rows)} trials ({space.sweep.mode} mode)"
     print(f"{what}; results would go to {loc.uri}", file=out)
+    if types is not None:
+        print(cluster_line(space, types, cluster), file=out)

@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raydiff.config import Resources, SearchConfig, SearchSpace
+from raydiff.config import SearchConfig, SearchSpace
 from raydiff.metrics.objectives import key as objective_key
 from raydiff.models import param_count
 from raydiff.tune.planner import BudgetPlanner, PointInfo, group_of, small_n_first
@@ -183,30 +183,24 @@ def point_infos(space: SearchSpace) -> list[PointInfo]:
     return infos
 
 
-def cluster_slots(res: Resources) -> int:
-    """How many trials the cluster holds at once (the planner decides budgets at start)."""
-    total = ray.cluster_resources()
-    fits = [total.get("CPU", 1.0) / res.cpu if res.cpu else math.inf]
-    if res.gpu:
-        fits.append(total.get("GPU", 0.0) / res.gpu)
-    n = min(fits)
-    return max(1, int(n)) if math.isfinite(n) else 1
-
-
 # --------------------------------------------------------------------------------- setup
 
 
-def search_setup(space: SearchSpace, name: str) -> SearchSetup:
-    """What the Tuner gets. Call with Ray initialized (the planner sizes its concurrency)."""
+def search_setup(space: SearchSpace, name: str, width: int | None = None) -> SearchSetup:
+    """What the Tuner gets. `width`: how many trials the cluster holds at once when grown to its
+    bounds (tune/resources.cluster_concurrency); searchers that suggest trials one by one (Optuna,
+    the planner) are told it, or Ray lets them keep only one trial pending and nodes start one
+    after another."""
     if space.search is not None:
         s = space.search
-        return SearchSetup({}, build_optuna(s, name), s.num_samples, s.max_concurrent or space.sweep.max_concurrent, s.num_samples)
+        concurrent = s.max_concurrent or space.sweep.max_concurrent or width
+        return SearchSetup({}, build_optuna(s, name), s.num_samples, concurrent, s.num_samples)
     points = space.points()
     bp = space.sweep.budget_planner
     if bp.enabled:
         planner = BudgetPlanner(bp, space.base.stop.patience)
         searcher = PlannedGridSearcher(points, point_infos(space), planner)
-        slots = space.sweep.max_concurrent or cluster_slots(space.sweep.resources)
+        slots = space.sweep.max_concurrent or width or 1
         return SearchSetup({}, searcher, len(points), slots, len(points))
     return SearchSetup({"point": tune.grid_search(points)}, None, 1, space.sweep.max_concurrent, len(points))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from raydiff import results
 from raydiff.config import SearchSpace
@@ -30,7 +31,15 @@ from raydiff.tune.callback import ResultsCallback
 from raydiff.tune.connect import check_reachable, connect
 from raydiff.tune.loggers import logger_callbacks
 from raydiff.tune.progress import ProgressCallback
-from raydiff.tune.resources import check_resources
+from raydiff.tune.callback import overrides_of
+from raydiff.tune.resources import (
+    check_resources,
+    check_storage_reach,
+    cluster_concurrency,
+    cluster_node_types,
+    request_of,
+    space_requests,
+)
 from raydiff.tune.search import search_setup
 from raydiff.tune.stopper import MemorizationOnsetStopper
 from raydiff.tune.trainable import trainable
@@ -89,10 +98,14 @@ def run_sweep(
         if started_here:
             ctx = connect(address)  # address or $RAY_ADDRESS; none: a local Ray, dashboard on 127.0.0.1
         restore_signals = _sigterm_as_sigint()  # after ray.init: Ray's core worker installs an aborting one
-        check_resources(space.sweep.resources)  # needs the connected cluster: the one check after preflight
-        setup = search_setup(space, loc.name)
+        requests = space_requests(space)
+        check_resources(requests)  # needs the connected cluster: the one check after preflight
+        types = cluster_node_types()
+        check_storage_reach(loc.storage, types)
+        width = cluster_concurrency(space, types)
+        setup = search_setup(space, loc.name, width)
         dashboard = getattr(ctx, "dashboard_url", None) if ctx is not None else None
-        print(f"raydiff: sweep {loc.name!r}: {setup.n_trials} trials; results → {loc.uri}", file=out)
+        print(f"raydiff: sweep {loc.name!r}: {setup.n_trials} trials, up to {width} at once on this cluster; results → {loc.uri}", file=out)
         if dashboard:
             print(f"raydiff: Ray dashboard at http://{dashboard}", file=out)
         out.flush()
@@ -104,9 +117,11 @@ def run_sweep(
             with fs.open_output_stream(results.join(root, results.SPACE_FILE)) as f:
                 f.write(space.to_json().encode())
 
-        res = space.sweep.resources
-        fn = tune.with_parameters(trainable, base=space.base.to_dict(), threads=max(1, int(res.cpu)))
-        fn = tune.with_resources(fn, {"cpu": res.cpu, "gpu": res.gpu})
+        fn = tune.with_parameters(trainable, base=space.base.to_dict())
+        # each trial's request by its model (sweep.resources_by), computed on the driver
+        fn = tune.with_resources(
+            fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
+        )
         callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), *extra_callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         storage_fs = None

@@ -32,10 +32,13 @@ def for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in metrics.items()}
 
 
-def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) -> None:
+def trainable(config: dict[str, Any], base: dict[str, Any], threads: int | None = None) -> None:
     # the driver validated this trial's config (config/space.py); here it is only rebuilt
     cfg = apply_overrides(experiment_from_dict(base), overrides_of(config), validate=False)
-    torch.set_num_threads(max(1, threads))
+    cpu, gpu = granted()
+    torch.set_num_threads(max(1, threads or int(cpu)))  # the trial's own CPUs: its threads
+    if 0 < gpu < 1 and torch.cuda.is_available():  # packed: a share of the GPU, and of its memory
+        torch.cuda.set_per_process_memory_fraction(gpu)
     state = last = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -67,6 +70,15 @@ def trainable(config: dict[str, Any], base: dict[str, Any], threads: int = 1) ->
         return reported(metrics) is not None  # follow train()'s decision (Ray's stopper reads it too)
 
     train(cfg, report, state)
+
+
+def granted() -> tuple[float, float]:
+    """(CPUs, GPUs) Ray granted this trial (1, 0 outside a trial)."""
+    try:
+        need = tune.get_context().get_trial_resources().required_resources
+    except Exception:  # noqa: BLE001 - outside a Tune trial there is no grant
+        return 1.0, 0.0
+    return float(need.get("CPU", 1.0)), float(need.get("GPU", 0.0))
 
 
 def _node_id() -> str:

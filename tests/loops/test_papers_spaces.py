@@ -43,7 +43,9 @@ def test_marion_one_factor_dry_run(capsys, tmp_path):
     assert budgets[("2048", "16")] == 400_000
     assert budgets[("16384", "16")] == 8 * 400_000  # ∝ N
     assert budgets[("2048", "128")] == 400_000 // 8  # ∝ 1/B
-    assert all(" ".join(r[8:12]) == "4 CPU, 1 GPU" for r in rows)
+    # requests by model (sweep.resources_by): ≤ 30M parameters packed two per GPU, the rest a whole one
+    small = {"marion-2.9m", "marion-7.9m", "marion-25.8m"}
+    assert all(" ".join(r[8:12]) == ("1 CPU, 0.5 GPU" if r[3] in small else "3 CPU, 1 GPU") for r in rows)
     assert not (tmp_path / "marion2026-cifar10").exists()  # a dry run writes nothing
 
 

@@ -153,6 +153,7 @@ def cluster():
         RAY_AUTH_MODE="token",  # as cluster/aws.yaml sets on every node
         RAY_AUTH_TOKEN_PATH=str(root / "token"),  # not ~/.ray/auth_token: that one is the user's
         RAYDIFF_AUTOSCALING_CONFIG=str(root / "no-autoscaler.yaml"),  # a fixed-size cluster
+        RAYDIFF_SHARED_STORAGE="1",  # every node is this machine: its folders are shared, like NFS
     )
     c = LocalCluster(root, token, env, _free_port(), _free_port())
     try:
@@ -234,6 +235,21 @@ def test_gpu_request_no_node_can_host_fails_in_seconds(cluster, tmp_path):
     )
     assert time.monotonic() - t0 < 150  # imports and one Ray handshake on a busy machine, not a hang
     assert not (tmp_path / "r" / "toobig").exists()
+
+
+def test_local_storage_on_a_multinode_cluster_is_refused(cluster, tmp_path):
+    """Without a shared folder declared, a local --storage on three nodes is refused before any
+    trial is scheduled (Ray Tune would fail each trial at its first checkpoint)."""
+    env = {k: v for k, v in cluster.env.items() if k != "RAYDIFF_SHARED_STORAGE"}
+    proc = subprocess.run(
+        [*RAYDIFF, "sweep", str(_space(tmp_path, "local", gpu=0)), "--storage", str(tmp_path / "r"),
+         "--address", f"127.0.0.1:{cluster.gcs_port}"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("raydiff: error: --storage: storage ") and "is a local folder" in last and "RAYDIFF_SHARED_STORAGE=1" in last
+    assert not (tmp_path / "r" / "local").exists()
 
 
 def test_client_without_the_token_is_refused(cluster, tmp_path):
