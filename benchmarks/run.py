@@ -26,13 +26,14 @@ from benchmarks.common import Section, fmt, loadavg, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ALL = ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7"]
+ALL = ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7", "8"]
 RUNNERS = {  # section → (module, function); 3a-3c can be run alone
     "1": ("framework", "run"), "2": ("ray_tax", "run"), "3": ("measurement", "run"),
     "3a": ("measurement", "grid_tax"), "3b": ("measurement", "cifar_size"), "3c": ("measurement", "sampler_steps"),
     "4": ("onset", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
+    "8": ("checkpoints", "run"),
 }  # fmt: skip
-QUICK_DEFAULT = ["1", "3a", "3b", "3c", "4", "5", "6"]  # --quick without --only: no Ray (2 and 7 start one)
+QUICK_DEFAULT = ["1", "3a", "3b", "3c", "4", "5", "6", "8"]  # --quick without --only: no Ray (2 and 7 start one)
 
 
 def section_runner(key: str):
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         for raw in dumps:
             for s in raw["sections"]:
                 merged[s["key"]] = Section(**{**s, "load": tuple(s["load"])})
-        order = {k: i for i, k in enumerate(["1", "2", "3a", "3b", "3c", "4", "5", "6", "7"])}
+        order = {k: i for i, k in enumerate(ALL)}
         sections = sorted(merged.values(), key=lambda s: order.get(s.key, 99))
         first = dumps[0]
         command = " && ".join(dict.fromkeys(d["command"] for d in dumps))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from raydiff.config import DataConfig
+from raydiff.download import file_lock
 from raydiff.errors import ConfigError, UserError
 
 DIGITS_SIZE = 1797
@@ -119,8 +120,9 @@ def _cifar10(cfg: DataConfig) -> ImageData:
 
     root = Path(cfg.root) if cfg.root else cache_dir("cifar10")
     try:
-        train = CIFAR10(str(root), train=True, download=cfg.download)
-        test = CIFAR10(str(root), train=False, download=cfg.download)
+        with file_lock(root / ".raydiff-download.lock"):  # trials starting together on a node fetch once
+            train = CIFAR10(str(root), train=True, download=cfg.download)
+            test = CIFAR10(str(root), train=False, download=cfg.download)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise UserError(f"CIFAR-10 not found under {root} ({e}); set data.download: true or pre-stage it") from None
     except OSError as e:

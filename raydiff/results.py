@@ -5,8 +5,10 @@
 
 Column names are a contract with other tools (docs/results.md); more columns are fine, renames are not.
 Every file carries the search space, package versions and the git commit in its schema
-metadata. Files are written to a temporary name and renamed, so a reader never sees half a file,
-and metric rows are keyed by (trial_id, step), so a restarted trial never duplicates a row.
+metadata. A reader never sees half a file: on a local disk a file is written to a temporary name
+and renamed; on an object store (S3, GCS) it is one PUT of the whole object, which is atomic per
+object there (a rename would be a copy and a delete, and a crash between them leaves both).
+Metric rows are keyed by (trial_id, step), so a restarted trial never duplicates a row.
 """
 
 from __future__ import annotations
@@ -122,14 +124,46 @@ KEYS = {"trials": ("trial_id", "status"), "metrics": ("trial_id", "step")}  # ne
 # --------------------------------------------------------------------------- locations
 
 
+# URI → (filesystem, path), per process: building an S3 filesystem asks the store for the bucket's
+# region (requests of its own), and the results callback opens its sweep's URI at every report.
+# Keyed by the AWS_* environment too, which says where the store is (AWS_ENDPOINT_URL) and who asks.
+_OPENED: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[pafs.FileSystem, str]] = {}
+OBJECT_STORES = ("s3", "gcs")  # pyarrow type_name of the stores that write whole objects, no rename
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or a URI such as s3://bucket/prefix."""
-    if "://" in uri:
+    """(filesystem, path) for a local path or a URI such as s3://bucket/prefix.
+
+    pyarrow reads where S3 is from the environment, as the AWS tools do: AWS_ENDPOINT_URL (an
+    S3-compatible store such as MinIO), AWS_REGION, the credentials; or from the URI's query
+    (`?endpoint_override=host:port&scheme=http`). S3 files are opened with delayed open, so a file
+    smaller than one upload part goes in one PUT when it is closed (not three multipart requests)."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    key = (uri, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    if key not in _OPENED:
         try:
-            return pafs.FileSystem.from_uri(uri)
+            opened = pafs.FileSystem.from_uri(_delayed_open(uri))
         except (pa.ArrowInvalid, OSError) as e:
             raise UserError(f"cannot open storage {uri}: {e}") from None
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+        if len(_OPENED) >= 64:
+            _OPENED.clear()
+        _OPENED[key] = opened
+    return _OPENED[key]
+
+
+def _delayed_open(uri: str) -> str:
+    """An s3:// URI with allow_delayed_open=true in its query (unless it says otherwise)."""
+    if not uri.startswith("s3://"):
+        return uri
+    base, _, query = uri.partition("?")
+    if "allow_delayed_open=" in query:
+        return uri
+    return f"{base}?{query + '&' if query else ''}allow_delayed_open=true"
+
+
+def is_object_store(fs: pafs.FileSystem) -> bool:
+    return fs.type_name in OBJECT_STORES
 
 
 def join(base: str, *parts: str) -> str:
@@ -140,8 +174,17 @@ def join(base: str, *parts: str) -> str:
 
 
 def write_atomic(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
-    """Write to a temporary sibling, then rename over the target (atomic on a local disk; one PUT
-    on object stores, which are atomic per object anyway)."""
+    """Replace the file at `path` with `table`, so that a reader sees the old file or the new one,
+    never half of one. Local disk: a temporary sibling renamed over the target. Object store: one
+    PUT of the whole object (atomic per object there; no folder markers, no temporary, no copy)."""
+    if is_object_store(fs):
+        buf = pa.BufferOutputStream()  # serialized first: a failure here sends nothing to the store
+        pq.write_table(table, buf)
+        # the upload starts at close (delayed open); larger files go as a multipart upload, which
+        # also appears whole at once, when it completes
+        with fs.open_output_stream(path) as out:
+            out.write(buf.getvalue())
+        return
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = join(parent, f".{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp")

@@ -512,6 +512,11 @@ class SweepConfig:
     max_concurrent: int | None = None  # None: as many as the resources allow
     max_failures: int = 1  # restarts per trial from its last checkpoint
     storage: str | None = None  # local path or s3://…; None: ./results
+    # checkpoints (model, EMA, optimizer): every k evaluations or T minutes, whichever first, and
+    # always at onset and at the stop; Ray keeps the newest `keep_checkpoints` of a trial
+    checkpoint_every: int = 4
+    checkpoint_minutes: float | None = 10.0
+    keep_checkpoints: int = 2
     budget_planner: BudgetPlannerConfig = field(default_factory=BudgetPlannerConfig)
 
     def validate(self) -> None:
@@ -524,6 +529,12 @@ class SweepConfig:
             positive("sweep.max_concurrent", self.max_concurrent)
             if self.max_concurrent > 100_000:
                 raise ConfigError(f"must be ≤ 100,000 (got {self.max_concurrent:,})", key="sweep.max_concurrent")
+        if not 1 <= self.checkpoint_every <= 10_000:
+            raise ConfigError(f"must be in 1..10,000 evaluations (got {self.checkpoint_every})", key="sweep.checkpoint_every")
+        if self.checkpoint_minutes is not None and not 0 < self.checkpoint_minutes <= 10_000:
+            raise ConfigError(f"must be in (0, 10,000] minutes (got {self.checkpoint_minutes})", key="sweep.checkpoint_minutes")
+        if not 1 <= self.keep_checkpoints <= 100:
+            raise ConfigError(f"must be in 1..100 (got {self.keep_checkpoints})", key="sweep.keep_checkpoints")
         if not 0 <= self.max_failures <= 1000:
             raise ConfigError(f"must be ≥ 0 and ≤ 1000 (got {self.max_failures})", key="sweep.max_failures")
         self.budget_planner.validate()

@@ -42,7 +42,7 @@ from raydiff.tune.resources import (
 )
 from raydiff.tune.search import search_setup
 from raydiff.tune.stopper import MemorizationOnsetStopper
-from raydiff.tune.trainable import trainable
+from raydiff.tune.trainable import CheckpointCadence, trainable
 
 def prestage(space: SearchSpace) -> None:
     """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
@@ -117,7 +117,8 @@ def run_sweep(
             with fs.open_output_stream(results.join(root, results.SPACE_FILE)) as f:
                 f.write(space.to_json().encode())
 
-        fn = tune.with_parameters(trainable, base=space.base.to_dict())
+        sw = space.sweep
+        fn = tune.with_parameters(trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes))
         # each trial's request by its model (sweep.resources_by), computed on the driver
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
@@ -151,7 +152,7 @@ def run_sweep(
                     storage_filesystem=storage_fs,
                     stop=MemorizationOnsetStopper(),
                     callbacks=callbacks,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=space.sweep.keep_checkpoints),
                     failure_config=tune.FailureConfig(max_failures=space.sweep.max_failures),
                     verbose=0,
                 ),

@@ -144,3 +144,14 @@ def test_ray_tax_quick():
 
     s = ray_tax.run(quick=True)
     assert s.data["ratio"] > 0 and s.data["ratio_with_startup"] >= s.data["ratio"]
+
+
+def test_checkpoint_section_quick():
+    """Section 8 measures what a trial checkpoint holds: ~16 bytes a parameter (weights, EMA,
+    Adam's two moments), for the presets it sizes."""
+    from benchmarks import checkpoints
+
+    s = checkpoints.run(quick=True)
+    assert [r[0] for r in s.rows] == checkpoints.QUICK
+    for preset, params, mib, seconds, per_param in s.rows:
+        assert 15.0 <= float(per_param) <= 20.0 and float(seconds) >= 0.0

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="tr
 
 EVERY = 50  # evaluation interval of the tiny trials, in steps
 TINY = {
-    "sweep": {"name": "faults", "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1},
+    "sweep": {"name": "faults", "resources": {"cpu": 1, "gpu": 0}, "max_failures": 1,
+              "checkpoint_every": 2, "checkpoint_minutes": None},  # sparse checkpoints, as clusters use them
     "data": {"dataset": "digits", "n_train": 8, "n_test": 64},
     "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "emb_dim": 32},
     "diffusion": {"objective": "ddpm", "sample_steps": 10},

@@ -68,7 +68,7 @@ def test_dry_run_with_a_cluster_file(capsys):
     k = int(re.search(r"up to (\d+) trials at once", out).group(1))
     assert k > 1
     assert "1 CPU, 0.5 GPU" in out and "3 CPU, 1 GPU" in out  # small U-Nets packed, large ones a whole GPU
-    assert "gpu-a10g,gpu-h100x8" in out and "NOWHERE" not in out
+    assert "gpu-a10g,gpu-a10g-spot,gpu-h100x8" in out and "NOWHERE" not in out
 
 
 def test_requests_follow_the_model():
@@ -129,3 +129,63 @@ def test_a_connected_cluster_counts_every_node():
     check_storage_reach("s3://bucket/x", types)
     with pytest.raises(UserError, match="is a local folder"):
         check_storage_reach("/tmp/x", types)
+
+
+@pytest.mark.parametrize(
+    "every, minutes, reports, expected",
+    [
+        pytest.param(1, None, [{}] * 4, [True] * 4, id="every-evaluation"),
+        pytest.param(4, None, [{}] * 8, [False, False, False, True] * 2, id="every-fourth"),
+        pytest.param(4, None, [{}, {"tau_mem_step": 100}, {"tau_mem_step": 100}, {}], [False, True, False, True], id="at-onset-once"),
+        pytest.param(10, None, [{}, {"stop_status": "memorized"}], [False, True], id="at-the-stop"),
+        pytest.param(10, 1.0, [{}, {}, {}], [False, True, False], id="every-minute"),
+    ],
+)
+def test_checkpoint_cadence(every, minutes, reports, expected):
+    from raydiff.tune.trainable import CheckpointCadence
+
+    t = [0.0]
+    cadence = CheckpointCadence(every, minutes, clock=lambda: t[0])
+    got = []
+    for r in reports:
+        t[0] += 40.0  # 40 s between evaluations: the minute passes at the second
+        got.append(cadence.due(r))
+    assert got == expected
+
+
+def test_concurrent_fetchers_download_once(tmp_path):
+    """Trials that start together on a node fetch a file once: the others wait on the lock and
+    find it there (file_lock across processes)."""
+    import multiprocessing as mp
+
+    served = tmp_path / "served.bin"
+    served.write_bytes(b"weights" * 1000)
+    url = served.as_uri()  # urllib reads file:// like http://: no network
+    counter = tmp_path / "downloads.txt"
+    dest = tmp_path / "cache" / "weights.bin"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_fetch_counting, args=(url, dest, counter)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert all(p.exitcode == 0 for p in procs)
+    assert dest.read_bytes() == served.read_bytes()
+    assert counter.read_text().count("x") == 1
+
+
+def _fetch_counting(url, dest, counter):
+    import time
+
+    from raydiff import download
+
+    real = download._download
+
+    def counted(u, d, timeout):
+        with open(counter, "a") as f:
+            f.write("x")
+        time.sleep(0.3)  # a slow download: the others arrive while it runs
+        return real(u, d, timeout)
+
+    download._download = counted
+    download.fetch(url, dest)

@@ -127,9 +127,22 @@ def test_storage_credentials_and_ami(launcher):
     assert env.get("RAYDIFF_STORAGE", "").startswith("s3://"), "multi-node Tune needs storage every node reaches"
     for name, node_type in cfg["available_node_types"].items():
         assert "IamInstanceProfile" in node_type["node_config"], f"{name}: credentials come from an instance profile"
+        # least privilege: only the head may start instances; workers reach the bucket alone
+        expected = "raydiff-head" if name == cfg["head_node_type"] else "raydiff-worker"
+        assert node_type["node_config"]["IamInstanceProfile"] == {"Name": expected}, name
         # Ray's built-in default AMI (used for a missing ImageId) ships a CUDA 11.2 driver
         assert node_type["node_config"].get("ImageId", "latest_dlami") != "latest_dlami", f"{name}: set an AMI"
     assert not re.search(r"AWS_SECRET_ACCESS_KEY|aws_secret_access_key|AKIA[0-9A-Z]{16}", path.read_text())
+
+
+def test_a_spot_worker_type_like_the_on_demand_one(launcher):
+    _, cfg = launcher
+    types = cfg["available_node_types"]
+    spot = [n for n, t in types.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"]
+    assert spot, "a spot GPU worker type"
+    for name in spot:  # a preempted trial resumes on any GPU node: same resources as an on-demand type
+        assert any(types[o]["resources"] == types[name]["resources"] for o in types if o not in spot)
+    assert sum(t.get("max_workers", 0) for n, t in types.items() if n != cfg["head_node_type"]) <= cfg["max_workers"]
 
 
 def test_head_runs_no_trial_and_gpu_workers_autoscale(launcher):
