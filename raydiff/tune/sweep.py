@@ -43,6 +43,7 @@ from raydiff.tune.resources import (
 from raydiff.tune.search import search_setup
 from raydiff.tune.stopper import MemorizationOnsetStopper
 from raydiff.tune.trainable import CheckpointCadence, trainable
+from raydiff.tune.waiting import WaitingCallback
 
 def prestage(space: SearchSpace) -> None:
     """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
@@ -123,7 +124,7 @@ def run_sweep(
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), *extra_callbacks]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         storage_fs = None
         experiment = loc.uri if "://" in loc.uri else str(Path(loc.uri))
