@@ -30,6 +30,7 @@ from raydiff.errors import UserError
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
 SPACE_FILE = "search_space.json"
+WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
 TRIALS_SCHEMA = pa.schema(
     [
@@ -174,23 +175,28 @@ def join(base: str, *parts: str) -> str:
 
 
 def write_atomic(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
-    """Replace the file at `path` with `table`, so that a reader sees the old file or the new one,
+    """Replace the Parquet file at `path` with `table` (see `replace_file`)."""
+    buf = pa.BufferOutputStream()  # serialized first: a failure here writes nothing anywhere
+    pq.write_table(table, buf)
+    replace_file(fs, path, buf.getvalue())
+
+
+def replace_file(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
+    """Replace the file at `path` with `data`, so that a reader sees the old file or the new one,
     never half of one. Local disk: a temporary sibling renamed over the target. Object store: one
     PUT of the whole object (atomic per object there; no folder markers, no temporary, no copy)."""
     if is_object_store(fs):
-        buf = pa.BufferOutputStream()  # serialized first: a failure here sends nothing to the store
-        pq.write_table(table, buf)
         # the upload starts at close (delayed open); larger files go as a multipart upload, which
         # also appears whole at once, when it completes
         with fs.open_output_stream(path) as out:
-            out.write(buf.getvalue())
+            out.write(data)
         return
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = join(parent, f".{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp")
     try:
         with fs.open_output_stream(tmp) as out:
-            pq.write_table(table, out)
+            out.write(data)
         fs.move(tmp, path)
     except BaseException:
         try:

@@ -43,6 +43,7 @@ class Sweep:
     minima: dict[str, float] | None = None  # the search space's N_min, B_min, η_min
     metrics_mtime: datetime.datetime | None = None  # the newest metrics file's (None: no file, or no time)
     trials_mtime: datetime.datetime | None = None  # trials.parquet's (None: no file, or no time)
+    waiting: dict[str, Any] | None = None  # waiting.json: trials waiting for resources, and why
 
     @property
     def name(self) -> str:
@@ -108,6 +109,7 @@ def load_sweep(uri: str) -> Sweep:
     return Sweep(
         uri, trials, evals, running, meta, space, planned, notes, minima,
         metrics_mtime=_newest([i.mtime for i in metric_infos]), trials_mtime=_newest([trials_info.mtime]),
+        waiting=_waiting(fs, root),
     )  # fmt: skip
 
 
@@ -115,6 +117,19 @@ def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:
     """The latest of the times the store gave; None when it gave none."""
     known = [t for t in times if t is not None]
     return max(known) if known else None
+
+
+def _waiting(fs: pafs.FileSystem, root: str) -> dict[str, Any] | None:
+    """The sweep's word on trials waiting for resources ({message, trials, at}), if it left one.
+    A hint only: a file that cannot be read or parsed counts as none."""
+    try:
+        with fs.open_input_stream(results.join(root, results.WAITING_FILE)) as f:
+            hint = json.loads(f.readall().decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(hint, dict) or not isinstance(hint.get("message"), str):
+        return None
+    return hint
 
 
 def _complete(row: dict) -> dict:

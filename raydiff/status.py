@@ -58,6 +58,7 @@ def status_rows(uri: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         "running": sum(r["status"] == "running" for r in rows.values()),
         "planned": sweep.planned,
         "last_write_age_s": time.time() - sweep.metrics_mtime.timestamp() if sweep.metrics_mtime is not None else None,
+        "waiting": sweep.waiting,
     }
     return sorted(rows.values(), key=lambda r: r["trial_id"]), facts
 
@@ -87,6 +88,11 @@ def footer(facts: dict[str, Any]) -> str:
     text = ", ".join(parts) + (f" (of {facts['planned']} trials)" if facts.get("planned") is not None else "")
     if facts.get("last_write_age_s") is not None:
         text += f"; last evaluation written {facts['last_write_age_s']:.0f} s ago"
+    waiting = facts.get("waiting")
+    if waiting and (facts["running"] or (facts.get("planned") or 0) > facts["finished"]):
+        at = waiting.get("at")
+        said = f" ({time.time() - at:.0f} s ago)" if isinstance(at, (int, float)) else ""
+        text += f"\nwaiting{said}: {waiting['message']}"
     if facts["running"]:
         text += "\n'running' means no final row yet: the trial runs, or its sweep was interrupted (raydiff sweep --resume NAME)"
     return text

@@ -100,6 +100,22 @@ class Command:
         assert not left, f"{len(left)} process(es) outlived the command:\n" + "\n".join(left)
         assert len(self.seen) > 1  # the tracker did see Ray's processes
 
+    def end_survivors(self, grace_s: float = 10.0) -> list[str]:
+        """After a hard kill of the command: end what `ray stop` would, but only the processes this
+        command started, by pid (SIGTERM, then SIGKILL after `grace_s`). Returns what was alive."""
+        left = self.survivors()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for line in self.survivors():
+                try:
+                    os.kill(int(line.split()[0]), sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace_s
+            while self.survivors() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert not self.survivors(), self.survivors()
+        return left
+
     def log(self) -> str:
         return f"--- stdout\n{self.out.read_text()[-3000:]}\n--- stderr\n{self.err.read_text()[-3000:]}"
 

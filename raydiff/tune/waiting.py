@@ -19,8 +19,7 @@ from typing import Any
 from ray import tune
 
 from raydiff import results
-
-WAITING_FILE = "waiting.json"
+from raydiff.results import WAITING_FILE
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,10 @@ class WaitingCallback(tune.Callback):
         print(f"raydiff: {message}", file=self.out or sys.stdout, flush=True)
         self._write({"message": message, "trials": sorted(waiting), "at": time.time()})
 
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.file_written:  # nothing waits once the sweep is over
+            self._write(None)
+
     def _write(self, payload: dict | None) -> None:
         fs, root = results.filesystem(self.uri)
         path = results.join(root, WAITING_FILE)
@@ -113,9 +116,7 @@ class WaitingCallback(tune.Callback):
                 fs.delete_file(path)
                 self.file_written = False
             else:
-                fs.create_dir(root, recursive=True)
-                with fs.open_output_stream(path) as f:
-                    f.write(json.dumps(payload).encode())
+                results.replace_file(fs, path, json.dumps(payload).encode())
                 self.file_written = True
         except OSError:
             pass  # a status hint only: never fail a sweep over it

@@ -51,10 +51,10 @@ def test_autoscaling_node_types_of_aws_yaml():
     autoscaler may start has them; more GPUs than any type has still fails."""
     cfg = prepare_config(yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text()))
     types = node_types_from_config(cfg)
-    assert sorted(t["GPU"] for t in types) == [1.0, 8.0]  # the head type is not among them
+    assert sorted(t["GPU"] for t in types) == [1.0, 1.0, 8.0]  # on-demand and spot A10G, H100x8; not the head
     check_resources(Resources(cpu=4, gpu=1), nodes=[HEAD], node_types=types)
     check_resources(Resources(cpu=8, gpu=8), nodes=[HEAD], node_types=types)
-    with pytest.raises(UserError, match="2 autoscaling node type"):
+    with pytest.raises(UserError, match="3 autoscaling node type"):
         check_resources(Resources(cpu=1, gpu=9), nodes=[HEAD], node_types=types)
     no_gpu_nodes = {**cfg, "available_node_types": {k: {**v, "max_workers": 0} for k, v in cfg["available_node_types"].items()}}
     assert node_types_from_config(no_gpu_nodes) == []  # types that may not start count for nothing

@@ -155,14 +155,40 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
 def test_interrupted_write_leaves_no_temp(tmp_path, monkeypatch):
     # KeyboardInterrupt is not an Exception: the temporary must still go
     fs, root = results.filesystem(str(tmp_path))
+    target = results.join(root, "metrics", "t.parquet")
 
     def interrupted(table, where, **kw):
         where.write(b"PAR1")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results.pq, "write_table", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        results.write_atomic(results.table([], results.METRICS_SCHEMA, {}), fs, results.join(root, "metrics", "t.parquet"))
+    with monkeypatch.context() as m:  # while serializing: nothing is written anywhere
+        m.setattr(results.pq, "write_table", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            results.write_atomic(results.table([], results.METRICS_SCHEMA, {}), fs, target)
+    assert list(tmp_path.iterdir()) == []
+
+    class Interrupting:  # the local filesystem, whose streams are cut off at the first write
+        def __getattr__(self, name):
+            return getattr(fs, name)
+
+        def open_output_stream(self, path):
+            stream = fs.open_output_stream(path)
+            stream.write(b"PAR1")
+
+            class Cut:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    stream.close()
+
+                def write(self, data):
+                    raise KeyboardInterrupt
+
+            return Cut()
+
+    with pytest.raises(KeyboardInterrupt):  # while writing the file: its temporary goes
+        results.write_atomic(results.table([], results.METRICS_SCHEMA, {}), Interrupting(), target)
     assert list((tmp_path / "metrics").iterdir()) == []
 
 

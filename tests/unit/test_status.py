@@ -139,6 +139,46 @@ def test_status_defaults_to_the_newest_sweep_under_the_storage(tmp_path, capsys,
     assert "bbb_00001" in capsys.readouterr().out
 
 
+WORD = "2 trial(s) waiting up to 75 s for resources (3 CPU, 1 GPU): launches failed: gpu-a10g: VcpuLimitExceeded"
+
+
+@pytest.mark.parametrize(
+    "content, shown",
+    [
+        pytest.param(None, False, id="no-file"),
+        pytest.param({"message": WORD, "trials": ["ccc_00002"], "at": 0.0}, True, id="waiting"),
+        pytest.param("{half a fi", False, id="half-written"),  # a hint only: unreadable counts as none
+        pytest.param({"trials": []}, False, id="no-message"),
+    ],
+)
+def test_status_says_why_trials_wait(tmp_path, capsys, content, shown):
+    import json
+    import time
+
+    path = half_finished(tmp_path / "half")
+    if content is not None:
+        text = content if isinstance(content, str) else json.dumps({**content, "at": time.time() - 90})
+        (tmp_path / "half" / results.WAITING_FILE).write_text(text)
+    assert main(["status", path]) == 0
+    out = capsys.readouterr().out
+    assert (f"\nwaiting (90 s ago): {WORD}\n" in out) is shown, out
+
+
+def test_status_of_a_finished_sweep_ignores_an_old_waiting_word(tmp_path, capsys):
+    import json
+
+    space = search_space_from_dict({"sweep": {"name": "done"}, "grid": {"data.n_train": [8]}})
+    fs, path = results.filesystem(str(tmp_path / "done"))
+    fs.create_dir(path, recursive=True)
+    results.replace_file(fs, results.join(path, results.SPACE_FILE), space.to_json().encode())
+    done = {"trial_id": "aaa_00000", "status": "memorized", "n_train": 8, "steps_done": 500, "tau_mem_step": 450}
+    results.write_atomic(results.table([done], results.TRIALS_SCHEMA, {}), fs, results.join(path, results.TRIALS_FILE))
+    (tmp_path / "done" / results.WAITING_FILE).write_text(json.dumps({"message": WORD}))  # a driver killed while trials waited
+    assert main(["status", path]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished, 0 running, 0 not started (of 1 trials)" in out and "waiting" not in out
+
+
 @pytest.mark.parametrize("make", ["missing", "not-results"])
 def test_status_errors_are_one_line(tmp_path, capsys, make):
     target = tmp_path / "x"

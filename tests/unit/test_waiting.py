@@ -71,3 +71,14 @@ def test_a_busy_fixed_size_cluster_queues_quietly(tmp_path):
     assert out.getvalue() == ""  # b waits its turn behind a
     cb.on_step(0, [trial("a", "TERMINATED"), trial("b", "PENDING")])
     assert "no node of this cluster can host them now" in out.getvalue()
+
+
+def test_the_word_goes_when_the_sweep_ends(tmp_path):
+    t, out = [0.0], io.StringIO()
+    cb = WaitingCallback(str(tmp_path), out=out, clock=lambda: t[0], launches=lambda: [])
+    cb.on_step(0, [trial("a", "PENDING")])
+    t[0] = 70
+    cb.on_step(0, [trial("a", "PENDING")])
+    assert (tmp_path / WAITING_FILE).exists() and [p.name for p in tmp_path.iterdir()] == [WAITING_FILE]  # no temporary
+    cb.on_experiment_end([trial("a", "TERMINATED")])  # stopped (Ctrl-C, a time limit) while it waited
+    assert not (tmp_path / WAITING_FILE).exists()

@@ -1,0 +1,355 @@
+"""Storage on S3 (issue 14), against a real S3-compatible server on 127.0.0.1: moto's server mode.
+
+The server runs in this process (a thread); every command runs as a subprocess that knows the store
+only as a user would tell it: an s3:// URL and the AWS_* environment (AWS_ENDPOINT_URL, dummy
+credentials, the region). The smoke sweep goes to s3://…/sweeps; `raydiff status` and `analyze`
+read it back from other processes; a second sweep's driver is SIGKILLed mid-run and `--resume`
+finishes it from what is in the bucket. Every file raydiff writes there is one PUT, no temporary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from paths import ROOT
+from processes import Command, wait_for
+from raydiff import results
+
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="tracks processes through /proc"),
+]
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+
+BUCKET = "raydiff-test"
+STORAGE = f"s3://{BUCKET}/sweeps"
+SMOKE = ROOT / "raydiff" / "search_spaces" / "smoke.yaml"
+RAYDIFF = [sys.executable, "-m", "raydiff.cli"]
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+@dataclass
+class S3:
+    url: str  # http://127.0.0.1:PORT
+    port: int
+    env: dict[str, str]
+    client: object  # boto3's, to look at the bucket behind raydiff's back
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) the server served
+
+    def keys(self, prefix: str = "") -> list[str]:
+        out, token = [], None
+        while True:
+            kw = {"Bucket": BUCKET, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+            page = self.client.list_objects_v2(**kw)
+            out += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def served_since(self, mark: int, path_prefix: str = f"/{BUCKET}") -> list[tuple[str, str]]:
+        return [(m, p) for m, p in self.requests[mark:] if p.startswith(path_prefix)]
+
+
+class _RequestLog(logging.Handler):
+    """werkzeug's access log ('"PUT /bucket/key HTTP/1.1" 200 -') as (method, path) pairs."""
+
+    LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/')
+
+    def __init__(self, into: list):
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self.LINE.search(record.getMessage())
+        if m:
+            self.into.append((m.group(1), m.group(2).split("?", 1)[0]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _complete_multipart_as_s3_names_it(mp: pytest.MonkeyPatch) -> None:
+    """moto 5.2 names the CompleteMultipartUpload answer's root element
+    <CompleteMultipartUploadResponse>; S3 names it <CompleteMultipartUploadResult>, and the AWS
+    C++ SDK under pyarrow takes any other root for an error embedded in a 200 response (it retries,
+    then fails the upload). Ray Tune uploads its checkpoints and experiment state as multipart
+    uploads, so the server is given S3's name. (raydiff's own files are single PUTs.)"""
+    from moto.core import serialize
+
+    original = serialize.S3Serializer._serialized_result_to_response
+
+    def named_as_s3(self, resp, result, shape, serialized_result):
+        resp = original(self, resp, result, shape, serialized_result)
+        if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
+            resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
+        return resp
+
+    mp.setattr(serialize.S3Serializer, "_serialized_result_to_response", named_as_s3)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; the environment points this process and its
+    subprocesses (the CLI, Ray's workers) at it, as a user of an S3-compatible store would."""
+    with pytest.MonkeyPatch.context() as mp:
+        _complete_multipart_as_s3_names_it(mp)
+        log = logging.getLogger("werkzeug")  # the server's access log: one record per request
+        served: list[tuple[str, str]] = []
+        handler = _RequestLog(served)
+        mp.setattr(log, "propagate", False)  # thousands of lines: not into pytest's captured log
+        mp.setattr(log, "level", logging.INFO)
+        log.addHandler(handler)
+        port = _free_port()
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            env = {
+                "AWS_ENDPOINT_URL": url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+            for k in [k for k in os.environ if k.startswith("AWS_")]:  # no profile, token, other endpoint
+                mp.delenv(k)
+            mp.delenv("RAYDIFF_STORAGE", raising=False)
+            for k, v in env.items():
+                mp.setenv(k, v)
+            client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+            client.create_bucket(Bucket=BUCKET)
+            yield S3(url, port, env, client, served)
+        finally:
+            server.stop()
+            log.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------- storage units
+
+
+def test_pyarrow_reaches_the_store_from_the_environment_or_the_uri(s3, monkeypatch):
+    """AWS_ENDPOINT_URL is all pyarrow's URI parser needs (pyarrow ≥ 15), the variable the AWS
+    tools read too; without it the endpoint can go into the URI's query instead."""
+    fs, root = results.filesystem(f"s3://{BUCKET}/probe/env")
+    assert isinstance(fs, pafs.S3FileSystem) and root == f"{BUCKET}/probe/env"
+    with fs.open_output_stream(results.join(root, "a.txt")) as f:
+        f.write(b"from the environment")
+    assert s3.client.get_object(Bucket=BUCKET, Key="probe/env/a.txt")["Body"].read() == b"from the environment"
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    fs, root = results.filesystem(f"s3://{BUCKET}/probe/query?endpoint_override=127.0.0.1:{s3.port}&scheme=http")
+    assert root == f"{BUCKET}/probe/query"
+    with fs.open_output_stream(results.join(root, "b.txt")) as f:
+        f.write(b"from the query")
+    assert s3.client.get_object(Bucket=BUCKET, Key="probe/query/b.txt")["Body"].read() == b"from the query"
+    # folders on S3 are key prefixes: no modification time
+    assert fs.get_file_info(root).type == pafs.FileType.Directory and fs.get_file_info(root).mtime is None
+
+
+def test_a_results_file_is_one_put_and_no_temporary(s3, monkeypatch):
+    uri = f"s3://{BUCKET}/probe/atomic"
+    fs, root = results.filesystem(uri)
+    mark = len(s3.requests)
+    assert results.filesystem(uri)[0] is fs and s3.served_since(mark, "/") == []  # opened once per process
+    path = results.join(root, "metrics", "t0.parquet")
+    rows = [{"trial_id": "t0", "step": s, "mem_frac": s / 1000} for s in (50, 100)]
+    for n in (1, 2):  # written, then replaced
+        mark = len(s3.requests)
+        results.write_atomic(results.table(rows[:n], results.METRICS_SCHEMA, {"k": "v"}), fs, path)
+        assert s3.served_since(mark) == [("PUT", f"/{BUCKET}/probe/atomic/metrics/t0.parquet")]  # no copy, delete, marker
+        back = results.read_metrics(fs, root)
+        assert back.column("step").to_pylist() == [50, 100][:n] and back.schema.metadata[b"k"] == b"v"
+    assert s3.keys("probe/atomic/") == ["probe/atomic/metrics/t0.parquet"]
+
+    def broken(table, where, **kw):  # the table fails to serialize: nothing goes to the store
+        where.write(b"PAR1 half a file")
+        raise OSError("no space")
+
+    monkeypatch.setattr(results.pq, "write_table", broken)
+    mark = len(s3.requests)
+    with pytest.raises(OSError, match="no space"):
+        results.write_atomic(results.table(rows, results.METRICS_SCHEMA, {}), fs, path)
+    monkeypatch.undo()
+    assert s3.served_since(mark) == []
+    assert results.read_metrics(fs, root).column("step").to_pylist() == [50, 100]  # the previous file, whole
+
+
+def test_local_writes_still_go_through_a_renamed_temporary(tmp_path):
+    class Recording:  # the local filesystem, with its renames noted
+        def __init__(self, fs):
+            self.fs, self.moved = fs, []
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def move(self, src, dest):
+            self.moved.append((src, dest))
+            self.fs.move(src, dest)
+
+    fs, root = results.filesystem(str(tmp_path))
+    recording = Recording(fs)
+    results.write_atomic(results.table([], results.TRIALS_SCHEMA, {}), recording, results.join(root, results.TRIALS_FILE))
+    [(src, dest)] = recording.moved
+    assert Path(src).name.endswith(".tmp") and dest.endswith(results.TRIALS_FILE)
+    assert [p.name for p in tmp_path.iterdir()] == [results.TRIALS_FILE]
+
+
+# ------------------------------------------------------------------------------ sweeps on S3
+
+
+def _space(tmp: Path, name: str, n_train: list[int]) -> Path:
+    """The smoke space under another name and over fewer N: the same trials, so the same τ_mem."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["sweep"]["name"] = name
+    raw["grid"] = {"data.n_train": n_train}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _rows(uri: str) -> tuple[list[dict], dict[str, list[dict]]]:
+    fs, root = results.filesystem(uri)
+    trials = results.read_trials(fs, root).to_pylist()
+    evals: dict[str, list[dict]] = {}
+    for r in results.read_metrics(fs, root, columns=["trial_id", "step", "n_train", "pid", "resumed_from_step"]).to_pylist():
+        evals.setdefault(r["trial_id"], []).append(r)
+    return trials, evals
+
+
+def _cli(tmp: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A short command (status, analyze) in a process of its own, in a folder of its own."""
+    cwd = tmp / f"cwd-{args[0]}-{time.monotonic_ns()}"
+    cwd.mkdir()
+    return subprocess.run([*RAYDIFF, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=180)
+
+
+def _assert_files_whole(s3: S3, prefix: str) -> None:
+    keys = s3.keys(prefix)
+    ours = [k for k in keys if not k.endswith("/.validate_storage_marker")]  # Ray Tune's probe of the store
+    assert not [k for k in ours if k.endswith(".tmp") or "/." in k], keys  # no temporary, no hidden object
+    assert f"{prefix}trials.parquet" in keys and f"{prefix}search_space.json" in keys
+
+
+@pytest.fixture(scope="module")
+def smoke(s3, tmp_path_factory):
+    """`raydiff sweep smoke --storage s3://…/sweeps`: 3 tiny trials, to the bucket."""
+    tmp = tmp_path_factory.mktemp("smoke-s3")
+    t0 = time.monotonic()
+    cmd = Command(tmp, "sweep", "smoke", "--storage", STORAGE, log="smoke")
+    assert cmd.wait(timeout=400) == 0, cmd.log()
+    seconds = time.monotonic() - t0
+    cmd.assert_no_survivors()
+    assert f"results → {STORAGE}/smoke" in cmd.out.read_text(), cmd.log()
+    return {"uri": f"{STORAGE}/smoke", "seconds": seconds, "rows": _rows(f"{STORAGE}/smoke")}
+
+
+def test_smoke_sweep_lands_in_the_bucket(smoke, s3):
+    trials, evals = smoke["rows"]
+    assert sorted(t["n_train"] for t in trials) == [8, 12, 16] and {t["status"] for t in trials} == {"memorized"}, trials
+    assert sorted(evals) == sorted(t["trial_id"] for t in trials)
+    for t in trials:
+        steps = [r["step"] for r in evals[t["trial_id"]]]
+        assert steps == list(range(50, t["steps_done"] + 1, 50)), steps  # every evaluation once
+    _assert_files_whole(s3, "sweeps/smoke/")
+    # the files read back without raydiff, as docs/results.md says
+    fs, root = pafs.FileSystem.from_uri(f"{smoke['uri']}/trials.parquet")
+    assert pq.read_table(root, filesystem=fs).num_rows == 3
+    assert any(k.startswith("sweeps/smoke/") and "checkpoint_" in k for k in s3.keys("sweeps/smoke/"))  # Tune's, there too
+
+
+def test_status_and_analyze_from_other_processes(smoke, tmp_path):
+    """A separate process that knows the URL and the endpoint only; S3 folders have no mtimes."""
+    proc = _cli(tmp_path, "status", smoke["uri"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"raydiff: sweep at {smoke['uri']}"
+    assert sum(" memorized " in f" {ln} " for ln in lines) == 3, proc.stdout
+    assert "3 finished, 0 running, 0 not started (of 3 trials); last evaluation written" in proc.stdout
+
+    newest = _cli(tmp_path, "status", env={"RAYDIFF_STORAGE": STORAGE})  # no argument: the newest sweep there
+    assert newest.returncode == 0, newest.stderr
+    assert newest.stdout.splitlines()[0].startswith(f"raydiff: sweep at {STORAGE}/"), newest.stdout
+
+    out = tmp_path / "analysis"
+    proc = _cli(tmp_path, "analyze", smoke["uri"], "--out", str(out), "--boot", "200")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"α.*=\s*[+-]?\d+\.\d+\s+\[", proc.stdout), proc.stdout
+    assert (out / "fits.json").is_file() and (out / "report.html").is_file()
+    assert any(p.name.startswith("tau_vs_n") and p.suffix == ".png" for p in out.iterdir())
+
+
+def test_driver_killed_then_resumed_from_the_bucket(smoke, s3, tmp_path):
+    """Two of the smoke trials, both running; the driver is SIGKILLed once the longer one is past
+    a few evaluations, and `--resume` finishes the sweep from the bucket: one row per trial, each
+    evaluation once, τ_mem as in the undisturbed smoke sweep."""
+    name = "killed"
+    uri = f"{STORAGE}/{name}"
+    space = _space(tmp_path, name, [8, 12])
+    first = Command(tmp_path, "sweep", str(space), "--storage", STORAGE, log="first")
+
+    def longer_trial_past_four_evaluations():
+        time.sleep(1.0)  # a few requests a second, not a tight loop against the store
+        try:
+            _, evals = _rows(uri)
+        except Exception:  # noqa: BLE001 - nothing there yet
+            return None
+        return any(rows[0]["n_train"] == 12 and len(rows) >= 5 for rows in evals.values())
+
+    wait_for(longer_trial_past_four_evaluations, 300, "5 evaluations of the N=12 trial", first)
+    first.kill()  # SIGKILL: no handler runs
+    first.wait()
+    first.end_survivors()  # what `ray stop` does after a crashed driver, by pid, ours only
+    before_trials, before_evals = _rows(uri)
+    assert len(before_trials) < 2, before_trials  # the sweep was killed before it finished
+
+    # an interrupted sweep, read from another process: its unfinished trials show as running
+    proc = _cli(tmp_path, "status", uri)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{2 - len(before_trials)} running" in proc.stdout and "--resume NAME" in proc.stdout, proc.stdout
+
+    resumed = Command(tmp_path, "sweep", "--resume", name, "--storage", STORAGE, log="resume")
+    assert resumed.wait(timeout=400) == 0, resumed.log()
+    resumed.assert_no_survivors()
+
+    trials, evals = _rows(uri)
+    assert len(trials) == 2 and len({t["trial_id"] for t in trials}) == 2, trials  # one row per trial
+    assert sorted(evals) == sorted(t["trial_id"] for t in trials)
+    keys = [(tid, r["step"]) for tid, rows in evals.items() for r in rows]
+    assert len(keys) == len(set(keys))  # no evaluation twice
+    undisturbed = {t["n_train"]: t for t in smoke["rows"][0]}
+    for t in trials:
+        assert t["status"] == "memorized", t
+        assert t["tau_mem_step"] == undisturbed[t["n_train"]]["tau_mem_step"], (t, undisturbed[t["n_train"]])
+        assert t["steps_done"] == undisturbed[t["n_train"]]["steps_done"]
+        assert [r["step"] for r in evals[t["trial_id"]]] == list(range(50, t["steps_done"] + 1, 50))
+    finished_before = {t["trial_id"] for t in before_trials}
+    for tid, rows in before_evals.items():  # a trial that was running went on in a new process
+        if tid not in finished_before:
+            old_pids, last = {r["pid"] for r in rows}, rows[-1]["step"]
+            assert all(r["pid"] not in old_pids for r in evals[tid] if r["step"] > last), evals[tid]
+    _assert_files_whole(s3, f"sweeps/{name}/")
