@@ -1,11 +1,16 @@
 """A Ray cluster the way `ray up` builds one, on this machine: a head that runs no trial and two
-worker nodes with (fake) GPUs, token authentication on, the dashboard on 127.0.0.1 only.
+worker nodes with (fake) GPUs, token authentication on, the dashboard on 127.0.0.1 only, and an
+S3-compatible store on 127.0.0.1 (tests/s3server.py) that every node reaches through AWS_*.
 
 A sweep submitted with `ray job submit` joins it through RAY_ADDRESS, spreads its trials over both
-workers and writes each trial's rows once into a folder every node shares; a sweep started here
-with --address fails in seconds when it asks for more GPUs than any node has, or when it lacks the
-cluster's token. The cluster lives in a private temp dir with its own ports (other Ray instances on
-this machine are left alone) and every process it started is ended by pid at the end.
+workers and writes each trial's rows once into a folder every node shares. Eight trials of two
+model sizes, requested by `sweep.resources_by`, pack several small ones per fake GPU and run a large
+one alone; they write to the bucket, lose a worker mid-trial (a replacement joins, as the
+autoscaler would start one), lose their driver, and `--resume` finishes them with one row per
+trial and the τ_mem of an undisturbed run. A sweep started here with --address fails in seconds
+when it asks for more GPUs than any node has, or when it lacks the cluster's token. The cluster
+lives in a private temp dir with its own ports (other Ray instances on this machine are left alone)
+and every process it started is ended by pid at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,8 +36,10 @@ import pytest
 import yaml
 
 from paths import ROOT
+from processes import Command, wait_for
+from s3server import BUCKET, s3_server
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 SMOKE = ROOT / "raydiff" / "search_spaces" / "smoke.yaml"
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
@@ -84,7 +92,9 @@ class LocalCluster:
     env: dict[str, str]
     gcs_port: int
     dashboard_port: int
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)  # node name → its `ray start --block`
+    lost: set[str] = field(default_factory=set)  # nodes killed on purpose
+    node_ids: dict[str, str] = field(default_factory=dict)  # worker name → Ray node id
 
     @property
     def dashboard(self) -> str:
@@ -92,13 +102,24 @@ class LocalCluster:
 
     def start(self, name: str, args: list[str]) -> None:
         log = open(self.root / f"{name}.log", "w")
-        self.procs.append(
+        self.procs[name] = (
             subprocess.Popen(
                 [*RAY, "start", "--block", f"--temp-dir={self.root / 'ray'}", "--disable-usage-stats",
                  f"--dashboard-agent-listen-port={_free_port()}", "--object-store-memory=100000000", *args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         )
+
+    def add_worker(self, name: str) -> str:
+        """A worker node with 1 CPU and 1 (fake) GPU; returns its node id once it is alive."""
+        def workers() -> set[str]:
+            return {n["node_id"] for n in self.nodes() if not n["is_head_node"]}
+
+        before = workers()
+        self.start(name, [f"--address=127.0.0.1:{self.gcs_port}", "--num-cpus=1", "--num-gpus=1"])
+        self.wait(name, lambda: workers() - before)
+        [self.node_ids[name]] = workers() - before
+        return self.node_ids[name]
 
     def nodes(self) -> list[dict]:
         status, body = _get(f"{self.dashboard}/api/v0/nodes", self.token)
@@ -114,19 +135,46 @@ class LocalCluster:
                     return
             except OSError:
                 pass  # not listening yet
-            for p, log in zip(self.procs, sorted(self.root.glob("*.log"))):
-                assert p.poll() is None, f"{what}: a `ray start` exited:\n{log.read_text()[-3000:]}"
+            for name, p in self.procs.items():
+                log = self.root / f"{name}.log"
+                assert name in self.lost or p.poll() is None, f"{what}: a `ray start` exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() - t0 < timeout_s, f"{what} not ready after {timeout_s} s"
             time.sleep(0.5)
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL one node's `ray start` and every process of its session: a lost machine."""
+        proc = self.procs[name]
+        self.lost.add(name)
+        for pid in _pids_of({proc.pid}, "\0no-marker\0"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+
+    def placement(self) -> list[tuple[str, tuple[float, float]]]:
+        """(node_id, (CPU, GPU)) of every bundle of every placement group in use now."""
+        status, body = _get(f"{self.dashboard}/api/v0/placement_groups?detail=1&limit=1000", self.token)
+        if status != 200:
+            return []
+        out = []
+        for pg in json.loads(body)["data"]["result"]["result"]:
+            if pg["state"] != "CREATED":
+                continue
+            for b in pg["bundles"]:
+                res = b.get("unit_resources", {})
+                out.append((b.get("node_id") or "", (res.get("CPU", 0.0), res.get("GPU", 0.0))))
+        return out
 
     def stop(self) -> list[int]:
         """SIGTERM each `ray start --block` (it stops its node's processes), workers first; then
         SIGKILL whatever of ours is left. Returns the pids still alive after that (should be none)."""
-        sessions = {p.pid for p in self.procs}
-        for p in reversed(self.procs):
+        procs = list(self.procs.values())
+        sessions = {p.pid for p in procs}
+        for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
+        for p in reversed(procs):
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -143,7 +191,13 @@ class LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     root = Path(tempfile.mkdtemp(prefix="rd-mn-"))  # short: Ray's socket paths live under it
     token = secrets.token_hex(16)
     (root / "token").write_text(token)
@@ -161,8 +215,7 @@ def cluster():
                            f"--dashboard-port={c.dashboard_port}", f"--ray-client-server-port={_free_port()}"])  # fmt: skip
         c.wait("head", lambda: _get(f"{c.dashboard}/api/version", token)[0] == 200)
         for i in (1, 2):  # one at a time: nodes started together on one machine race for ports
-            c.start(f"{i}-worker", [f"--address=127.0.0.1:{c.gcs_port}", "--num-cpus=1", "--num-gpus=1"])
-            c.wait(f"worker {i}", lambda: len(c.nodes()) == 1 + i)
+            c.add_worker(f"{i}-worker")
         yield c
     finally:
         left = c.stop()
@@ -265,3 +318,141 @@ def test_client_without_the_token_is_refused(cluster, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("raydiff: error: the Ray cluster at ") and "InvalidAuthToken" in last, last
     assert "RAY_AUTH_MODE=token" in last
+
+
+# ------------------------------------------------------------- packed, on S3, a worker and the driver lost
+
+
+def _packed_space(tmp_path: Path, name: str) -> tuple[Path, int]:
+    """Eight smoke trials of two U-Net widths (N ∈ {8, 12} × width ∈ {8, 16} × seed ∈ {0, 1}); the
+    narrow ones ask for a quarter of a node (4 per fake GPU), the wide ones for a whole node."""
+    from raydiff.config import experiment_from_dict
+    from raydiff.models import param_count
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    sizes = {}
+    for width in (8, 16):
+        cfg = experiment_from_dict({k: v for k, v in raw.items() if k not in ("sweep", "grid")} | {"model": {**raw["model"], "base_channels": width}})
+        sizes[width] = param_count(cfg.model, cfg.data)
+    bound = (sizes[8] + sizes[16]) // 2
+    raw["sweep"].update(
+        name=name, max_failures=3, checkpoint_every=2, resources={"cpu": 1, "gpu": 1},
+        resources_by=[{"max_params": bound, "cpu": 0.25, "gpu": 0.25}],
+    )  # fmt: skip
+    raw["grid"] = {"data.n_train": [8, 12], "model.base_channels": [8, 16], "train.seed": [0, 1]}
+    raw["eval"].update(fid_every=0)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, bound
+
+
+def _bucket_rows(uri: str) -> tuple[list[dict], dict[str, list[dict]]]:
+    from raydiff import results
+
+    fs, root = results.filesystem(uri)
+    trials = results.read_trials(fs, root).to_pylist()
+    evals: dict[str, list[dict]] = {}
+    for r in results.read_metrics(fs, root, columns=["trial_id", "step", "pid", "resumed_from_step"]).to_pylist():
+        evals.setdefault(r["trial_id"], []).append(r)
+    return trials, evals
+
+
+class Placements:
+    """Polls the cluster's placement groups (what Ray granted each trial, and where) in a thread."""
+
+    def __init__(self, cluster: LocalCluster):
+        self.cluster, self.seen, self.stopped = cluster, [], threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(0.5):
+            try:
+                if now := self.cluster.placement():
+                    self.seen.append(now)
+            except OSError:
+                pass
+
+    def stop(self) -> list[list[tuple[str, tuple[float, float]]]]:
+        self.stopped.set()
+        self.thread.join()
+        return self.seen
+
+
+def test_packed_trials_on_s3_survive_a_lost_worker_and_a_killed_driver(cluster, s3, tmp_path):
+    import torch
+
+    from raydiff.config import experiment_from_dict
+    from raydiff.trial import train
+
+    name = "packed"
+    uri = f"s3://{BUCKET}/sweeps/{name}"
+    space, bound = _packed_space(tmp_path, name)
+    address = ["--storage", f"s3://{BUCKET}/sweeps", "--address", f"127.0.0.1:{cluster.gcs_port}"]
+    placements = Placements(cluster)
+    first = Command(tmp_path, "sweep", str(space), *address, env=cluster.env, log="first")
+
+    def rows_or_none():
+        try:
+            return _bucket_rows(uri)
+        except Exception:  # noqa: BLE001 - nothing in the bucket yet
+            return None
+
+    def worker_2_busy_and_evaluating():
+        time.sleep(0.5)
+        on_2 = [n for n, _ in cluster.placement() if n == cluster.node_ids["2-worker"]]
+        got = rows_or_none()
+        return bool(on_2) and got is not None and sum(len(r) >= 2 for r in got[1].values()) >= 2
+
+    wait_for(worker_2_busy_and_evaluating, 300, "trials running on worker 2, two of them evaluated twice", first)
+    cluster.kill_node("2-worker")  # a lost machine (a reclaimed spot node)
+    cluster.add_worker("3-worker")  # its replacement, as the autoscaler would start one
+
+    def some_finished_others_running():
+        time.sleep(1.0)
+        got = rows_or_none()
+        return got is not None and len(got[0]) >= 3 and any(n == cluster.node_ids["3-worker"] for n, _ in cluster.placement())
+
+    wait_for(some_finished_others_running, 300, "three trials finished, one running on the new worker", first)
+    first.kill()  # the driver, SIGKILLed: its trials end with it
+    first.wait()
+    first.end_survivors()
+    before, _ = _bucket_rows(uri)
+    assert len(before) < 8, "the sweep ended before its driver was killed"
+    # the interrupted sweep, read by another process that knows only the URL and the endpoint
+    status = subprocess.run([*RAYDIFF, "status", uri], cwd=tmp_path, env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert f"{len(before)} finished" in status.stdout and "(of 8 trials)" in status.stdout, status.stdout
+    assert "--resume NAME" in status.stdout, status.stdout
+    wait_for(lambda: time.sleep(0.5) or not cluster.placement(), 120, "the killed sweep's trials released")
+
+    resumed = Command(tmp_path, "sweep", "--resume", name, *address, env=cluster.env, log="resume")
+    assert resumed.wait(timeout=400) == 0, resumed.log()
+    resumed.assert_no_survivors(started_ray=False)  # the trials ran on the cluster's nodes
+    seen = placements.stop()
+
+    # what Ray granted: several narrow trials per fake GPU at once, a wide one alone, none on the head
+    workers = set(cluster.node_ids.values())
+    assert {node for snap in seen for node, _ in snap} <= workers, ({node for snap in seen for node, _ in snap}, cluster.node_ids, seen[:3])
+    by_node = [{n: [r for m, r in snap if m == n] for n, _ in snap} for snap in seen]
+    assert max(sum(r == (0.25, 0.25) for r in rs) for snap in by_node for rs in snap.values()) >= 2
+    assert any((1.0, 1.0) in rs for snap in by_node for rs in snap.values())
+    assert all(len(rs) == 1 for snap in by_node for rs in snap.values() if (1.0, 1.0) in rs)
+
+    trials, evals = _bucket_rows(uri)
+    assert len(trials) == 8 and len({t["trial_id"] for t in trials}) == 8, trials  # one row per trial
+    assert {t["status"] for t in trials} == {"memorized"}, trials
+    assert {t["params"] <= bound for t in trials} == {True, False}
+    for t in trials:
+        assert t["node_id"] in workers
+        steps = [r["step"] for r in evals[t["trial_id"]]]
+        assert steps == list(range(50, t["steps_done"] + 1, 50)), steps  # every evaluation once
+    restarted = [t for t in trials if any(r["resumed_from_step"] for r in evals[t["trial_id"]])]
+    assert restarted, "no trial was restarted from a checkpoint"
+    # a restarted trial reaches the τ_mem of the same trial run undisturbed, in this process
+    torch.set_num_threads(1)
+    for t in restarted:
+        cfg = experiment_from_dict(json.loads(t["config"])).validate()
+        last = {}
+        train(cfg, lambda m, _ckpt: last.update(m) or bool(m.get("stop_status")))
+        assert (last["tau_mem_step"], last["step"]) == (t["tau_mem_step"], t["steps_done"]), t["trial_id"]

@@ -3,32 +3,25 @@
 The server runs in this process (a thread); every command runs as a subprocess that knows the store
 only as a user would tell it: an s3:// URL and the AWS_* environment (AWS_ENDPOINT_URL, dummy
 credentials, the region). The smoke sweep goes to s3://…/sweeps; `raydiff status` and `analyze`
-read it back from other processes; a second sweep's driver is SIGKILLed mid-run and `--resume`
-finishes it from what is in the bucket. Every file raydiff writes there is one PUT, no temporary.
+read it back from other processes. Every file raydiff writes there is one PUT, no temporary. (A
+driver killed and resumed from the bucket, with a worker lost on the way: tests/ray/test_multinode.py.)
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from paths import ROOT
-from processes import Command, wait_for
+from processes import Command
+from s3server import BUCKET, S3, s3_server
 from raydiff import results
 
 pytestmark = [
@@ -37,116 +30,19 @@ pytestmark = [
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="tracks processes through /proc"),
 ]
 
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto.server")
 
-BUCKET = "raydiff-test"
 STORAGE = f"s3://{BUCKET}/sweeps"
-SMOKE = ROOT / "raydiff" / "search_spaces" / "smoke.yaml"
 RAYDIFF = [sys.executable, "-m", "raydiff.cli"]
 
 
 # ------------------------------------------------------------------------------ the server
 
 
-@dataclass
-class S3:
-    url: str  # http://127.0.0.1:PORT
-    port: int
-    env: dict[str, str]
-    client: object  # boto3's, to look at the bucket behind raydiff's back
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) the server served
-
-    def keys(self, prefix: str = "") -> list[str]:
-        out, token = [], None
-        while True:
-            kw = {"Bucket": BUCKET, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
-            page = self.client.list_objects_v2(**kw)
-            out += [o["Key"] for o in page.get("Contents", [])]
-            if not page.get("IsTruncated"):
-                return out
-            token = page["NextContinuationToken"]
-
-    def served_since(self, mark: int, path_prefix: str = f"/{BUCKET}") -> list[tuple[str, str]]:
-        return [(m, p) for m, p in self.requests[mark:] if p.startswith(path_prefix)]
-
-
-class _RequestLog(logging.Handler):
-    """werkzeug's access log ('"PUT /bucket/key HTTP/1.1" 200 -') as (method, path) pairs."""
-
-    LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/')
-
-    def __init__(self, into: list):
-        super().__init__()
-        self.into = into
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = self.LINE.search(record.getMessage())
-        if m:
-            self.into.append((m.group(1), m.group(2).split("?", 1)[0]))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _complete_multipart_as_s3_names_it(mp: pytest.MonkeyPatch) -> None:
-    """moto 5.2 names the CompleteMultipartUpload answer's root element
-    <CompleteMultipartUploadResponse>; S3 names it <CompleteMultipartUploadResult>, and the AWS
-    C++ SDK under pyarrow takes any other root for an error embedded in a 200 response (it retries,
-    then fails the upload). Ray Tune uploads its checkpoints and experiment state as multipart
-    uploads, so the server is given S3's name. (raydiff's own files are single PUTs.)"""
-    from moto.core import serialize
-
-    original = serialize.S3Serializer._serialized_result_to_response
-
-    def named_as_s3(self, resp, result, shape, serialized_result):
-        resp = original(self, resp, result, shape, serialized_result)
-        if self.operation_model.name == "CompleteMultipartUpload" and isinstance(resp.get("body"), str):
-            resp["body"] = resp["body"].replace("CompleteMultipartUploadResponse", "CompleteMultipartUploadResult")
-        return resp
-
-    mp.setattr(serialize.S3Serializer, "_serialized_result_to_response", named_as_s3)
-
-
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket; the environment points this process and its
-    subprocesses (the CLI, Ray's workers) at it, as a user of an S3-compatible store would."""
-    with pytest.MonkeyPatch.context() as mp:
-        _complete_multipart_as_s3_names_it(mp)
-        log = logging.getLogger("werkzeug")  # the server's access log: one record per request
-        served: list[tuple[str, str]] = []
-        handler = _RequestLog(served)
-        mp.setattr(log, "propagate", False)  # thousands of lines: not into pytest's captured log
-        mp.setattr(log, "level", logging.INFO)
-        log.addHandler(handler)
-        port = _free_port()
-        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            url = f"http://127.0.0.1:{port}"
-            env = {
-                "AWS_ENDPOINT_URL": url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
-            for k in [k for k in os.environ if k.startswith("AWS_")]:  # no profile, token, other endpoint
-                mp.delenv(k)
-            mp.delenv("RAYDIFF_STORAGE", raising=False)
-            for k, v in env.items():
-                mp.setenv(k, v)
-            client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            yield S3(url, port, env, client, served)
-        finally:
-            server.stop()
-            log.removeHandler(handler)
+    with s3_server(BUCKET) as server:
+        yield server
 
 
 # --------------------------------------------------------------------------- storage units
@@ -222,16 +118,6 @@ def test_local_writes_still_go_through_a_renamed_temporary(tmp_path):
 # ------------------------------------------------------------------------------ sweeps on S3
 
 
-def _space(tmp: Path, name: str, n_train: list[int]) -> Path:
-    """The smoke space under another name and over fewer N: the same trials, so the same τ_mem."""
-    raw = yaml.safe_load(SMOKE.read_text())
-    raw["sweep"]["name"] = name
-    raw["grid"] = {"data.n_train": n_train}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
 def _rows(uri: str) -> tuple[list[dict], dict[str, list[dict]]]:
     fs, root = results.filesystem(uri)
     trials = results.read_trials(fs, root).to_pylist()
@@ -301,55 +187,3 @@ def test_status_and_analyze_from_other_processes(smoke, tmp_path):
     assert re.search(r"α.*=\s*[+-]?\d+\.\d+\s+\[", proc.stdout), proc.stdout
     assert (out / "fits.json").is_file() and (out / "report.html").is_file()
     assert any(p.name.startswith("tau_vs_n") and p.suffix == ".png" for p in out.iterdir())
-
-
-def test_driver_killed_then_resumed_from_the_bucket(smoke, s3, tmp_path):
-    """Two of the smoke trials, both running; the driver is SIGKILLed once the longer one is past
-    a few evaluations, and `--resume` finishes the sweep from the bucket: one row per trial, each
-    evaluation once, τ_mem as in the undisturbed smoke sweep."""
-    name = "killed"
-    uri = f"{STORAGE}/{name}"
-    space = _space(tmp_path, name, [8, 12])
-    first = Command(tmp_path, "sweep", str(space), "--storage", STORAGE, log="first")
-
-    def longer_trial_past_four_evaluations():
-        time.sleep(1.0)  # a few requests a second, not a tight loop against the store
-        try:
-            _, evals = _rows(uri)
-        except Exception:  # noqa: BLE001 - nothing there yet
-            return None
-        return any(rows[0]["n_train"] == 12 and len(rows) >= 5 for rows in evals.values())
-
-    wait_for(longer_trial_past_four_evaluations, 300, "5 evaluations of the N=12 trial", first)
-    first.kill()  # SIGKILL: no handler runs
-    first.wait()
-    first.end_survivors()  # what `ray stop` does after a crashed driver, by pid, ours only
-    before_trials, before_evals = _rows(uri)
-    assert len(before_trials) < 2, before_trials  # the sweep was killed before it finished
-
-    # an interrupted sweep, read from another process: its unfinished trials show as running
-    proc = _cli(tmp_path, "status", uri)
-    assert proc.returncode == 0, proc.stderr
-    assert f"{2 - len(before_trials)} running" in proc.stdout and "--resume NAME" in proc.stdout, proc.stdout
-
-    resumed = Command(tmp_path, "sweep", "--resume", name, "--storage", STORAGE, log="resume")
-    assert resumed.wait(timeout=400) == 0, resumed.log()
-    resumed.assert_no_survivors()
-
-    trials, evals = _rows(uri)
-    assert len(trials) == 2 and len({t["trial_id"] for t in trials}) == 2, trials  # one row per trial
-    assert sorted(evals) == sorted(t["trial_id"] for t in trials)
-    keys = [(tid, r["step"]) for tid, rows in evals.items() for r in rows]
-    assert len(keys) == len(set(keys))  # no evaluation twice
-    undisturbed = {t["n_train"]: t for t in smoke["rows"][0]}
-    for t in trials:
-        assert t["status"] == "memorized", t
-        assert t["tau_mem_step"] == undisturbed[t["n_train"]]["tau_mem_step"], (t, undisturbed[t["n_train"]])
-        assert t["steps_done"] == undisturbed[t["n_train"]]["steps_done"]
-        assert [r["step"] for r in evals[t["trial_id"]]] == list(range(50, t["steps_done"] + 1, 50))
-    finished_before = {t["trial_id"] for t in before_trials}
-    for tid, rows in before_evals.items():  # a trial that was running went on in a new process
-        if tid not in finished_before:
-            old_pids, last = {r["pid"] for r in rows}, rows[-1]["step"]
-            assert all(r["pid"] not in old_pids for r in evals[tid] if r["step"] > last), evals[tid]
-    _assert_files_whole(s3, f"sweeps/{name}/")
