@@ -168,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override sweep.mode: grid = every combination of the axes; one_factor = vary one axis at a time around the first values",
     )  # fmt: skip
     s.add_argument(
-        "--log-to", action="append", metavar="mlflow|wandb",
-        help="also log to MLflow or Weights & Biases through Ray's logger callbacks (needs that package)",
+        "--log-to", action="append", metavar="tensorboard|csv|json|mlflow|wandb",
+        help="also log through Ray's logger callbacks: TensorBoard, Tune's CSV/JSON files, MLflow or Weights & Biases (needs that package)",
     )  # fmt: skip
     s.set_defaults(fn=cmd_sweep)
 

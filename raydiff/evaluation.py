@@ -22,7 +22,7 @@ from raydiff.config import ExperimentConfig
 from raydiff.data import ImageData, from_model, to_model, train_mean
 from raydiff.diffusion import Process
 from raydiff.metrics import fid as fidlib
-from raydiff.metrics.memorization import fraction_with_interval, memorized_cosine, memorized_pixel
+from raydiff.metrics.memorization import Neighbours, fraction_with_interval, memorized_cosine, memorized_pixel, settled
 from raydiff.metrics.swd import sliced_wasserstein
 
 
@@ -56,6 +56,14 @@ class Probe:
             lab = None if self.labels is None else self.labels[sl]
             total += float(process.loss(net, self.x0[sl], lab, t=self.t[sl], noise=self.noise[sl]).sum())
         return total / self.x0.shape[0]
+
+
+def sequential_looks(first: int, total: int) -> int:
+    """How many times the sequential test may stop: after first, 2·first, 4·first, … and total."""
+    n, looks = first, 1
+    while n < total:
+        n, looks = min(total, 2 * n), looks + 1
+    return looks
 
 
 class Evaluator:
@@ -141,13 +149,15 @@ class Evaluator:
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
 
     @torch.no_grad()
-    def sample(self, net: nn.Module, n: int, steps: int | None = None) -> torch.Tensor:
-        """n generated images, uint8 [n, C, H, W], from the fixed initial noise."""
+    def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0) -> torch.Tensor:
+        """n generated images, uint8 [n, C, H, W], from the fixed initial noise [start, start + n)
+        (a stochastic sampler's own draws are seeded by `start` too: a round of the sequential
+        test is the same at every evaluation)."""
         ev, cfg = self.cfg.eval, self.cfg.diffusion
         out = []
-        gen = torch.Generator().manual_seed(ev.sample_seed + 3)
-        for i in range(0, n, ev.sample_batch):
-            sl = slice(i, min(n, i + ev.sample_batch))
+        gen = torch.Generator().manual_seed(ev.sample_seed + 3 + start)
+        for i in range(start, start + n, ev.sample_batch):
+            sl = slice(i, min(start + n, i + ev.sample_batch))
             lab = None if self.labels is None else self.labels[sl].to(self.device)
             with self._autocast():
                 x = self.process.sample(
@@ -176,25 +186,26 @@ class Evaluator:
                 out["test_loss"] = self.test_probe.loss(self.process, net)
         # FID on its cadence (every fid_every-th evaluation), or where the fidelity schedule asks (`fid`)
         do_fid = not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))
-        if self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
-            samples = self.sample(net, max(ev.num_samples, ev.fid_samples) if do_fid else ev.num_samples)
-            mem_set, fid_set = samples[: ev.num_samples], samples[: ev.fid_samples]  # uint8 [n, C, H, W]
-        else:  # fewer steps for the memorization test, the full count for FID
-            mem_set = self.sample(net, ev.num_samples, self.mem_steps)
-            fid_set = self.sample(net, ev.fid_samples) if do_fid else None
-
-        if ev.memorization_space in ("pixel", "both"):
-            flags, nb = memorized_pixel(to_model(mem_set, *self.norm).to(self.device), self.train_flat, ev.mem_ratio)
-            frac = fraction_with_interval(flags)  # exact Clopper–Pearson 95% interval
+        fid_set = None
+        if do_fid and self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
+            samples = self.sample(net, max(ev.num_samples, ev.fid_samples))
+            mem_set, flags, nb = self._memorization(net, samples[: ev.num_samples])
+            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W]
+        else:  # the memorization test's own samples (in rounds: eval.sequential_round), FID's the full count
+            mem_set, flags, nb = self._memorization(net)
+            if do_fid:
+                fid_set = self.sample(net, ev.fid_samples)
+        out["mem_samples"] = len(mem_set)
+        if "pixel" in flags:
+            frac = fraction_with_interval(flags["pixel"])  # exact Clopper–Pearson 95% interval
             out.update(mem_frac=frac.value, mem_frac_lo=frac.lo, mem_frac_hi=frac.hi)
             k = ev.save_samples
             if k:
                 out["samples_npy_b64"] = encode_array(mem_set[:k].numpy())
                 out["samples_nn_index"] = nb.index[:k].cpu().tolist()
                 out["samples_nn_ratio"] = (nb.d1[:k] / nb.d2[:k]).cpu().tolist()
-        if ev.memorization_space in ("features", "both"):
-            flags, _ = memorized_cosine(self.embedding(mem_set), self.train_emb, ev.mem_cosine)
-            frac = fraction_with_interval(flags)  # exact Clopper–Pearson 95% interval
+        if "features" in flags:
+            frac = fraction_with_interval(flags["features"])  # exact Clopper–Pearson 95% interval
             prefix = "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"
             out.update({prefix: frac.value, f"{prefix}_lo": frac.lo, f"{prefix}_hi": frac.hi})
             out["mem_embedding"] = self.embedding.name
@@ -208,6 +219,40 @@ class Evaluator:
         net.train(was_training)
         return out
 
+
+    def _memorization(
+        self, net: nn.Module, given: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Neighbours | None]:
+        """The memorization test(s) of eval.memorization_space on `given` samples, or on samples
+        generated here: all num_samples at once, or in rounds (eval.sequential_round, then each
+        round as many as all before it: r, 2r, 4r, … in total) until every test's interval is
+        settled (metrics/memorization.settled) or num_samples are used.
+        Returns (samples uint8 [S, C, H, W], space → memorized flags [S], pixel neighbours)."""
+        ev = self.cfg.eval
+        spaces = [s for s in ("pixel", "features") if ev.memorization_space in (s, "both")]
+        total = len(given) if given is not None else ev.num_samples
+        first = ev.sequential_round if (given is None and ev.sequential_round) else total
+        looks = sequential_looks(first, total)
+        sets: list[torch.Tensor] = []
+        flags: dict[str, list[torch.Tensor]] = {s: [] for s in spaces}
+        nbs: list[Neighbours] = []
+        n = 0
+        while n < total:
+            size = min(total - n, max(first, n))  # r, then doubling the count so far
+            x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n)
+            sets.append(x)
+            if "pixel" in flags:
+                f, nb = memorized_pixel(to_model(x, *self.norm).to(self.device), self.train_flat, ev.mem_ratio)
+                flags["pixel"].append(f.cpu())
+                nbs.append(nb)
+            if "features" in flags:
+                flags["features"].append(memorized_cosine(self.embedding(x), self.train_emb, ev.mem_cosine)[0].cpu())
+            n += len(x)
+            threshold = self.cfg.stop.mem_frac_threshold
+            if first < total and all(settled(int(sum(int(f.sum()) for f in fs)), n, threshold, looks) for fs in flags.values()):
+                break
+        nb = Neighbours(*(torch.cat([getattr(b, k) for b in nbs]) for k in ("d1", "d2", "index"))) if nbs else None
+        return torch.cat(sets), {s: torch.cat(fs) for s, fs in flags.items()}, nb
 
     @torch.no_grad()
     def fidelity(self, net: nn.Module, step: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
-from raydiff.models import build_unet, param_count
+from raydiff.models import build_network, param_count
 from raydiff.trial import resolve_device
 
 
@@ -113,19 +113,30 @@ def check_network(exp: ExperimentConfig) -> None:
     every trial."""
     size, channels = exp.data.shape
     classes = exp.data.num_classes
+    m = exp.model
     try:
         with torch.device("meta"):
-            net = build_unet(exp.model, channels, size, classes)
+            net = build_network(m, channels, size, classes)
             labels = torch.zeros(2, dtype=torch.long) if classes else None
-            net(torch.empty(2, channels, size, size), torch.zeros(2), labels)
+            out = net(torch.empty(2, channels, size, size), torch.zeros(2), labels)
+    except UserError:
+        raise  # a missing package, a factory that does not import: already one line
+    except NotImplementedError:
+        return  # an operation the meta device lacks (a user's network): its trial will tell
     except Exception as e:  # noqa: BLE001 - whatever the network raises, the config is what to fix
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        levels = len(exp.model.channel_mults)
+        if m.kind == "python":
+            what, key = f"the network of {m.factory}", "model.factory"
+        elif m.kind == "diffusers":
+            what, key = f"the diffusers UNet2DModel (blocks {list(m.diffusers_channels)})", "model.block_out_channels"
+        else:
+            what, key = f"the network ({len(m.channel_mults)} levels, attention at {list(m.attn_resolutions)})", "model.channel_mults"
+        raise ConfigError(f"{what} cannot run on {channels}×{size}×{size} images: {detail}", key=key) from None
+    if tuple(getattr(out, "shape", ())) != (2, channels, size, size):
         raise ConfigError(
-            f"the network ({levels} levels, attention at {list(exp.model.attn_resolutions)}) cannot run on"
-            f" {channels}×{size}×{size} images: {detail}",
-            key="model.channel_mults",
-        ) from None
+            f"the network must return its input's shape [2, {channels}, {size}, {size}] (got {list(getattr(out, 'shape', []))}"
+            f" of a {type(out).__name__})", key="model.factory" if m.kind == "python" else "model",
+        )  # fmt: skip
 
 
 def trial_memory(exp: ExperimentConfig) -> int:

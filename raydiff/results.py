@@ -96,6 +96,7 @@ METRICS_SCHEMA = pa.schema(
         ("fid_reference", pa.string()),  # where the reference statistics came from, per split
         ("swd_samples", pa.int64()),
         ("mem_embedding", pa.string()),  # the embedding of the feature-space memorization test
+        ("mem_samples", pa.int64()),  # samples the memorization test used (eval.sequential_round: fewer when settled early)
         ("mem_frac_raw", pa.float64()),  # the pixel test on the raw weights, when the EMA's are evaluated
         ("mem_frac_raw_lo", pa.float64()),
         ("mem_frac_raw_hi", pa.float64()),

@@ -33,8 +33,8 @@ from raydiff.evaluation import Evaluator
 from raydiff.metrics.objectives import objective_values
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 from raydiff.config.sections import ONSET_DEFINITIONS
-from raydiff.metrics.stop import decide, onsets, stop_fields, stop_onset
-from raydiff.models import build_unet, count_params
+from raydiff.metrics.stop import decide, onset_in_sight, onsets, stop_fields, stop_onset
+from raydiff.models import build_network, count_params
 
 Checkpoint = Callable[[], dict[str, Any]]
 Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
@@ -62,6 +62,20 @@ def eval_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
     k), since onset times scale with N: a fixed relative resolution for a fraction of the evals.
     """
     return spaced_steps(cfg, cfg.eval_every_steps, budget) + [budget]
+
+
+def upcoming_evaluations(cfg: ExperimentConfig, step: int, history: list[dict[str, Any]], schedule: list[int] | None = None) -> list[int]:
+    """The evaluations still to come after `step` (`schedule`, else the configured ones). While an
+    onset awaits its confirming evaluations, or is in sight (eval.approach_fraction; see
+    metrics/stop.onset_in_sight), the next one comes after the smallest gap (eval.every_steps),
+    not at the next scheduled step: patience costs a few steps, not a geometric gap. A pure
+    function of the history, so a trial restored from a checkpoint resumes the same steps."""
+    if schedule is None:
+        schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > step]
+    soon = step + cfg.eval_every_steps
+    if schedule and soon < schedule[0] and onset_in_sight(history_series(cfg, history), cfg.stop, cfg.eval.approach_fraction):
+        return [soon, *schedule]
+    return schedule
 
 
 def fidelity_schedule(cfg: ExperimentConfig, budget: int) -> list[int]:
@@ -118,8 +132,8 @@ class TrainState:
     def __init__(self, cfg: ExperimentConfig, data: ImageData, device: torch.device):
         c, h, _ = data.shape
         torch.manual_seed(cfg.train.seed)
-        self.net = build_unet(cfg.model, c, h, data.num_classes).to(device)
-        self.ema = build_unet(cfg.model, c, h, data.num_classes).to(device) if cfg.train.ema_beta() > 0 else None
+        self.net = build_network(cfg.model, c, h, data.num_classes).to(device)
+        self.ema = build_network(cfg.model, c, h, data.num_classes).to(device) if cfg.train.ema_beta() > 0 else None
         if self.ema is not None:
             self.ema.load_state_dict(self.net.state_dict())
             self.ema.requires_grad_(False)
@@ -226,11 +240,12 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     static = static_fields(cfg, ts, data)
     eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
     refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
-    schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > ts.step]
+    schedule = upcoming_evaluations(cfg, ts.step, ts.history)
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
-    for next_eval in schedule:
+    while schedule:
+        next_eval = schedule.pop(0)
         # steps, keeping copies of the evaluated weights where refinement may look between
         # evaluations, and measuring FID alone where the fidelity schedule asks
         snap_at = set(refine_steps(ts.step, next_eval, refine_k)) if refine_k else set()
@@ -263,6 +278,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
         last = evaluation_report(cfg, static, ts, metrics, step.mean_loss())
         if report(last, ts.state_dict):  # a reporter that follows the decision returns bool(stop_status)
             break
+        schedule = upcoming_evaluations(cfg, ts.step, ts.history, schedule)
     return last
 
 

@@ -398,6 +398,33 @@ def fidelity_vs_n(an: Analysis, path: Path) -> Path | None:
 # ------------------------------------------------------------------------------ copies
 
 
+def samples_per_evaluation(an: Analysis, path: Path) -> Path | None:
+    """Samples the memorization test used at each evaluation against step (│ marks each trial's
+    onset): the sequential test's savings, few samples while a model generalizes, the full
+    count near onset. None unless some evaluation used fewer samples than another."""
+    used = [(s, _series(an.sweep.evals.get(s.trial_id, []), "mem_samples")) for s in an.stats]
+    if len({v for _, (_, vs) in used for v in vs}) < 2:
+        return None
+    col, bar = _colours(an, an.stats)
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for s, (steps, n) in used:
+        if len(steps):
+            ax.plot(steps, n, "o-", ms=3, lw=1, color=col[s.trial_id], label=None if bar else trial_label(s, an.axes))
+            if s.tau is not None:
+                ax.axvline(s.tau, color=col[s.trial_id], lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("samples generated for the memorization test")
+    total = sum(v.sum() for _, (_, v) in used)
+    full = sum(len(v) for _, (_, v) in used) * max(v.max() for _, (_, v) in used if len(v))
+    ax.set_title(f"sequential memorization test: {total:,.0f} samples of {full:,.0f} at the full count")
+    if bar:
+        _colorbar(fig, ax, *bar)
+    else:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def training_images(trial: dict) -> np.ndarray:
     """The trial's training images, uint8 [N, C, H, W], reloaded from its recorded config."""
     from raydiff.data import load  # torch: imported only when a copies figure is drawn
@@ -524,6 +551,9 @@ def standard_figures(an: Analysis, out: Path, copies: list[str] | None = None) -
     if p is not None:
         figs.append((f"before memorization: each trial's {metric} up to its onset (left) and its peak (lowest) {metric}"
                      " before onset against N, numbered with the values it is taken over (right)", p))  # fmt: skip
+    p = samples_per_evaluation(an, out / "samples_per_evaluation.png")
+    if p is not None:
+        figs.append(("samples the memorization test used at each evaluation (the sequential test, eval.sequential_round)", p))
     notes += copy_figures(an, out, copies, figs)
     return figs, notes
 

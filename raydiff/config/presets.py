@@ -45,4 +45,11 @@ PRESETS: dict[str, dict] = {
     **{f"marion-{name}": _marion(w) for name, w in
        (("2.9m", 16), ("7.9m", 32), ("25.8m", 64), ("92.7m", 128), ("201.3m", 192))},
     **{f"bonnaire-w{w}": _bonnaire(w) for w in (8, 16, 32, 48, 64)},
+    # the DDPM CIFAR-10 model of Ho et al. (2020) as diffusers ships it (google/ddpm-cifar10-32,
+    # 35.7M parameters; its config only, trained from scratch here): a diffusers UNet2DModel
+    "ddpm-cifar10": dict(
+        kind="diffusers", block_out_channels=[128, 256, 256, 256], layers_per_block=2,
+        down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], dropout=0.1,
+    ),
 }  # fmt: skip

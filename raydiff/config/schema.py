@@ -80,6 +80,8 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"must be a string (got {value!r})", key=path)
+    if hint == KWARGS:  # keyword arguments: a mapping in YAML, (name, value) pairs inside
+        return keyword_pairs(value, path)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"must be a list (got {value!r})", key=path)
@@ -89,6 +91,31 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"must be a list of {len(args)} values (got {len(value)})", key=path)
         return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     return value
+
+
+KWARGS = tuple[tuple[str, typing.Any], ...]
+
+
+def keyword_pairs(value: Any, path: str) -> tuple[tuple[str, Any], ...]:
+    """A mapping of keyword arguments (or the [name, value] pairs it is saved as) as sorted
+    (name, value) pairs; values are numbers, strings, booleans, null or lists of them (lists
+    become tuples, so a config stays hashable)."""
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(k, v) for k, v in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"must be a mapping of keyword arguments (got {value!r})", key=path) from None
+    out = []
+    for k, v in pairs:
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ConfigError(f"keyword names are identifiers (got {k!r})", key=path)
+        scalar = lambda x: x is None or isinstance(x, (bool, int, float, str))  # noqa: E731
+        if isinstance(v, (list, tuple)) and all(scalar(x) for x in v):
+            v = tuple(v)
+        elif not scalar(v):
+            raise ConfigError(f"values are numbers, strings, booleans, null or lists of them (got {v!r})", key=f"{path}.{k}")
+        out.append((k, v))
+    return tuple(sorted(out))
 
 
 INT64_MAX = 2**63 - 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,6 +20,8 @@ from raydiff.errors import ConfigError
 
 DATASETS = ("digits", "cifar10", "gmm", "folder")
 OBJECTIVES = ("ddpm", "flow")
+MODEL_KINDS = ("raydiff", "diffusers", "python")
+FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:callable
 SAMPLERS = {"ddpm": ("ddim", "ancestral"), "flow": ("euler",)}
 SWEEP_MODES = ("grid", "one_factor")
 BUDGET_SCALINGS = ("fixed", "n_over_b")
@@ -93,6 +96,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     preset: str | None = None  # fills the fields below it that the file leaves unset
+    # whose network: raydiff's U-Net (models/unet.py), a diffusers UNet2DModel (models/external.py,
+    # `pip install -e ".[diffusers]"`), or any module from a `python` factory
+    kind: str = "raydiff"
     base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
@@ -103,8 +109,30 @@ class ModelConfig:
     noise_dim: int | None = None  # sinusoidal c_noise features; None: base_channels
     scale_shift: bool = False  # embedding as scale and shift of a GroupNorm (ADM's AdaGN)
     resblock_updown: bool = False  # down/up-sample with residual blocks (ADM) instead of convs
+    # kind: diffusers — UNet2DModel's own keys; unset ones follow the fields above:
+    # block_out_channels = base_channels × channel_mults, layers_per_block = num_res_blocks,
+    # attention blocks (AttnDownBlock2D/AttnUpBlock2D) at attn_resolutions, attention_head_dim = head_dim
+    block_out_channels: tuple[int, ...] | None = None
+    layers_per_block: int | None = None
+    down_block_types: tuple[str, ...] | None = None
+    up_block_types: tuple[str, ...] | None = None
+    norm_num_groups: int = 32
+    # kind: python — "package.module:callable" returning an nn.Module net(x, t[, class_labels]) → output
+    # of x's shape, called with `kwargs` (and in_channels, image_size, num_classes where it takes them)
+    factory: str | None = None
+    kwargs: tuple[tuple[str, Any], ...] = ()
 
     def validate(self) -> None:
+        choice("model.kind", self.kind, MODEL_KINDS)
+        if self.kind == "python":
+            if not self.factory or not FACTORY.fullmatch(self.factory):
+                raise ConfigError(f"kind python needs a factory 'package.module:callable' (got {self.factory!r})", key="model.factory")
+        elif self.factory is not None or self.kwargs:
+            raise ConfigError(f"is for model.kind: python (this model is {self.kind})", key="model.factory" if self.factory else "model.kwargs")
+        if self.kind == "diffusers":
+            self._validate_diffusers()
+        elif any(v is not None for v in (self.block_out_channels, self.layers_per_block, self.down_block_types, self.up_block_types)):
+            raise ConfigError(f"block_out_channels, layers_per_block and the block types are for model.kind: diffusers (this model is {self.kind})", key="model.kind")
         positive("model.base_channels", self.base_channels)
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             raise ConfigError("must be a non-empty list of positive integers", key="model.channel_mults")
@@ -116,6 +144,24 @@ class ModelConfig:
             positive("model.noise_dim", self.noise_dim)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"must be in [0, 1) (got {self.dropout})", key="model.dropout")
+
+    def _validate_diffusers(self) -> None:
+        channels = self.diffusers_channels
+        if not channels or any(c <= 0 for c in channels):
+            raise ConfigError("must be a non-empty list of positive integers", key="model.block_out_channels")
+        if self.layers_per_block is not None:
+            positive("model.layers_per_block", self.layers_per_block)
+        positive("model.norm_num_groups", self.norm_num_groups)
+        if any(c % self.norm_num_groups for c in channels):
+            raise ConfigError(f"every block's channels {list(channels)} must divide by model.norm_num_groups ({self.norm_num_groups})", key="model.norm_num_groups")
+        for key, types in (("model.down_block_types", self.down_block_types), ("model.up_block_types", self.up_block_types)):
+            if types is not None and len(types) != len(channels):
+                raise ConfigError(f"needs one block type per level ({len(channels)}; got {len(types)})", key=key)
+
+    @property
+    def diffusers_channels(self) -> tuple[int, ...]:
+        """UNet2DModel's block_out_channels: given, or base_channels × channel_mults."""
+        return tuple(self.block_out_channels or (self.base_channels * m for m in self.channel_mults))
 
 
 @dataclass(frozen=True)
@@ -229,7 +275,17 @@ class EvalConfig:
     # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off). Each snapshot is a copy
     # of the evaluated weights on the trial's device: k × the model's size in memory.
     refine_snapshots: int = 0
+    # onset in sight: once the latest mem_frac reaches this fraction of stop.mem_frac_threshold,
+    # the following evaluations come after the smallest gap (every_steps) until the onset fires,
+    # so a geometric cadence does not run a long gap past an onset it could see coming (None: off;
+    # a crossing's confirming evaluations come after the smallest gap either way)
+    approach_fraction: float | None = None
     num_samples: int = 128  # generated samples per evaluation for the memorization test
+    # the sequential test: generate this many samples, then as many again as there are (r, 2r,
+    # 4r, … in total), and stop once the fraction's interval lies wholly on one side of stop.mem_frac_threshold
+    # (metrics/memorization.settled), or at num_samples. A generalizing model (f ≈ 0) is settled
+    # by a few dozen samples; near onset the full count is used (None: all at once)
+    sequential_round: int | None = None
     mem_sample_steps: int | None = None  # sampler steps for those samples; None: diffusion.sample_steps
     sample_batch: int = 512
     sample_seed: int = 1234  # same initial noise at every evaluation
@@ -270,10 +326,16 @@ class EvalConfig:
         choice("eval.cadence", self.cadence, CADENCES)
         if self.geometric_ratio <= 1.0:
             raise ConfigError(f"must be > 1 (got {self.geometric_ratio})", key="eval.geometric_ratio")
+        if self.approach_fraction is not None and not 0.0 < self.approach_fraction < 1.0:
+            raise ConfigError(f"must be in (0, 1) (got {self.approach_fraction})", key="eval.approach_fraction")
         if self.refine_snapshots < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.refine_snapshots})", key="eval.refine_snapshots")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
+        if self.sequential_round is not None and not 1 <= self.sequential_round <= self.num_samples:
+            raise ConfigError(
+                f"must be in 1..eval.num_samples ({self.num_samples}) (got {self.sequential_round})", key="eval.sequential_round"
+            )
         positive("eval.sample_batch", self.sample_batch)
         if self.mem_sample_steps is not None:
             positive("eval.mem_sample_steps", self.mem_sample_steps)

@@ -99,6 +99,18 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lo, hi
 
 
+def settled(k: int, n: int, threshold: float, looks: int, level: float = 0.95) -> bool:
+    """The sequential memorization test's stopping rule: after k memorized of n samples, the
+    fraction's exact interval lies wholly on one side of `threshold` (hi < threshold: below;
+    lo ≥ threshold: at or above). With `looks` rounds the test may stop at, each look uses level
+    1 − (1 − level) / looks (Bonferroni), so stopping at any of them errs with probability at most
+    1 − level, as one look at the full count would."""
+    if n <= 0:
+        return False
+    lo, hi = clopper_pearson(k, n, 1.0 - (1.0 - level) / max(1, looks))
+    return hi < threshold or lo >= threshold
+
+
 def fraction_with_interval(
     flags: torch.Tensor | np.ndarray, n_boot: int | None = None, seed: int | None = None, level: float = 0.95
 ) -> Fraction:

@@ -113,3 +113,51 @@ def final_status(result: Mapping[str, Any]) -> StopDecision:
 def stop_fields(decision: StopDecision | None) -> dict[str, str | None]:
     """The decision as the report's fields."""
     return {"stop_status": decision.status if decision else None, "stop_reason": decision.reason if decision else None}
+
+
+def onset_in_sight(result: Mapping[str, Any], stop: "StopConfig", fraction: float | None) -> bool:
+    """An onset awaits confirmation, or (with `fraction`) a definition the stop rule waits on has
+    not fired and its latest measured value is at least `fraction` × the threshold."""
+    if awaiting_confirmation(result, stop):
+        return True
+    if fraction is None:
+        return False
+    found = onsets(result, stop)
+    for name in stop_definitions(found, stop):
+        latest = [v for v in _series(result, name) if v is not None]
+        if found.get(name) is None and latest and isinstance(latest[-1], (int, float)) and math.isfinite(latest[-1]):
+            if latest[-1] >= fraction * stop.mem_frac_threshold:
+                return True
+    return False
+
+
+def _series(result: Mapping[str, Any], name: str) -> list:
+    """A ratio-test definition's series in a report ([] for loss, or when it is not carried)."""
+    key = SERIES.get(name)
+    if not isinstance(key, str):
+        return []
+    fracs = result.get(key)
+    if fracs is None and name == "pixel":
+        fracs = result.get("history_mem_frac")
+    return list(fracs or ())
+
+
+def awaiting_confirmation(result: Mapping[str, Any], stop: "StopConfig") -> bool:
+    """An onset has started but is not yet confirmed: for a ratio-test definition the stop rule
+    waits on and that has not fired, the latest measured values are a run of 1 … patience − 1 at or
+    above the threshold. `train()` then evaluates again after the smallest gap, not the next
+    scheduled one, so `stop.patience` costs a few steps rather than a geometric gap (issue 15)."""
+    if stop.patience < 2:
+        return False
+    found = onsets(result, stop)
+    for name in stop_definitions(found, stop):
+        if found.get(name) is not None:
+            continue
+        run = 0
+        for v in reversed([v for v in _series(result, name) if v is not None]):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= stop.mem_frac_threshold):
+                break
+            run += 1
+        if 0 < run < stop.patience:
+            return True
+    return False

@@ -1,5 +1,7 @@
-"""Networks. `unet.py` is the network itself and imports nothing of raydiff; this module builds it
-from a `model:` section (any object with ModelConfig's fields) and counts parameters."""
+"""Networks. `unet.py` is raydiff's U-Net and imports nothing of raydiff; `external.py` adapts
+networks from elsewhere (a diffusers UNet2DModel, a user's factory) to the same contract. This
+module builds the one a `model:` section names (any object with ModelConfig's fields) and counts
+its parameters."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import typing
 import torch
 from torch import nn
 
+from raydiff.models.external import build_diffusers, from_factory
 from raydiff.models.unet import UNet
 
 if typing.TYPE_CHECKING:  # annotations only: the networks depend on nothing above them
@@ -34,10 +37,23 @@ def build_unet(model: "ModelConfig", in_channels: int, image_size: int, num_clas
     )
 
 
+def build_network(model: "ModelConfig", in_channels: int, image_size: int, num_classes: int = 0) -> nn.Module:
+    """The network a trial trains, by `model.kind`: net(x, c_noise, class_labels) → x's shape."""
+    if model.kind == "diffusers":
+        return build_diffusers(model, in_channels, image_size, num_classes)
+    if model.kind == "python":
+        return from_factory(model, in_channels, image_size, num_classes)
+    return build_unet(model, in_channels, image_size, num_classes)
+
+
 def model_name(model: "ModelConfig") -> str:
     """A trial's model as trials.parquet names it: its preset, else its architecture."""
     if model.preset:
         return model.preset
+    if model.kind == "python":
+        return str(model.factory)
+    if model.kind == "diffusers":
+        return "diffusers-c" + "-".join(map(str, model.diffusers_channels)) + f"-r{model.layers_per_block or model.num_res_blocks}"
     mults = "-".join(map(str, model.channel_mults))
     return f"unet-c{model.base_channels}-m{mults}-r{model.num_res_blocks}"
 
@@ -55,8 +71,11 @@ def param_count(model: "ModelConfig", data: "DataConfig") -> int:
 @functools.lru_cache(maxsize=None)
 def _meta_count(model: "ModelConfig", channels: int, size: int, classes: int) -> int:
     # grids repeat a handful of architectures: a 320-trial grid builds 5 networks, not 320
-    with torch.device("meta"):
-        return count_params(build_unet(model, channels, size, classes))
+    try:
+        with torch.device("meta"):
+            return count_params(build_network(model, channels, size, classes))
+    except NotImplementedError:  # a factory that computes on its tensors while it builds
+        return count_params(build_network(model, channels, size, classes))
 
 
-__all__ = ["UNet", "build_unet", "count_params", "model_name", "param_count"]
+__all__ = ["UNet", "build_network", "build_unet", "count_params", "model_name", "param_count"]

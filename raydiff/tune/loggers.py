@@ -1,11 +1,11 @@
-"""Optional experiment trackers, through Ray Tune's logger callbacks.
+"""Experiment trackers, asked for by name: `raydiff sweep --log-to tensorboard,mlflow`.
 
-TensorBoard needs nothing from us: Ray adds its CSV, JSON and TensorBoardX loggers to every
-run whose callbacks do not already include them (unless TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1),
-so with tensorboardX installed each trial folder under <storage>/<sweep>/ holds event files:
-`tensorboard --logdir <storage>/<sweep>`. MLflow and Weights & Biases are asked for by name
-(`raydiff sweep --log-to mlflow,wandb`) and are never required: asking for one that is not
-installed is a one-line error before Ray starts.
+raydiff's own record is the Parquet files; Ray Tune's automatic CSV, JSON and TensorBoardX
+loggers are off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1, set by run_sweep): each wrote every report
+of every trial again, and tensorboardX complained of each unmeasured metric. `--log-to
+tensorboard`, `csv` or `json` brings Ray's back; `mlflow` and `wandb` add Ray's integrations.
+None is required: asking for one whose package is not installed is a one-line error before Ray
+starts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 from raydiff.errors import UserError
 
-LOGGERS = {"mlflow": "mlflow", "wandb": "wandb"}  # name → the package it needs
+# name → the package it needs (json and csv: none beyond Ray)
+LOGGERS = {"tensorboard": "tensorboardX", "csv": "ray", "json": "ray", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def parse_log_to(values: list[str] | None) -> tuple[str, ...]:
@@ -38,7 +39,12 @@ def logger_callbacks(names: tuple[str, ...], experiment: str) -> list[Any]:
             raise UserError(f"--log-to: unknown logger {name!r} (allowed: {', '.join(LOGGERS)})")
         if importlib.util.find_spec(LOGGERS[name]) is None:
             raise UserError(f"--log-to {name} needs the {LOGGERS[name]} package: pip install {LOGGERS[name]}")
-        if name == "mlflow":
+        if name in ("tensorboard", "csv", "json"):
+            from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+            # each trial folder under <storage>/<sweep>/: events.out.tfevents.*, progress.csv, result.json
+            out.append({"tensorboard": TBXLoggerCallback, "csv": CSVLoggerCallback, "json": JsonLoggerCallback}[name]())
+        elif name == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
             # tracking URI from $MLFLOW_TRACKING_URI, else ./mlruns; one MLflow run per trial

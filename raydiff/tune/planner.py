@@ -78,9 +78,11 @@ def small_n_first(points: Sequence[PointInfo]) -> list[int]:
 
 
 def confirm_allowance(p: PointInfo, at_step: float, patience: int) -> int:
-    """Steps after an onset at `at_step` until the stopper has seen `patience` evaluations."""
+    """Steps after an onset at `at_step` until the stopper has seen `patience` evaluations: the
+    scheduled gap in which the onset falls, then the confirming evaluations, each after the
+    smallest gap (trial.upcoming_evaluations)."""
     gap = p.eval_every if p.geometric_ratio is None else max(p.eval_every, at_step * (p.geometric_ratio - 1.0))
-    return int(math.ceil((patience - 1) * gap)) + p.eval_every  # + one gap: the onset falls between evaluations
+    return int(math.ceil(gap)) + (patience - 1) * p.eval_every
 
 
 def _log_predict(fit, values: dict[str, np.ndarray]) -> float:

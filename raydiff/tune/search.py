@@ -174,6 +174,18 @@ class PlannedGridSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
+def longest_first(points: list[PointInfo]) -> list[int]:
+    """Grid indices, the most expensive trial first: steps to onset grow as N / B (images seen to
+    onset grow with N), and each step costs as the model's size. The longest trial then sets the
+    sweep's wall clock alone rather than after the others (stable for equal costs, so a grid of
+    equal points runs in its order)."""
+
+    def cost(p: PointInfo) -> float:
+        return p.axes["n_train"] / p.axes["batch_size"] * p.axes["params"]
+
+    return [p.index for p in sorted(points, key=lambda p: (-cost(p), p.index))]
+
+
 def point_infos(space: SearchSpace) -> list[PointInfo]:
     infos = []
     for i, (point, exp) in enumerate(zip(space.points(), space.experiments())):
@@ -202,5 +214,6 @@ def search_setup(space: SearchSpace, name: str, width: int | None = None) -> Sea
         searcher = PlannedGridSearcher(points, point_infos(space), planner)
         slots = space.sweep.max_concurrent or width or 1
         return SearchSetup({}, searcher, len(points), slots, len(points))
-    return SearchSetup({"point": tune.grid_search(points)}, None, 1, space.sweep.max_concurrent, len(points))
+    order = longest_first(point_infos(space))  # the long pole starts first, not last
+    return SearchSetup({"point": tune.grid_search([points[i] for i in order])}, None, 1, space.sweep.max_concurrent, len(points))
 

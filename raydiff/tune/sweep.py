@@ -126,6 +126,7 @@ def run_sweep(
         )
         callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's CSV/JSON/TensorBoard: --log-to names them
         storage_fs = None
         experiment = loc.uri if "://" in loc.uri else str(Path(loc.uri))
         # a sweep stopped before Ray wrote its experiment state has nothing to restore: start it afresh

@@ -137,3 +137,88 @@ def test_memorized_cosine_on_copies(digits):
     rand = torch.randn(50, 64, generator=torch.Generator().manual_seed(0))
     flags_r, best_r = memorized_cosine(rand, emb_train, 0.99)
     assert not flags_r.any() and (best_r < 0.99).all()
+
+
+# ------------------------------------------------------------------ the sequential test
+
+
+@pytest.mark.parametrize(
+    "k, n, looks, answer",
+    [
+        pytest.param(0, 32, 4, False, id="0/32: the interval still reaches 0.1"),
+        pytest.param(0, 64, 4, True, id="0/64: wholly below"),
+        pytest.param(0, 64, 40, False, id="0/64 with many looks: each look stricter"),
+        pytest.param(3, 64, 4, False, id="3/64: undecided"),
+        pytest.param(12, 32, 4, True, id="12/32: wholly above"),
+        pytest.param(13, 128, 4, False, id="13/128 at the full count: undecided, and the count is spent"),
+        pytest.param(0, 0, 4, False, id="nothing yet"),
+    ],
+)
+def test_settled(k, n, looks, answer):
+    from raydiff.metrics.memorization import settled
+
+    assert settled(k, n, 0.1, looks) is answer
+
+
+def test_settled_errs_no_more_than_one_look():
+    """Under p = threshold exactly, a test that may stop at any of its looks calls the wrong side
+    (settled below) at most 1 − level of the time: the Bonferroni split of the level."""
+    from raydiff.metrics.memorization import settled
+
+    rng = np.random.default_rng(0)
+    wrong, trials = 0, 4000
+    for _ in range(trials):
+        flags = rng.random(128) < 0.1
+        wrong += any(settled(int(flags[:n].sum()), n, 0.1, 4) and flags[:n].mean() < 0.1 for n in (32, 64, 96, 128))
+    assert wrong / trials <= 0.05
+
+
+@pytest.fixture(scope="module")
+def evaluators():
+    """One tiny trial's evaluator with every sample at once, and one with rounds of 32."""
+    from tiny_trial import tiny
+
+    from raydiff.data import load as load_data
+    from raydiff.diffusion import build_process
+    from raydiff.evaluation import Evaluator
+    from raydiff.models import build_unet
+
+    out = {}
+    for rounds in (None, 32):
+        cfg = tiny(eval={"num_samples": 128, "sequential_round": rounds, "save_samples": 2})
+        data = load_data(cfg.data)
+        torch.manual_seed(0)
+        net = build_unet(cfg.model, data.shape[0], data.shape[1])
+        out[rounds] = (Evaluator(cfg, data, build_process(cfg.diffusion), torch.device("cpu")), net, data)
+    return out
+
+
+def test_sequential_test_settles_early_on_a_model_that_copies_nothing(evaluators):
+    full, net, _ = evaluators[None]
+    seq, _, _ = evaluators[32]
+    a, b = full(net, 20, memorization_only=True), seq(net, 20, memorization_only=True)
+    assert a["mem_samples"] == 128 and a["mem_frac"] == 0.0  # an untrained U-Net generates noise
+    assert b["mem_samples"] == 64 and b["mem_frac"] == 0.0  # 0/64 is wholly below 0.1 at 4 looks; 0/32 is not
+    assert b["mem_frac_hi"] < 0.1  # the interval it stopped on
+    assert b["samples_nn_index"] == a["samples_nn_index"]  # the same first samples, the same neighbours
+
+
+def test_sequential_test_uses_every_sample_when_undecided(evaluators, monkeypatch):
+    """Where the rounds never settle, the sequential test measures what the all-at-once one does."""
+    full, net, data = evaluators[None]
+    seq, _, _ = evaluators[32]
+    i = torch.arange(128)
+    copies = data.x_train[i % len(data.x_train)]  # uint8 copies of the training images
+    some = torch.where((i % 10 == 0)[:, None, None, None], copies, torch.full_like(copies, 128))  # 13 of 128 copied
+    for ev in (full, seq):
+        monkeypatch.setattr(ev, "sample", lambda net, n, steps=None, start=0: some[start : start + n])
+    a, b = full(net, 20, memorization_only=True), seq(net, 20, memorization_only=True)
+    assert a["mem_frac"] == 13 / 128 and b["mem_samples"] == a["mem_samples"] == 128
+    assert (b["mem_frac"], b["mem_frac_lo"], b["mem_frac_hi"]) == (a["mem_frac"], a["mem_frac_lo"], a["mem_frac_hi"])
+
+
+@pytest.mark.parametrize("first, total, looks", [(32, 128, 3), (32, 1024, 6), (128, 128, 1), (32, 100, 3), (1, 2, 2)])
+def test_sequential_rounds_double(first, total, looks):
+    from raydiff.evaluation import sequential_looks
+
+    assert sequential_looks(first, total) == looks

@@ -176,3 +176,30 @@ def test_default_knobs_draw_as_before(full_run):
     cfg, _, _ = full_run
     assert (cfg.data.normalization, cfg.train.batch_rule, cfg.train.sampling) == ("symmetric", "fixed", "replacement")
     assert cfg.batch == cfg.train.batch_size == 16
+
+
+GEOMETRIC = {"every_steps": 10, "cadence": "geometric", "geometric_ratio": 2.0}  # 10, 20, 40, 80, 160, 200
+
+
+@pytest.mark.parametrize(
+    "history, approach, expected",
+    [
+        pytest.param([(10, 0.0), (20, 0.0)], None, [40, 80, 160, 200], id="nothing-seen"),
+        pytest.param([(10, 0.0), (20, 0.0), (40, 0.3)], None, [50, 80, 160, 200], id="crossed: confirm after the smallest gap"),
+        pytest.param([(10, 0.0), (40, 0.3), (50, 0.4)], None, [80, 160, 200], id="confirmed: the schedule"),
+        pytest.param([(10, 0.0), (40, 0.3), (50, 0.02)], None, [80, 160, 200], id="run broken: the schedule"),
+        pytest.param([(10, 0.0), (20, 0.0), (40, 0.06)], 0.5, [50, 80, 160, 200], id="in sight"),
+        pytest.param([(10, 0.0), (20, 0.0), (40, 0.06)], None, [80, 160, 200], id="in sight, approach off"),
+        pytest.param([(10, 0.0), (20, 0.0), (40, 0.04)], 0.5, [80, 160, 200], id="not yet in sight"),
+    ],
+)
+def test_upcoming_evaluations(history, approach, expected):
+    from raydiff.trial import upcoming_evaluations
+
+    cfg = tiny(eval={**GEOMETRIC, "approach_fraction": approach}, train={"max_steps": 200}, stop={"mem_frac_threshold": 0.1, "patience": 2})
+    rows = [{"step": s, "mem_frac": m} for s, m in history]
+    assert upcoming_evaluations(cfg, history[-1][0], rows) == expected
+    # a trial restored at that step (train() calls it with no schedule) and one that goes on
+    # (with the rest of its schedule) evaluate at the same steps
+    rest = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > history[-1][0]]
+    assert upcoming_evaluations(cfg, history[-1][0], rows, rest) == expected

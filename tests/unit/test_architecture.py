@@ -154,6 +154,13 @@ def test_trial_loads_no_ray():
     assert out.stdout.strip() == "[]"
 
 
+def test_monitor_is_a_library_without_the_sweep():
+    """`raydiff.monitor` goes into anyone's training loop: no Ray, no trial loop, no Tune."""
+    code = "import sys, raydiff.monitor; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray' or m.startswith(('raydiff.tune', 'raydiff.trial', 'raydiff.config'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_private_names_from_config_outside_it():
     offenders = []
     for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]):

@@ -152,8 +152,9 @@ def test_log_to_is_never_required():
     from raydiff.tune.loggers import logger_callbacks, parse_log_to
 
     assert parse_log_to(["mlflow,wandb", "mlflow"]) == ("mlflow", "wandb")
-    with pytest.raises(UserError, match="unknown logger 'tensorboard'"):
-        parse_log_to(["tensorboard"])
+    with pytest.raises(UserError, match="unknown logger 'tensorbored'"):
+        parse_log_to(["tensorbored"])
+    assert [type(c).__name__ for c in logger_callbacks(("csv", "json"), "x")] == ["CSVLoggerCallback", "JsonLoggerCallback"]
     import importlib.util
 
     for name in ("mlflow", "wandb"):
@@ -184,7 +185,8 @@ def trial_rows(sweep_dir):
 def test_single_objective_end_to_end(tmp_path, ray_local, capsys):
     from raydiff.tune.sweep import run_sweep
 
-    loc = run_sweep(space_with(objective="tau_mem_step"), storage=str(tmp_path), name="single")
+    pytest.importorskip("tensorboardX")
+    loc = run_sweep(space_with(objective="tau_mem_step"), storage=str(tmp_path), name="single", log_to=("tensorboard",))
     rows = trial_rows(loc.uri)
     assert len(rows) == 2 and all(r["status"] == "memorized" for r in rows)
     study = study_of(loc.uri)
@@ -194,9 +196,9 @@ def test_single_objective_end_to_end(tmp_path, ray_local, capsys):
     for r in rows:  # the trials ran at the suggested points
         cfg = json.loads(r["config"])
         assert any(t.params == {"data.n_train": r["n_train"], "train.lr": cfg["train"]["lr"]} for t in study.trials)
-    # Ray's default loggers still run beside ours: TensorBoard event files in each trial folder
-    pytest.importorskip("tensorboardX")
+    # Ray's TensorBoard logger, asked for by name: event files in each trial folder, and only it
     assert len(glob.glob(os.path.join(loc.uri, "*", "events.out.tfevents.*"))) == 2
+    assert glob.glob(os.path.join(loc.uri, "*", "progress.csv")) == []  # Ray's automatic loggers are off
 
 
 @pytest.mark.ray

@@ -163,6 +163,17 @@ def test_confirmation_allowance_covers_patience_evaluations():
     assert 1234 + confirm_allowance(p, 1234.0, patience=3) >= seen
     geo = PointInfo(0, {}, BUDGET, 100, geometric_ratio=1.25)
     assert confirm_allowance(geo, 10_000.0, patience=2) == math.ceil(10_000 * 0.25) + 100
+    # the gap the onset falls in is the scheduled one; the confirmations come after the smallest
+    assert confirm_allowance(geo, 10_000.0, patience=3) == math.ceil(10_000 * 0.25) + 200
+
+
+def test_longest_trial_first():
+    from raydiff.tune.search import longest_first
+
+    axes = [(16, 64, 1e5), (128, 64, 1e5), (32, 64, 1e5), (64, 16, 1e5), (64, 64, 1e6), (16, 64, 1e5)]
+    pts = [PointInfo(i, {"n_train": n, "batch_size": b, "lr": 1e-3, "params": m}, 1000, 10) for i, (n, b, m) in enumerate(axes)]
+    # cost ∝ N / B × params: 1e6 (i=4), 4e5 (i=3), 2e5 (i=1), 5e4 (i=2), then the equal ones in order
+    assert longest_first(pts) == [4, 3, 1, 2, 0, 5]
 
 
 def test_planned_columns():

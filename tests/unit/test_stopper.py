@@ -292,3 +292,55 @@ def test_stop_rule_errors(section, needle):
 
     with pytest.raises(ConfigError, match=re.escape(needle)):
         search_space_from_dict(section)
+
+
+# ---------------------------------------------------------------- confirming an onset at once
+
+AWAIT_CASES = [
+    # fracs, patience, awaiting: an open run of 1 … patience − 1 values at or above 0.1
+    ([0.0, 0.0], 2, False),  # nothing crossed
+    ([0.0, 0.12], 2, True),  # crossed once: the confirmation is due
+    ([0.0, 0.12, 0.2], 2, False),  # confirmed: the onset fired
+    ([0.0, 0.12, 0.05], 2, False),  # the run broke: back to the schedule
+    ([0.0, 0.12, 0.15], 3, True),  # two of three
+    ([0.0, 0.12, None], 2, True),  # an evaluation that did not measure memorization changes nothing
+    ([0.0, 0.12, NAN], 2, False),  # a failed measurement breaks the run
+    ([0.0, 0.12], 1, False),  # patience 1: the crossing is the onset
+    ([], 2, False),
+]
+
+
+@pytest.mark.parametrize("fracs, patience, awaiting", AWAIT_CASES)
+def test_awaiting_confirmation(fracs, patience, awaiting):
+    from raydiff.metrics.stop import awaiting_confirmation
+
+    stop = StopConfig(mem_frac_threshold=0.1, patience=patience)
+    assert awaiting_confirmation(result(fracs), stop) is awaiting
+    assert awaiting_confirmation({**result([]), "history_pixel": list(fracs)}, stop) is awaiting  # the named series
+
+
+def test_awaiting_confirmation_follows_stop_on():
+    from raydiff.metrics.stop import awaiting_confirmation
+
+    r = {**result([0.0, 0.0]), "history_pixel": [0.0, 0.0], "history_features": [0.0, 0.3]}
+    assert not awaiting_confirmation(r, StopConfig(mem_frac_threshold=0.1, patience=2))  # pixel decides
+    assert awaiting_confirmation(r, StopConfig(mem_frac_threshold=0.1, patience=2, on=("features",)))
+    assert awaiting_confirmation(r, StopConfig(mem_frac_threshold=0.1, patience=2, on=("pixel", "features")))
+
+
+@pytest.mark.parametrize(
+    "fracs, fraction, in_sight",
+    [
+        ([0.0, 0.04], 0.5, False),
+        ([0.0, 0.05], 0.5, True),  # half the threshold: onset in sight
+        ([0.06, 0.0], 0.5, False),  # it fell back
+        ([0.0, 0.05], None, False),  # off
+        ([0.0, 0.12], None, True),  # a crossing awaits confirmation either way
+        ([0.0, 0.12, 0.2], 0.5, False),  # fired: nothing left to see coming
+        ([0.0, 0.05, NAN], 0.5, False),
+    ],
+)
+def test_onset_in_sight(fracs, fraction, in_sight):
+    from raydiff.metrics.stop import onset_in_sight
+
+    assert onset_in_sight(result(fracs), StopConfig(mem_frac_threshold=0.1, patience=2), fraction) is in_sight

@@ -1,0 +1,34 @@
+"""examples/diffusers_monitor.py, as a user would run it: a plain diffusers loop that raydiff's
+memorization monitor stops at onset, in well under a minute on this project's 2-core CI machine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from paths import ROOT
+
+EXAMPLE = ROOT / "examples" / "diffusers_monitor.py"
+
+
+def test_the_example_is_short():
+    assert len(EXAMPLE.read_text().splitlines()) < 100
+
+
+@pytest.mark.timeout(180)
+def test_the_diffusers_example_stops_at_memorization_onset(tmp_path):
+    pytest.importorskip("diffusers")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(EXAMPLE), "--n", "16"], cwd=tmp_path, capture_output=True, text=True, timeout=170)
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    onset = re.fullmatch(r"memorization onset at step (\d+): stopping", lines[-1])
+    assert onset, proc.stdout
+    fracs = [float(m.group(1)) for ln in lines if (m := re.search(r"f_mem (\S+) \[", ln))]
+    assert fracs[0] < 0.1 <= fracs[-1] and fracs[-2] >= 0.1  # generalizing first; the onset confirmed (patience 2)
+    assert seconds < 120, f"the example took {seconds:.0f} s"  # 33 s here on 2026-12-01
