@@ -113,6 +113,7 @@ class ResultsCallback(tune.Callback):
         self.evals: dict[str, dict[int, dict[str, Any]]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
+        self.final: set[str] = set()  # trials that ended in an earlier run of this sweep: their rows stand
 
     def __getstate__(self):  # rows live in the files, not in the pickled experiment state
         state = self.__dict__.copy()
@@ -125,6 +126,9 @@ class ResultsCallback(tune.Callback):
         fs, root = results.filesystem(self.uri)
         for row in results.read_trials(fs, root).to_pylist():
             self.trials[row["trial_id"]] = row
+        # Tune may run such a trial again after a resume (its driver died before Tune saved that
+        # the trial had ended): what it reports then changes neither file
+        self.final = set(self.trials)
         for row in results.read_metrics(fs, root).to_pylist():
             self.evals.setdefault(row["trial_id"], {})[row["step"]] = row
 
@@ -132,6 +136,8 @@ class ResultsCallback(tune.Callback):
         return self.space.experiment(overrides_of(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if trial.trial_id in self.final:
+            return
         self.last[trial.trial_id] = result
         row = metric_row(trial.trial_id, result)
         if row is None:
@@ -157,6 +163,8 @@ class ResultsCallback(tune.Callback):
         self._finish(trial, self.config_of(trial), last, "error", message, error=str(error) if error else message)
 
     def _finish(self, trial, cfg, last, status, reason, error=None) -> None:
+        if trial.trial_id in self.final:
+            return
         evals = sorted(self.evals.get(trial.trial_id, {}).values(), key=lambda r: r["step"])
         row = trial_row(trial.trial_id, cfg, last, evals, self.minima, status, reason, error)
         row.update(planned_columns(trial.config))  # budget planner's record

@@ -172,3 +172,15 @@ def test_diffusers_missing_is_one_line_before_ray(tmp_path, capsys, monkeypatch)
     assert cli.main(["sweep", _space(tmp_path, TINY_DIFFUSERS), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.kind: diffusers needs the diffusers package" in err and '.[diffusers]' in err
+
+
+def test_grids_over_model_keys_for_a_diffusers_unet():
+    from raydiff.config import search_space_from_dict
+
+    space = search_space_from_dict({
+        "sweep": {"name": "g"}, **TINY, "model": TINY_DIFFUSERS,
+        "grid": {"model.layers_per_block": [1, 2], "model.block_out_channels": [[16, 32], [32, 64]]},
+    })  # fmt: skip
+    exps = space.experiments()
+    assert [(e.model.layers_per_block, e.model.block_out_channels) for e in exps] == [(1, (16, 32)), (1, (32, 64)), (2, (16, 32)), (2, (32, 64))]
+    assert len({param_count(e.model, e.data) for e in exps}) == 4 and all(e.model.kind == "diffusers" for e in exps)

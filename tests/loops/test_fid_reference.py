@@ -89,7 +89,7 @@ def test_fewer_sampler_steps_for_the_memorization_test(monkeypatch):
     ev = evaluator(monkeypatch, StandInOther(), mem_sample_steps=1)
     calls = []
     real = ev.sample
-    ev.sample = lambda n_, n, steps=None: calls.append((n, steps)) or real(n_, n, steps)
+    ev.sample = lambda n_, n, steps=None, start=0: calls.append((n, steps)) or real(n_, n, steps, start)
     ev(net(), step=1)
     assert calls == [(4, 1), (12, None)]  # memorization set with 1 step, the FID set with the full count
 

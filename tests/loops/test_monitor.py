@@ -104,3 +104,17 @@ def test_same_answers_as_the_sweeps_evaluator():
     assert (r.f_mem, r.lo, r.hi) == (ours["mem_frac"], ours["mem_frac_lo"], ours["mem_frac_hi"]) and r.f_mem >= 4 / 64
     assert r.nearest.tolist() == ours["samples_nn_index"]
     assert np.allclose(r.ratio, ours["samples_nn_ratio"])
+
+
+def test_reports_to_ray_tune_when_asked(digits, monkeypatch):
+    from ray import tune
+
+    sent = []
+    monkeypatch.setattr(tune, "report", lambda metrics, **kw: sent.append(metrics))
+    train, test = digits
+    m = MemorizationMonitor(train, report_to_tune=True)
+    m.evaluate(train[:64], step=10)
+    m.evaluate(train[:64], step=20)
+    assert [(s["step"], s["mem_frac"], s["tau_mem_step"], s["memorized"]) for s in sent] == [(10, 1.0, None, False), (20, 1.0, 10, True)]
+    MemorizationMonitor(train).evaluate(test[:8], step=1)
+    assert len(sent) == 2  # not asked: nothing sent

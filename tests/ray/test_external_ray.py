@@ -77,9 +77,9 @@ def _sweep(tmp_path, name: str, model: dict, grid: dict, **train) -> str:
 def test_smoke_sweep_with_a_diffusers_unet(tmp_path, ray_with_user_code, capsys):
     pytest.importorskip("diffusers")
     model = {"kind": "diffusers", "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}
-    uri = _sweep(tmp_path, "smoke-diffusers", model, {"data.n_train": [8, 12, 16]})
+    uri = _sweep(tmp_path, "smoke-diffusers", model, {"data.n_train": [8, 12]})  # two of the smoke's three N: CI time
     trials = pq.read_table(f"{uri}/trials.parquet").to_pylist()
-    assert sorted(t["n_train"] for t in trials) == [8, 12, 16]
+    assert sorted(t["n_train"] for t in trials) == [8, 12]
     assert {t["status"] for t in trials} == {"memorized"}, [(t["n_train"], t["status"], t["stop_reason"]) for t in trials]
     assert all(t["tau_mem_step"] and t["tau_mem_step"] <= t["steps_done"] for t in trials)
     cfg = experiment_from_dict(json.loads(trials[0]["config"]))

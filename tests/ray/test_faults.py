@@ -151,7 +151,7 @@ def test_worker_killed_mid_trial_restarts_from_checkpoint(tmp_path):
 @pytest.mark.ray
 def test_driver_killed_then_resumed_finishes_only_the_unfinished(tmp_path):
     storage = tmp_path / "store"
-    space = write_space(tmp_path, "dkill", {"data.n_train": [4, 8]}, sweep={"max_concurrent": 1})
+    space = write_space(tmp_path, "dkill", {"data.n_train": [4, 6]}, sweep={"max_concurrent": 1})
     sweep = storage / "dkill"
     cmd = Command(tmp_path, "sweep", str(space), "--storage", str(storage), log="first")
     trials = wait_for(lambda: try_rows(sweep)[0], 240, "the first finished trial", cmd)

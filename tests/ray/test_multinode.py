@@ -324,22 +324,22 @@ def test_client_without_the_token_is_refused(cluster, tmp_path):
 
 
 def _packed_space(tmp_path: Path, name: str) -> tuple[Path, int]:
-    """Eight smoke trials of two U-Net widths (N ∈ {8, 12} × width ∈ {8, 16} × seed ∈ {0, 1}); the
+    """Eight smoke trials of two U-Net widths (N ∈ {8, 12} × width ∈ {8, 12} × seed ∈ {0, 1}); the
     narrow ones ask for a quarter of a node (4 per fake GPU), the wide ones for a whole node."""
     from raydiff.config import experiment_from_dict
     from raydiff.models import param_count
 
     raw = yaml.safe_load(SMOKE.read_text())
     sizes = {}
-    for width in (8, 16):
+    for width in (8, 12):
         cfg = experiment_from_dict({k: v for k, v in raw.items() if k not in ("sweep", "grid")} | {"model": {**raw["model"], "base_channels": width}})
         sizes[width] = param_count(cfg.model, cfg.data)
-    bound = (sizes[8] + sizes[16]) // 2
+    bound = (sizes[8] + sizes[12]) // 2
     raw["sweep"].update(
         name=name, max_failures=3, checkpoint_every=2, resources={"cpu": 1, "gpu": 1},
         resources_by=[{"max_params": bound, "cpu": 0.25, "gpu": 0.25}],
     )  # fmt: skip
-    raw["grid"] = {"data.n_train": [8, 12], "model.base_channels": [8, 16], "train.seed": [0, 1]}
+    raw["grid"] = {"data.n_train": [8, 12], "model.base_channels": [8, 12], "train.seed": [0, 1]}
     raw["eval"].update(fid_every=0)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

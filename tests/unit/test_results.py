@@ -199,3 +199,30 @@ def test_corrupt_file_is_a_user_error(tmp_path):
     fs, root = results.filesystem(str(tmp_path))
     with pytest.raises(UserError, match="trials.parquet"):
         results.read_trials(fs, root)
+
+
+def test_a_trial_finished_in_an_earlier_run_is_final(tmp_path):
+    """After a resume Tune may run a trial again that had already ended (its driver died before
+    Tune saved that): the callback keeps both of its files as the first run wrote them."""
+    from types import SimpleNamespace
+
+    from raydiff.config import load_search_space
+    from raydiff.tune.callback import ResultsCallback
+
+    from paths import ROOT
+
+    space = load_search_space(ROOT / "raydiff" / "search_spaces" / "smoke.yaml")
+    fs, root = results.filesystem(str(tmp_path))
+    done = {"trial_id": "t0", "status": "memorized", "n_train": 8, "steps_done": 250, "tau_mem_step": 200, "wall_s": 5.5}
+    results.write_atomic(results.table([done], results.TRIALS_SCHEMA, {}), fs, results.join(root, results.TRIALS_FILE))
+    rows = [{"trial_id": "t0", "step": 250, "mem_frac": 0.4, "pid": 1}]
+    results.write_atomic(results.table(rows, results.METRICS_SCHEMA, {}), fs, results.join(root, results.METRICS_DIR, "t0.parquet"))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+
+    cb = ResultsCallback(space, str(tmp_path), {})
+    cb.setup()
+    trial = SimpleNamespace(trial_id="t0", config={"point": {"data.n_train": 8}}, last_result={})
+    again = {"step": 200, "mem_frac": 0.2, "pid": 2, "stop_status": "memorized", "stop_reason": "onset", "wall_s": 5.7}
+    cb.on_trial_result(0, [trial], trial, again)  # re-reported from its checkpoint, in a new process
+    cb.on_trial_complete(0, [trial], trial)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
