@@ -175,6 +175,7 @@ def test_diffusers_missing_is_one_line_before_ray(tmp_path, capsys, monkeypatch)
 
 
 def test_grids_over_model_keys_for_a_diffusers_unet():
+    pytest.importorskip("diffusers")
     from raydiff.config import search_space_from_dict
 
     space = search_space_from_dict({
