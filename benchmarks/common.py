@@ -30,6 +30,8 @@ BEFORE_EVAL = {
     "eval.refine_snapshots": 0,
     "eval.mem_sample_steps": None,  # = diffusion.sample_steps (25)
     "eval.fid_every": 4,
+    "eval.approach_fraction": None,  # issue 15's: evaluations every 100 steps once an onset is in sight
+    "eval.sequential_round": None,  # issue 15's: the sequential memorization test
 }
 
 
