@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +47,7 @@ def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | Non
             if train is not None and test is not None:
                 out[name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
             continue
-        fracs = result.get(key)
-        if fracs is None and name == "pixel" and "history_features" not in result:
-            fracs = result.get("history_mem_frac")  # a report without named series: mem_frac is pixel
+        fracs = _ratio_series(result, name)
         if fracs is not None:
             out[name] = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
     return out
@@ -118,28 +116,12 @@ def stop_fields(decision: StopDecision | None) -> dict[str, str | None]:
 def onset_in_sight(result: Mapping[str, Any], stop: "StopConfig", fraction: float | None) -> bool:
     """An onset awaits confirmation, or (with `fraction`) a definition the stop rule waits on has
     not fired and its latest measured value is at least `fraction` × the threshold."""
-    if awaiting_confirmation(result, stop):
-        return True
-    if fraction is None:
-        return False
-    found = onsets(result, stop)
-    for name in stop_definitions(found, stop):
-        latest = [v for v in _series(result, name) if v is not None]
-        if found.get(name) is None and latest and isinstance(latest[-1], (int, float)) and math.isfinite(latest[-1]):
-            if latest[-1] >= fraction * stop.mem_frac_threshold:
-                return True
+    for values in _unfired(result, stop):
+        if 0 < _trailing_run(values, stop.mem_frac_threshold) < stop.patience:
+            return True
+        if fraction is not None and values and _at_least(values[-1], fraction * stop.mem_frac_threshold):
+            return True
     return False
-
-
-def _series(result: Mapping[str, Any], name: str) -> list:
-    """A ratio-test definition's series in a report ([] for loss, or when it is not carried)."""
-    key = SERIES.get(name)
-    if not isinstance(key, str):
-        return []
-    fracs = result.get(key)
-    if fracs is None and name == "pixel":
-        fracs = result.get("history_mem_frac")
-    return list(fracs or ())
 
 
 def awaiting_confirmation(result: Mapping[str, Any], stop: "StopConfig") -> bool:
@@ -147,17 +129,36 @@ def awaiting_confirmation(result: Mapping[str, Any], stop: "StopConfig") -> bool
     waits on and that has not fired, the latest measured values are a run of 1 … patience − 1 at or
     above the threshold. `train()` then evaluates again after the smallest gap, not the next
     scheduled one, so `stop.patience` costs a few steps rather than a geometric gap (issue 15)."""
-    if stop.patience < 2:
-        return False
+    return any(0 < _trailing_run(v, stop.mem_frac_threshold) < stop.patience for v in _unfired(result, stop))
+
+
+def _ratio_series(result: Mapping[str, Any], name: str) -> list | None:
+    """The series a ratio-test definition reads (None: the report does not carry it).
+    `history_pixel` falls back to `history_mem_frac` in a report that carries no named
+    memorization series (one built by hand, or before they existed): there mem_frac is pixel's."""
+    fracs = result.get(SERIES[name])
+    if fracs is None and name == "pixel" and "history_features" not in result:
+        fracs = result.get("history_mem_frac")
+    return fracs
+
+
+def _unfired(result: Mapping[str, Any], stop: "StopConfig") -> Iterator[list]:
+    """The measured values of each ratio-test definition the stop rule waits on that has not fired."""
     found = onsets(result, stop)
     for name in stop_definitions(found, stop):
-        if found.get(name) is not None:
-            continue
-        run = 0
-        for v in reversed([v for v in _series(result, name) if v is not None]):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= stop.mem_frac_threshold):
-                break
-            run += 1
-        if 0 < run < stop.patience:
-            return True
-    return False
+        if name != "loss" and name in SERIES and found.get(name) is None:
+            yield [v for v in _ratio_series(result, name) or () if v is not None]
+
+
+def _at_least(v: Any, bound: float) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v) and v >= bound
+
+
+def _trailing_run(values: list, threshold: float) -> int:
+    """How many of the last values are at or above the threshold (a NaN ends the run)."""
+    run = 0
+    for v in reversed(values):
+        if not _at_least(v, threshold):
+            break
+        run += 1
+    return run
