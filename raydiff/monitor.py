@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raydiff.metrics.memorization import fraction_with_interval, memorized_cosine, memorized_pixel
+from raydiff.metrics.memorization import distance_ratio, fraction_with_interval, memorized_cosine, memorized_pixel
 from raydiff.metrics.onset import mem_onset
 
 __all__ = ["MemorizationMonitor", "MonitorResult"]
@@ -99,9 +99,7 @@ class MemorizationMonitor:
         if finite:
             flags, nb = memorized_pixel(x.to(self.device), self._train, self.ratio)
             frac = fraction_with_interval(flags)
-            d1, d2 = nb.d1.cpu(), nb.d2.cpu()
-            rel = torch.where(d1 == 0, torch.zeros_like(d1), d1 / d2).numpy()
-            nearest = nb.index.cpu().numpy()
+            rel, nearest = distance_ratio(nb).cpu().numpy(), nb.index.cpu().numpy()
         else:  # a diverged model's samples: measured and failed, which breaks a run of the rule
             frac = fraction_with_interval(np.zeros(0, dtype=bool))
             rel, nearest = np.full(len(x), math.nan), np.full(len(x), -1, dtype=np.int64)

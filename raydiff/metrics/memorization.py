@@ -57,12 +57,16 @@ def nearest_two(samples: torch.Tensor, train: torch.Tensor, chunk: int = 1024, c
     return Neighbours(torch.cat(d1), torch.cat(d2), torch.cat(idx))
 
 
+def distance_ratio(nb: Neighbours) -> torch.Tensor:
+    """[S]: ‖x − a₁‖ / ‖x − a₂‖. An exact copy has d1 = 0: the ratio is 0 even when d2 is 0 too
+    (duplicate training images)."""
+    return torch.where(nb.d1 == 0, torch.zeros_like(nb.d1), nb.d1 / nb.d2)
+
+
 def memorized_pixel(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3, **kw) -> tuple[torch.Tensor, Neighbours]:
     """Boolean [S]: ‖x − a₁‖ / ‖x − a₂‖ < ratio. Returns the neighbours too (for figures)."""
     nb = nearest_two(samples, train, **kw)
-    # an exact copy has d1 = 0: the ratio is 0 even when d2 is 0 too (duplicate training images)
-    rel = torch.where(nb.d1 == 0, torch.zeros_like(nb.d1), nb.d1 / nb.d2)
-    return rel < ratio, nb
+    return distance_ratio(nb) < ratio, nb
 
 
 def memorized_cosine(sample_emb: torch.Tensor, train_emb: torch.Tensor, threshold: float = 0.6, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
