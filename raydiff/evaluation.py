@@ -232,7 +232,7 @@ class Evaluator:
         spaces = [s for s in ("pixel", "features") if ev.memorization_space in (s, "both")]
         total = len(given) if given is not None else ev.num_samples
         first = ev.sequential_round if (given is None and ev.sequential_round) else total
-        looks = sequential_looks(first, total)
+        looks, threshold = sequential_looks(first, total), self.cfg.stop.mem_frac_threshold
         sets: list[torch.Tensor] = []
         flags: dict[str, list[torch.Tensor]] = {s: [] for s in spaces}
         nbs: list[Neighbours] = []
@@ -248,7 +248,6 @@ class Evaluator:
             if "features" in flags:
                 flags["features"].append(memorized_cosine(self.embedding(x), self.train_emb, ev.mem_cosine)[0].cpu())
             n += len(x)
-            threshold = self.cfg.stop.mem_frac_threshold
             if first < total and all(settled(int(sum(int(f.sum()) for f in fs)), n, threshold, looks) for fs in flags.values()):
                 break
         nb = Neighbours(*(torch.cat([getattr(b, k) for b in nbs]) for k in ("d1", "d2", "index"))) if nbs else None
