@@ -24,6 +24,7 @@ import yaml
 
 from processes import Command, wait_for
 from raydiff import results
+from raydiff.results_folder import load_sweep
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="tracks processes through /proc")
 
@@ -52,12 +53,8 @@ def write_space(tmp: Path, name: str, grid: dict, **sections) -> Path:
 
 
 def read_rows(sweep: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    fs, root = results.filesystem(str(sweep))
-    trials = results.read_trials(fs, root).to_pylist()
-    evals: dict[str, list[dict]] = {}
-    for row in results.read_metrics(fs, root, columns=["trial_id", "step", "mem_frac", "train_loss", "pid", "resumed_from_step"]).to_pylist():
-        evals.setdefault(row["trial_id"], []).append(row)
-    return trials, evals
+    s = load_sweep(str(sweep))  # the one reader of a results folder
+    return s.trials, s.evals
 
 
 def try_rows(sweep: Path):

@@ -273,48 +273,42 @@ def test_job_submitted_sweep_spreads_over_both_workers(cluster, tmp_path):
         assert steps == sorted(set(steps)) and steps[-1] == t["steps_done"], steps  # every row once
 
 
-def test_gpu_request_no_node_can_host_fails_in_seconds(cluster, tmp_path):
-    t0 = time.monotonic()
+def _refused(tmp_path: Path, name: str, gpu: float, address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A sweep started here against the cluster that must end with one line and exit 2."""
     proc = subprocess.run(
-        [*RAYDIFF, "sweep", str(_space(tmp_path, "toobig", gpu=2)), "--storage", str(tmp_path / "r"),
-         "--address", f"127.0.0.1:{cluster.gcs_port}"],
-        env=cluster.env, capture_output=True, text=True, timeout=180,
+        [*RAYDIFF, "sweep", str(_space(tmp_path, name, gpu=gpu)), "--storage", str(tmp_path / "r"), "--address", address],
+        env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
+    assert not (tmp_path / "r" / name).exists()
+    return proc
+
+
+def test_gpu_request_no_node_can_host_fails_in_seconds(cluster, tmp_path):
+    t0 = time.monotonic()
+    proc = _refused(tmp_path, "toobig", 2, f"127.0.0.1:{cluster.gcs_port}", cluster.env)
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "raydiff: error: sweep.resources: no node can host a trial asking for 1 CPU and 2 GPU "
         "(largest node: 1 CPU, 1 GPU, no autoscaling node types); lower sweep.resources or add such a node"
     )
     assert time.monotonic() - t0 < 150  # imports and one Ray handshake on a busy machine, not a hang
-    assert not (tmp_path / "r" / "toobig").exists()
 
 
 def test_local_storage_on_a_multinode_cluster_is_refused(cluster, tmp_path):
     """Without a shared folder declared, a local --storage on three nodes is refused before any
     trial is scheduled (Ray Tune would fail each trial at its first checkpoint)."""
     env = {k: v for k, v in cluster.env.items() if k != "RAYDIFF_SHARED_STORAGE"}
-    proc = subprocess.run(
-        [*RAYDIFF, "sweep", str(_space(tmp_path, "local", gpu=0)), "--storage", str(tmp_path / "r"),
-         "--address", f"127.0.0.1:{cluster.gcs_port}"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-3000:]
+    proc = _refused(tmp_path, "local", 0, f"127.0.0.1:{cluster.gcs_port}", env)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("raydiff: error: --storage: storage ") and "is a local folder" in last and "RAYDIFF_SHARED_STORAGE=1" in last
-    assert not (tmp_path / "r" / "local").exists()
 
 
 def test_client_without_the_token_is_refused(cluster, tmp_path):
     from ray.util import get_node_ip_address
 
     env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
-    proc = subprocess.run(
-        [*RAYDIFF, "sweep", str(_space(tmp_path, "notoken", gpu=0)), "--storage", str(tmp_path / "r"),
-         "--address", f"{get_node_ip_address()}:{cluster.gcs_port}"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-3000:]
+    proc = _refused(tmp_path, "notoken", 0, f"{get_node_ip_address()}:{cluster.gcs_port}", env)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("raydiff: error: the Ray cluster at ") and "InvalidAuthToken" in last, last
     assert "RAY_AUTH_MODE=token" in last
@@ -347,14 +341,10 @@ def _packed_space(tmp_path: Path, name: str) -> tuple[Path, int]:
 
 
 def _bucket_rows(uri: str) -> tuple[list[dict], dict[str, list[dict]]]:
-    from raydiff import results
+    from raydiff.results_folder import load_sweep
 
-    fs, root = results.filesystem(uri)
-    trials = results.read_trials(fs, root).to_pylist()
-    evals: dict[str, list[dict]] = {}
-    for r in results.read_metrics(fs, root, columns=["trial_id", "step", "pid", "resumed_from_step"]).to_pylist():
-        evals.setdefault(r["trial_id"], []).append(r)
-    return trials, evals
+    s = load_sweep(uri)  # the one reader of a results folder, here on S3
+    return s.trials, s.evals
 
 
 class Placements:

@@ -23,6 +23,7 @@ import pytest
 from processes import Command
 from s3server import BUCKET, S3, s3_server
 from raydiff import results
+from raydiff.results_folder import load_sweep
 
 pytestmark = [
     pytest.mark.ray,
@@ -119,12 +120,8 @@ def test_local_writes_still_go_through_a_renamed_temporary(tmp_path):
 
 
 def _rows(uri: str) -> tuple[list[dict], dict[str, list[dict]]]:
-    fs, root = results.filesystem(uri)
-    trials = results.read_trials(fs, root).to_pylist()
-    evals: dict[str, list[dict]] = {}
-    for r in results.read_metrics(fs, root, columns=["trial_id", "step", "n_train", "pid", "resumed_from_step"]).to_pylist():
-        evals.setdefault(r["trial_id"], []).append(r)
-    return trials, evals
+    s = load_sweep(uri)  # the one reader of a results folder, here on S3
+    return s.trials, s.evals
 
 
 def _cli(tmp: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
