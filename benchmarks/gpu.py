@@ -7,13 +7,18 @@
 
 Measures, with the Marion & Wu presets (marion-2.9m, -25.8m, -92.7m; fallback to whatever
 marion-* presets exist) on 32×32×3 data resident on the GPU, rectified flow, Adam (fused), bf16
-autocast:
+autocast, raydiff's own training step (`raydiff.trial.OptimizerStep`: loss, clip, Adam, EMA):
   1. training steps/s and model FLOP utilisation (FLOPs of one step counted by
      torch.utils.flop_counter; MFU = FLOPs × steps/s / the GPU's peak bf16 FLOP/s) at B=16, 128;
+     for the smallest preset also with `train.compile` default and reduce-overhead (CUDA graphs),
+     compile time reported apart;
   2. cost per evaluation (loss probes, memorization sampling at 250 and 50 steps, nearest
-     neighbours) at the paper grid's counts, pixel-space test, no FID/SSCD (no network);
-  3. throughput of 1 vs 4 vs 8 small trials packed on the one GPU as separate processes (what
-     fractional `resources.gpu` does), aggregate steps/s over a common window.
+     neighbours) at the paper grid's counts, pixel-space test, no FID/SSCD (no network), with the
+     full count and with the sequential test (`eval.sequential_round: 32`) on a generalizing
+     (freshly initialised) model: samples generated and seconds;
+  3. throughput of 1, 2, 4 and 8 small trials packed on the one GPU as separate processes, each
+     capped at 1/k of the GPU's memory as a fractional `resources.gpu` does, aggregate steps/s
+     over a common window and each process's peak memory.
 """
 
 from __future__ import annotations
@@ -57,30 +62,21 @@ def experiment(preset: str, batch: int, cpu: bool, **eval_over):
 
 
 def setup(cfg):
-    from raydiff.data import load, to_model_range
+    from raydiff.data import load
     from raydiff.diffusion import build_process
     from raydiff.trial import TrainState, resolve_device
 
     device = resolve_device(cfg.train.device)
     data = load(cfg.data)
     ts = TrainState(cfg, data, device)
-    x = to_model_range(data.x_train).to(device)
-    return device, data, build_process(cfg.diffusion), ts, x
+    return device, data, build_process(cfg.diffusion), ts
 
 
-def make_step(cfg, device, process, ts, x):
-    n, b = x.shape[0], cfg.train.batch_size
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def make_step(cfg, device, process, ts, data):
+    """raydiff's own training step (the one a trial runs), train.compile included."""
+    from raydiff.trial import OptimizerStep
 
-    def step() -> None:
-        idx = torch.randint(0, n, (b,), device=device)
-        with autocast:
-            loss = process.loss(ts.net, x[idx]).mean()
-        ts.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        ts.opt.step()
-
-    return step
+    return OptimizerStep(cfg, ts, process, data, device)
 
 
 def sync(device) -> None:
@@ -96,72 +92,98 @@ def step_flops(step) -> float:
     return float(fc.get_total_flops())
 
 
+def training_cases(cpu: bool) -> list[tuple[str, int, str]]:
+    """(preset, batch, train.compile): every preset uncompiled at both batch sizes; the smallest,
+    whose step is launch-bound, also compiled (default) and with CUDA graphs (reduce-overhead)."""
+    names, batches = presets(cpu), (2, 4) if cpu else (16, 128)
+    cases = [(p, b, "off") for p in names for b in batches]
+    if cpu:  # the dry mode skips compiling (minutes on CPU); tests/loops/test_compile.py runs the switch
+        return cases
+    return cases + [(names[0], b, m) for b in batches for m in ("default", "reduce-overhead")]
+
+
 def bench_training(cpu: bool, seconds: float, peak: float) -> list[dict]:
-    rows = []
-    for preset in presets(cpu):
-        for batch in (2, 4) if cpu else (16, 128):
-            cfg = experiment(preset, batch, cpu)
-            device, _, process, ts, x = setup(cfg)
-            step = make_step(cfg, device, process, ts, x)
-            for _ in range(3):
-                step()
-            flops = step_flops(step)
-            sync(device)
-            t0, k = time.perf_counter(), 0
-            while time.perf_counter() - t0 < seconds:
-                step()
-                k += 1
-                if k % 10 == 0:
-                    sync(device)
-            sync(device)
-            rate = k / (time.perf_counter() - t0)
-            rows.append({"preset": preset, "params": ts.params, "batch": batch, "steps_s": rate,
-                         "tflop_step": flops / 1e12, "mfu": flops * rate / (peak * 1e12)})  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
-            del ts, x, step
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    rows, flops_of = [], {}  # FLOPs counted on the uncompiled step (the counter does not see inside a compiled graph)
+    for preset, batch, mode in training_cases(cpu):
+        cfg = experiment(preset, batch, cpu, **{"train.compile": mode})
+        device, data, process, ts = setup(cfg)
+        step = make_step(cfg, device, process, ts, data)
+        t0 = time.perf_counter()
+        for _ in range(3):  # warm-up; the compile, if any, happens here
+            step()
+        sync(device)
+        warm_s = time.perf_counter() - t0
+        if mode == "off":
+            flops_of[preset, batch] = step_flops(step)
+        flops = flops_of.get((preset, batch), 0.0)
+        sync(device)
+        t0, k = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            step()
+            k += 1
+            if k % 10 == 0:
+                sync(device)
+        sync(device)
+        rate = k / (time.perf_counter() - t0)
+        rows.append({"preset": preset, "params": ts.params, "batch": batch, "compile": mode, "steps_s": rate,
+                     "tflop_step": flops / 1e12, "mfu": flops * rate / (peak * 1e12), "warmup_s": warm_s})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        del ts, step
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    off = {(r["preset"], r["batch"]): r["steps_s"] for r in rows if r["compile"] == "off"}
+    for r in rows:
+        r["vs_off"] = r["steps_s"] / off[r["preset"], r["batch"]]
     return rows
 
 
 def bench_eval(cpu: bool) -> list[dict]:
+    """One evaluation at the paper grid's counts on a freshly initialised (so generalizing) model:
+    the whole evaluation, then the memorization test alone with the full count and with the
+    sequential test, which stops generating once f_mem's interval clears the threshold."""
     from raydiff.evaluation import Evaluator
 
     rows = []
-    counts = dict(num_samples=16, probe_images=16) if cpu else dict(num_samples=1024, probe_images=5120)
+    counts = dict(num_samples=64, probe_images=16, round=16) if cpu else dict(num_samples=1024, probe_images=5120, round=32)
     for preset in presets(cpu):
         for mem_steps in (250, 50) if not cpu else (10, 5):
-            cfg = experiment(preset, 16, cpu, **{"eval.num_samples": counts["num_samples"], "eval.probe_images": counts["probe_images"],
-                                                 "diffusion.sample_steps": mem_steps})  # fmt: skip
-            device, data, process, ts, _ = setup(cfg)
-            ev = Evaluator(cfg, data, process, device)
-            net = ts.ema if ts.ema is not None else ts.net
-            ev.sample(net, min(cfg.eval.sample_batch, cfg.eval.num_samples), 2)  # warm-up (cuDNN autotune)
-            sync(device)
-            t0 = time.perf_counter()
-            ev(net, 0)
-            sync(device)
-            full = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ev(net, 0, memorization_only=True)
-            sync(device)
-            mem = time.perf_counter() - t0
-            rows.append({"preset": preset, "sampler_steps": mem_steps, "num_samples": cfg.eval.num_samples,
-                         "probe_images": cfg.eval.probe_images, "eval_s": full, "mem_only_s": mem})  # fmt: skip
-            print(json.dumps(rows[-1]), flush=True)
-            del ev, ts
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            over = {"eval.num_samples": counts["num_samples"], "eval.probe_images": counts["probe_images"], "diffusion.sample_steps": mem_steps}
+            row: dict = {"preset": preset, "sampler_steps": mem_steps, "num_samples": counts["num_samples"], "probe_images": counts["probe_images"]}
+            for label, sequential in (("full", None), ("sequential", counts["round"])):
+                cfg = experiment(preset, 16, cpu, **over, **{"eval.sequential_round": sequential})
+                device, data, process, ts = setup(cfg)
+                ev = Evaluator(cfg, data, process, device)
+                net = ts.ema if ts.ema is not None else ts.net
+                ev.sample(net, min(cfg.eval.sample_batch, cfg.eval.num_samples), 2)  # warm-up (cuDNN autotune)
+                sync(device)
+                if sequential is None:
+                    t0 = time.perf_counter()
+                    ev(net, 0)
+                    sync(device)
+                    row["eval_s"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                m = ev(net, 0, memorization_only=True)
+                sync(device)
+                row[f"mem_{label}_s"], row[f"mem_{label}_samples"] = time.perf_counter() - t0, m.get("mem_samples")
+                del ev, ts
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     return rows
 
 
 def worker(args) -> None:
     """One packed trial: set up, say "ready", read "START UNTIL" (epoch seconds) from stdin, then
-    train from START to UNTIL and print the steps done: every trial's window is the same."""
+    train from START to UNTIL and print the steps done and the peak memory: every trial's window is
+    the same. With --share 1/k, the process is capped at that fraction of the GPU's memory, as
+    the trainable caps a trial granted a fractional GPU."""
     cfg = experiment(args.preset, args.batch, args.cpu)
     torch.set_num_threads(1)
-    device, _, process, ts, x = setup(cfg)
-    step = make_step(cfg, device, process, ts, x)
+    device, data, process, ts = setup(cfg)
+    if device.type == "cuda" and args.share < 1:
+        torch.cuda.set_per_process_memory_fraction(args.share)
+    step = make_step(cfg, device, process, ts, data)
     for _ in range(3):
         step()
     sync(device)
@@ -176,15 +198,16 @@ def worker(args) -> None:
         if k % 10 == 0:
             sync(device)
     sync(device)
-    print(json.dumps({"steps": k, "seconds": time.time() - start}), flush=True)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+    print(json.dumps({"steps": k, "seconds": time.time() - start, "peak_mib": peak}), flush=True)
 
 
 def bench_packing(cpu: bool, seconds: float) -> list[dict]:
     preset = presets(cpu)[0]
     batch = 4 if cpu else 16
     rows = []
-    for k in (1, 2) if cpu else (1, 4, 8):
-        cmd = [sys.executable, "-m", "benchmarks.gpu", "--worker", "--preset", preset, "--batch", str(batch)]
+    for k in (1, 2) if cpu else (1, 2, 4, 8):
+        cmd = [sys.executable, "-m", "benchmarks.gpu", "--worker", "--preset", preset, "--batch", str(batch), "--share", str(1.0 / k)]
         cmd += ["--cpu"] if cpu else []
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
@@ -198,7 +221,8 @@ def bench_packing(cpu: bool, seconds: float) -> list[dict]:
             p.stdin.flush()
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         total = sum(o["steps"] / o["seconds"] for o in outs)
-        rows.append({"trials": k, "preset": preset, "batch": batch, "aggregate_steps_s": total, "per_trial_steps_s": total / k})
+        rows.append({"trials": k, "preset": preset, "batch": batch, "memory_cap": f"1/{k}", "aggregate_steps_s": total,
+                     "per_trial_steps_s": total / k, "peak_mib_max": max(o["peak_mib"] for o in outs)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["aggregate_steps_s"]
     for r in rows:
@@ -217,9 +241,9 @@ def markdown(info: dict, train_rows, eval_rows, pack_rows) -> str:
     return "\n\n".join([
         "# raydiff GPU benchmarks", f"Command: `{info['command']}`  \nDate: {info['date']}  \nDevice: {info['device']}, "
         f"peak bf16 {info['peak_tflops']} TFLOP/s (for MFU); torch {info['torch']}",
-        "## Training steps/s and MFU (bf16 autocast, fused Adam)", tab(train_rows),
-        "## Cost per evaluation (probes + memorization sampling + nearest neighbours; no FID)", tab(eval_rows),
-        "## Packed trials on one GPU (separate processes)", tab(pack_rows),
+        "## Training steps/s and MFU (raydiff's step: bf16 autocast, clip, fused Adam, EMA; train.compile as given)", tab(train_rows),
+        "## Cost per evaluation (probes + memorization sampling + nearest neighbours; no FID), and the memorization test alone: full count vs sequential test", tab(eval_rows),
+        "## Packed trials on one GPU (separate processes, each capped at 1/k of the memory)", tab(pack_rows),
     ]) + "\n"  # fmt: skip
 
 
@@ -233,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--share", type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args)

@@ -26,12 +26,12 @@ from benchmarks.common import Section, fmt, loadavg, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ALL = ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7", "8"]
+ALL = ["1", "9", "2", "3a", "3b", "3c", "4", "5", "6", "7", "8"]
 RUNNERS = {  # section → (module, function); 3a-3c can be run alone
     "1": ("framework", "run"), "2": ("ray_tax", "run"), "3": ("measurement", "run"),
     "3a": ("measurement", "grid_tax"), "3b": ("measurement", "cifar_size"), "3c": ("measurement", "sampler_steps"),
     "4": ("onset", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
-    "8": ("checkpoints", "run"),
+    "8": ("checkpoints", "run"), "9": ("step_cost", "run"),
 }  # fmt: skip
 QUICK_DEFAULT = ["1", "3a", "3b", "3c", "4", "5", "6", "8"]  # --quick without --only: no Ray (2 and 7 start one)
 

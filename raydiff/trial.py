@@ -302,6 +302,10 @@ class OptimizerStep:
         # classifier-free guidance trains the "no label" token on 10% of the batches' labels
         self.label_dropout = 0.1 if (cfg.diffusion.guidance > 0 and self.y_train is not None) else 0.0
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+        # train.compile: the training step's forward (and its backward, through AOTAutograd) runs
+        # the compiled module, which shares ts.net's parameters; everything else uses ts.net itself
+        mode = cfg.train.compile
+        self.net = ts.net if mode == "off" else torch.compile(ts.net, mode=None if mode == "default" else mode)
         self.fault_step = injected_fault_step(cfg)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         self.loss_count = 0
@@ -316,7 +320,7 @@ class OptimizerStep:
                 drop = torch.rand(b, device=self.device) < self.label_dropout
                 labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         with self.autocast:
-            loss = self.process.loss(ts.net, self.x_train[idx], labels).mean()
+            loss = self.process.loss(self.net, self.x_train[idx], labels).mean()
         ts.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:

@@ -32,6 +32,7 @@ FID_REFERENCES = ("auto", "images")
 CADENCES = ("uniform", "geometric")
 NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
 BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("replacement", "epochs")  # batches drawn with replacement | shuffled epochs
 # onset definitions (metrics/stop.py): the ratio test on the evaluated weights in pixel space, the
 # cosine test in an embedding space, the ratio test on the raw (non-EMA) weights, the loss divergence
@@ -224,9 +225,14 @@ class TrainConfig:
     # replacement: every batch drawn uniformly with replacement; epochs: shuffled epochs without
     # replacement (a fresh permutation of the N images per epoch, a batch may straddle two epochs)
     sampling: str = "replacement"
+    # torch.compile of the network for the training step: off | default | reduce-overhead (CUDA
+    # graphs) | max-autotune. The evaluation, EMA and checkpoints use the uncompiled module.
+    # Measured by benchmarks/gpu.sh; on CPU it compiles for minutes and is no faster (RESULTS.md)
+    compile: str = "off"
 
     def validate(self) -> None:
         positive("train.batch_size", self.batch_size)
+        choice("train.compile", self.compile, COMPILE_MODES)
         choice("train.batch_rule", self.batch_rule, BATCH_RULES)
         if self.batch_cap is not None:
             positive("train.batch_cap", self.batch_cap)

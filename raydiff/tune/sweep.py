@@ -146,7 +146,9 @@ def run_sweep(
                     search_alg=setup.search_alg,
                     num_samples=setup.num_samples,
                     max_concurrent_trials=setup.max_concurrent,
-                    reuse_actors=False,
+                    # a finished trial's worker (torch and raydiff imported) runs the next trial
+                    # that asks for the same resources; train() seeds everything it draws from
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=loc.name,

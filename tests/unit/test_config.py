@@ -40,6 +40,7 @@ ERROR_CASES = [
     pytest.param("model:\n  preset: huge\n", ["model.preset", "huge", "digits-tiny"], id="unknown-preset"),
     pytest.param("grid:\n  model.preset: [digits-tiny, huge]\n", ["model.preset", "huge"], id="unknown-preset-in-grid"),
     pytest.param("sweep:\n  mode: random\n", ["sweep.mode", "grid, one_factor"], id="unknown-sweep-mode"),
+    pytest.param("train:\n  compile: fast\n", ["train.compile", "fast", "off, default, reduce-overhead, max-autotune"], id="unknown-compile-mode"),
     pytest.param("- 1\n- 2\n", ["mapping"], id="not-a-mapping"),
 ]
 
