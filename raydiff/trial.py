@@ -31,7 +31,6 @@ from raydiff.diffusion import build_process
 from raydiff.errors import UserError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.objectives import objective_values
-from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 from raydiff.config.sections import ONSET_DEFINITIONS
 from raydiff.metrics.stop import decide, onset_in_sight, onsets, stop_fields, stop_onset
 from raydiff.models import build_network, count_params

@@ -9,7 +9,6 @@ the driver died, replaces rows instead of duplicating them.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any

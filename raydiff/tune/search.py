@@ -14,7 +14,6 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
