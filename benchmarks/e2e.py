@@ -2,6 +2,11 @@
 trial, the results files) on this machine, with the load average around it. The full run also
 times the default as it was before the speed-ups (its evaluation settings in BEFORE_EVAL), one
 after the other (a sweep takes minutes: these two cannot be interleaved finely).
+
+Each sweep is also put in units of one bare training step of the same model (a plain PyTorch
+loop, same B, clip and EMA, one thread), measured just before and just after it, and its own
+results give the measurement tax (Σ eval_s / Σ wall_s over its trials, split by kind of
+evaluation) and the confirmation overshoot ((steps run − τ_mem) / τ_mem per trial).
 """
 
 from __future__ import annotations
@@ -15,29 +20,47 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import BEFORE_EVAL, Section, loadavg
-from raydiff import results
+from benchmarks.common import BEFORE_EVAL, Section, config, default_space, loadavg, smoke_space
+from benchmarks.framework import bare_rate
 from raydiff.config import packaged_search_space
+from raydiff.results_folder import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def sweep(space: str, storage: str, name: str) -> dict:
+def bare_step_seconds(quick: bool) -> float:
+    """Seconds of one bare training step of the default's model (N=128, B=64, clip + EMA)."""
+    cfg = config(smoke_space() if quick else default_space(), {"data.n_train": 8 if quick else 128})
+    return 1.0 / bare_rate(cfg, 20, 20 if quick else 300, extras=True)
+
+
+def sweep(space: str, storage: str, name: str, quick: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    unit0 = bare_step_seconds(quick)
     load0 = loadavg()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "raydiff.cli", "sweep", space, "--storage", storage, "--name", name],
                           capture_output=True, text=True, cwd=ROOT, env=env)  # fmt: skip
     sec = time.perf_counter() - t0
+    load1 = loadavg()
     if proc.returncode != 0:
         raise RuntimeError(f"raydiff sweep {space} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    fs, root = results.filesystem(results.join(storage, name))
-    trials = results.read_trials(fs, root).to_pylist()
+    unit = (unit0 + bare_step_seconds(quick)) / 2
+    sw = load_sweep(os.path.join(storage, name))
+    trials, rows = sw.trials, [r for rs in sw.evals.values() for r in rs]
+    wall = sum(t["wall_s"] or 0.0 for t in trials)
+    kind = lambda r: "fidelity-only" if r.get("fidelity_only") else "refinement" if r.get("refined") else "memorization"  # noqa: E731
+    eval_s = {k: sum(r["eval_s"] or 0.0 for r in rows if kind(r) == k) for k in ("memorization", "fidelity-only", "refinement")}
+    over = {t["n_train"]: (t["steps_done"] - t["tau_mem_step"]) / t["tau_mem_step"] for t in trials if t["tau_mem_step"]}
     return {
-        "seconds": sec, "load_before": load0, "load_after": loadavg(), "trials": len(trials),
+        "seconds": sec, "load_before": load0, "load_after": load1, "trials": len(trials),
         "memorized": sum(t["status"] == "memorized" for t in trials),
         "steps": sum(t["steps_done"] or 0 for t in trials),
         "taus": {t["n_train"]: t["tau_mem_step"] for t in trials},
+        "bare_step_s": unit, "units": sec / unit, "trials_wall_s": wall, "eval_s": eval_s,
+        "measurement_tax": sum(eval_s.values()) / wall if wall else float("nan"),
+        "overshoot": over, "overshoot_max": max(over.values(), default=float("nan")),
+        "samples": sum(r.get("mem_samples") or 0 for r in rows),
     }  # fmt: skip
 
 
@@ -56,20 +79,33 @@ def before_space_file(folder: str) -> str:
 def run(quick: bool) -> Section:
     with tempfile.TemporaryDirectory(prefix="raydiff-e2e-") as storage:
         if quick:
-            runs = {"smoke (quick)": sweep("smoke", storage, "smoke")}
+            runs = {"smoke (quick)": sweep("smoke", storage, "smoke", quick=True)}
         else:
             runs = {"default, before": sweep(before_space_file(storage), storage, "before"),
                     "default, after": sweep("default", storage, "after")}  # fmt: skip
-    rows = [[k, v["seconds"], v["trials"], v["memorized"], v["steps"], str(v["taus"]), f"{v['load_before']:.1f} → {v['load_after']:.1f}"]
+    rows = [[k, v["seconds"], v["units"], v["trials"], v["memorized"], v["steps"], str(v["taus"]),
+             f"{v['measurement_tax']:.1%}", f"{v['overshoot_max']:.1%}", f"{v['load_before']:.1f} → {v['load_after']:.1f}"]
             for k, v in runs.items()]  # fmt: skip
     main = runs["smoke (quick)" if quick else "default, after"]
-    head = f"`raydiff sweep` ({'smoke' if quick else 'default'}): {main['seconds'] / 60:.1f} min"
+    head = (f"`raydiff sweep` ({'smoke' if quick else 'default'}): {main['seconds'] / 60:.1f} min = "
+            f"{main['units']:,.0f} bare steps of its model")  # fmt: skip
     if not quick:
-        head += f" (before the speed-ups: {runs['default, before']['seconds'] / 60:.1f} min)"
+        head += f" (before the speed-ups: {runs['default, before']['seconds'] / 60:.1f} min, {runs['default, before']['units']:,.0f})"
+    e = main["eval_s"]
     return Section(
         "7", "Embedded default end to end: `raydiff sweep`", "≤ 10 min (push toward 5)", head,
         None if quick else main["seconds"] <= 600,
-        ["sweep", "seconds", "trials", "memorized", "Σ steps", "τ_mem by N", "load avg (1 min)"], rows,
-        notes=["a fresh local Ray per sweep (2 trials at a time on 2 cores, 1 CPU each), results written to a temporary folder"],
+        ["sweep", "seconds", "in bare steps", "trials", "memorized", "Σ steps", "τ_mem by N", "measurement tax",
+         "overshoot (max)", "load avg (1 min)"], rows,  # fmt: skip
+        notes=[
+            "a fresh local Ray per sweep (2 trials at a time on 2 cores, 1 CPU each), results written to a temporary folder",
+            f"bare step: a plain PyTorch loop of the default's model (N=128, B=64, clip + EMA, one thread), "
+            f"{main['bare_step_s'] * 1e3:.1f} ms (mean of the runs just before and just after the sweep)",
+            f"measurement tax = Σ eval_s / Σ wall_s over the sweep's trials ({main['trials_wall_s']:.0f} s): "
+            f"memorization evaluations {e['memorization']:.1f} s, fidelity-only (FD) {e['fidelity-only']:.1f} s, "
+            f"refinement {e['refinement']:.1f} s; {main['samples']:,} memorization samples generated in all",
+            "overshoot = (steps run − τ_mem) / τ_mem by N: "
+            + ", ".join(f"N={n}: {v:.1%}" for n, v in sorted(main["overshoot"].items())),
+        ],
         data=runs,
     )  # fmt: skip

@@ -144,7 +144,7 @@ def bench_eval(cpu: bool) -> list[dict]:
     from raydiff.evaluation import Evaluator
 
     rows = []
-    counts = dict(num_samples=64, probe_images=16, round=16) if cpu else dict(num_samples=1024, probe_images=5120, round=32)
+    counts = dict(num_samples=128, probe_images=16, round=32) if cpu else dict(num_samples=1024, probe_images=5120, round=32)
     for preset in presets(cpu):
         for mem_steps in (250, 50) if not cpu else (10, 5):
             over = {"eval.num_samples": counts["num_samples"], "eval.probe_images": counts["probe_images"], "diffusion.sample_steps": mem_steps}

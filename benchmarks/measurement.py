@@ -37,9 +37,9 @@ def grid_tax(quick: bool) -> Section:
     rows.append(["all", tot["before"], sum(r.evals for r in runs["before"]), None, tot["after"],
                  sum(r.evals for r in runs["after"]), sum(r.refined for r in runs["after"]), None])  # fmt: skip
     return Section(
-        "3a", "Measurement tax, embedded default (digits 8×8, stopper on)", "≤ 5%",
+        "3a", "Measurement tax, embedded default (digits 8×8, stopper on)", "≤ 3% (issue 15)",
         f"Σ eval_s / Σ wall_s = {tot['before']:.1%} before → {tot['after']:.1%} after",
-        None if quick else tot["after"] <= 0.05,
+        None if quick else tot["after"] <= 0.03,
         ["N", "tax before", "evals", "τ_mem", "tax after", "evals", "of which refinement", "τ_mem"], rows,
         notes=["before: the default's evaluation settings as they were (every 50 steps, ×1.2, 25 sampler "
                "steps, no refinement); after: the packaged default now",
@@ -135,10 +135,10 @@ def cifar_size(quick: bool) -> Section:
         scaled[name] = c
         rows.append([name, *[projected_tax(cfg, c, t) for t in taus]])
     return Section(
-        "3b", "Measurement tax, CIFAR-size (gmm 32×32×3, no FID)", "≤ 5%",
+        "3b", "Measurement tax, CIFAR-size (gmm 32×32×3, no FID)", "the paper grid's ≤ 10% at τ = 20k (issue 15)",
         f"whole trials with onset at τ = 20k steps: the default's evaluation {rows[0][2]:.1%} → {rows[1][2]:.1%}; "
         f"the paper grid's {rows[2][2]:.0%} → {rows[4][2]:.0%} (projected from measured costs)",
-        None if quick else rows[1][2] <= 0.05,
+        None if quick else rows[4][2] <= 0.10,
         ["evaluation settings", *[f"tax, onset at τ = {t:,} steps" for t in taus]], rows,
         notes=[
             f"measured directly: a {steps}-step trial with the default's evaluation settings spends {direct_tax:.0%} of "

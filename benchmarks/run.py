@@ -8,7 +8,9 @@ From the repository root (benchmarks/ is a package beside raydiff, not installed
 
 Sections: 1 framework tax, 2 Ray tax, 3 measurement tax (3a embedded default, 3b CIFAR-size,
 3c sampler steps), 4 onset resolution per evaluation, 5 stopper savings, 6 nearest-neighbour
-scaling, 7 `raydiff sweep` end to end. Every ratio is measured side by side in one run, its two
+scaling, 7 `raydiff sweep` end to end (also in bare-step units, with its measurement tax and
+overshoot), 8 checkpoint cost, 9 where a sweep's step goes (bare / train() / Ray, alone and two
+at once). The report opens with issue 15's targets, each read from its section. Every ratio is measured side by side in one run, its two
 sides alternated and summarised by medians, since the machine may be shared.
 """
 
@@ -102,18 +104,73 @@ CHANGES = """\
   `eval.mem_sample_steps: 50` (3b projections).
 - **One torch thread per trial** on a shared CPU: torch's default (all cores) was 10-40× slower
   here while other jobs ran (the trainable already sets it; the benchmarks and their tests do too).
-- Tried and not adopted on CPU: `torch.compile` (200 s to compile, no faster per step for the
-  digits U-Net), channels-last (slower), fused CPU Adam (within noise of foreach).
+- **Issue 15** (section 7's "before" runs the default without the first two):
+  - *onset in sight* (`eval.approach_fraction: 0.5`): once mem_frac reaches half the threshold,
+    and while a crossing awaits its confirmation, evaluations come every `eval.every_steps`, not
+    at the next geometric step; the N = 128 trial stops 0.8% past τ_mem instead of 26%;
+  - *the sequential memorization test* (`eval.sequential_round: 32`): 32, 64, then 128 samples,
+    stopping once the Clopper–Pearson interval (Bonferroni over the looks) lies on one side of
+    the threshold: a generalizing evaluation is settled by 64 samples;
+  - *the long pole first*: a plain grid's trials start in order of expected cost (N / B × model
+    size), so the N = 128 trial no longer starts last;
+  - *less around each trial*: Ray reuses a finished trial's worker for the next trial of the same
+    request (`reuse_actors`), Tune's CSV/JSON/TensorBoard loggers are off unless `--log-to` names
+    them, trials checkpoint every 4 evaluations or 10 minutes (and at onset and stop), and
+    `raydiff status` / `sweep --dry-run` import neither Ray nor torch.
+- Tried and not adopted on CPU: `torch.compile` (`train.compile`, a switch for GPUs: a minute to
+  compile even the smoke U-Net here, no faster per step for the digits U-Net), channels-last
+  (slower), fused CPU Adam (within noise of foreach), a second torch thread for the last running
+  trial (section 9: no faster at the default's size, and a trial's numbers would then depend on
+  when its neighbours finished).
 """
 
 GPU_NOTE = """\
 ## GPU
 
-`bash benchmarks/gpu.sh` measures, on one GPU in a few minutes: training steps/s and model FLOP
-utilisation of marion-2.9m/25.8m/92.7m at B=16 and 128 (bf16), the cost of one evaluation at
-the paper grid's counts, and 1 vs 4 vs 8 packed trials. It writes benchmarks/RESULTS-gpu.md.
+`bash benchmarks/gpu.sh` measures, on one GPU in a few minutes: raydiff's training step (steps/s
+and model FLOP utilisation) for marion-2.9m/25.8m/92.7m at B=16 and 128 (bf16), the smallest
+also with `train.compile: default` and `reduce-overhead` (CUDA graphs); the cost of one
+evaluation at the paper grid's counts, and of its memorization test with the full 1,024 samples
+against the sequential test; 1, 2, 4 and 8 packed trials, each capped at 1/k of the GPU's memory.
+It writes benchmarks/RESULTS-gpu.md.
 {status}
 """
+
+
+# Issue 15's table: (figure, section, value from that section, shown as, target, met, the issue's "now")
+TARGETS = [
+    ("embedded default end to end, in bare training steps of its model", "7",
+     lambda s: s.data["default, after"]["units"], "{:,.0f}", "≤ 4,000", lambda v: v <= 4000, "≈ 8,700 (523 s / 0.060 s)"),
+    ("measurement tax: Σ eval_s / Σ wall_s over the default's trials", "7",
+     lambda s: s.data["default, after"]["measurement_tax"], "{:.1%}", "≤ 3%", lambda v: v <= 0.03, "8.5%"),
+    ("measurement tax, CIFAR-size projection with the paper's evaluation counts (τ = 20k)", "3b",
+     lambda s: s.rows[-1][2], "{:.0%}", "≤ 10%", lambda v: v <= 0.10, "72%"),
+    ("Ray tax: a few-minute trial through Tune vs train() directly", "2",
+     lambda s: s.data["ratio"], "{:.3f}", "≤ 1.02", lambda v: v <= 1.02, "1.053"),
+    ("framework tax: raydiff's loop vs the bare loop (steps/s)", "1",
+     lambda s: s.data["ratio"], "{:.3f}", "≥ 0.98", lambda v: v >= 0.98, "0.958"),
+    ("confirmation overshoot: steps run past τ_mem / τ_mem (N=128)", "7",
+     lambda s: by_n(s.data["default, after"]["overshoot"], 128), "{:.1%}", "≤ 5%", lambda v: v <= 0.05, "26%"),
+]  # fmt: skip
+
+
+def by_n(values: dict, n: int):
+    """values[n], from a section's own data (int keys) or its JSON dump (string keys)."""
+    return values[n] if n in values else values[str(n)]
+
+
+def targets_table(sections: list[Section]) -> str:
+    by_key = {s.key: s for s in sections}
+    rows = []
+    for what, key, value, shown, goal, ok, before in TARGETS:
+        s = by_key.get(key)
+        try:
+            v = value(s)
+        except Exception:  # noqa: BLE001 - the section was not run (or failed): say so in the row
+            rows.append([what, before, "not measured in this run", goal, "–", key])
+            continue
+        rows.append([what, before, shown.format(v), goal, "met" if ok(v) else "NOT met", key])
+    return table(["figure (issue 15)", "the issue's now", "measured", "target", "verdict", "section"], rows)
 
 
 def render(sections: list[Section], command: str, quick: bool, seconds: float, m: dict[str, str] | None = None) -> str:
@@ -129,6 +186,10 @@ def render(sections: list[Section], command: str, quick: bool, seconds: float, m
         "",
         "Every ratio is measured side by side in one run: its sides alternate (A B, B A, …) and are",
         "summarised by medians, so the machine's load, which changed during the run, hits both alike.",
+        "",
+        "## Issue 15's targets",
+        "",
+        targets_table(sections),
         "",
         "## Summary",
         "",

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.common import Section, alternate, config, default_space, median, smoke_space
@@ -69,6 +70,36 @@ def bare_pair(cfg, warmup: int, steps: int) -> list[float]:
     return [mine, float(out.strip().splitlines()[-1])]
 
 
+def threads_speedup(cfg, steps: int, reps: int) -> float:
+    """Steps/s of raydiff's training step on two torch threads over one (what a trial would gain
+    from a core its finished neighbours left idle), alternated, medians."""
+    import torch
+
+    from raydiff.data import load
+    from raydiff.diffusion import build_process
+    from raydiff.trial import OptimizerStep, TrainState
+
+    data, device = load(cfg.data), torch.device("cpu")
+    ts = TrainState(cfg, data, device)
+    step = OptimizerStep(cfg, ts, build_process(cfg.diffusion), data, device)
+    before = torch.get_num_threads()
+
+    def rate(threads: int) -> float:
+        torch.set_num_threads(threads)
+        for _ in range(3):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps / (time.perf_counter() - t0)
+
+    try:
+        res = alternate({"one": lambda: rate(1), "two": lambda: rate(2)}, reps)
+    finally:
+        torch.set_num_threads(before)
+    return median(res["two"]) / median(res["one"])
+
+
 def run(quick: bool) -> Section:
     import ray
 
@@ -99,6 +130,14 @@ def run(quick: bool) -> Section:
             }, reps)  # fmt: skip
         finally:
             ray.shutdown()
+    # two threads for one trial: the default's model, and a 2.9M-parameter U-Net at 32×32×3
+    larger = config(space, {"data.dataset": "gmm", "data.image_size": 32, "data.channels": 3, "data.n_train": 64,
+                            "model.preset": "marion-2.9m", "train.batch_size": 16, "diffusion.objective": "flow",
+                            "diffusion.sampler": None})  # fmt: skip
+    two_threads = {
+        f"{cfg.model.preset or 'smoke'} (B={cfg.batch}, {cfg.data.dataset})": threads_speedup(cfg, 20 if quick else 300, 1 if quick else 3),
+        "marion-2.9m (B=16, 32×32×3)": threads_speedup(larger, 2 if quick else 20, 1 if quick else 3),
+    }
     rate = {k: median(v) for k, v in res.items()}
     sec = {k: 1.0 / v for k, v in rate.items()}  # seconds per step
     names = {
@@ -124,6 +163,8 @@ def run(quick: bool) -> Section:
             "raydiff's sides: timed between evaluations (Δwall_s − eval_s) from their reports / metrics rows",
             f"two at once vs alone: Ray trials {sec['ray2'] / sec['ray1']:.2f}×, bare loops {contention:.2f}× — "
             "what two processes cost each other on this machine, not something Ray adds",
+            "a second torch thread for one trial (the core a finished neighbour leaves idle), steps/s vs one thread: "
+            + ", ".join(f"{k} {v:.2f}×" for k, v in two_threads.items()),
         ],
-        data={"rates": res, "ms_per_step": {k: v * 1000 for k, v in sec.items()}},
+        data={"rates": res, "ms_per_step": {k: v * 1000 for k, v in sec.items()}, "two_threads": two_threads},
     )  # fmt: skip
