@@ -49,7 +49,9 @@ def sweep(space: str, storage: str, name: str, quick: bool = False) -> dict:
     sw = load_sweep(os.path.join(storage, name))
     trials, rows = sw.trials, [r for rs in sw.evals.values() for r in rs]
     wall = sum(t["wall_s"] or 0.0 for t in trials)
-    kind = lambda r: "fidelity-only" if r.get("fidelity_only") else "refinement" if r.get("refined") else "memorization"  # noqa: E731
+    # the metrics rows' kinds: fidelity-only rows measure no mem_frac; refinement rows (memorization
+    # only) no test loss
+    kind = lambda r: "fidelity-only" if r["mem_frac"] is None else "refinement" if r["test_loss"] is None else "memorization"  # noqa: E731
     eval_s = {k: sum(r["eval_s"] or 0.0 for r in rows if kind(r) == k) for k in ("memorization", "fidelity-only", "refinement")}
     over = {t["n_train"]: (t["steps_done"] - t["tau_mem_step"]) / t["tau_mem_step"] for t in trials if t["tau_mem_step"]}
     return {

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def rows_rate(rows: list[dict]) -> float:
     """Steps/s between a trial's first regular evaluation and its last, evaluation time taken out."""
-    rows = sorted((r for r in rows if not r.get("refined") and not r.get("fidelity_only")), key=lambda r: r["step"])
+    # regular evaluations only: fidelity-only rows measure no mem_frac, refinement rows no test loss
+    rows = sorted((r for r in rows if r["mem_frac"] is not None and r["test_loss"] is not None), key=lambda r: r["step"])
     first, last = rows[0], rows[-1]
     busy = last["wall_s"] - first["wall_s"] - sum(r["eval_s"] or 0.0 for r in rows[1:])
     return (last["step"] - first["step"]) / busy
