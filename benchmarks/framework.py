@@ -20,14 +20,22 @@ from raydiff.models import build_unet
 from raydiff.trial import eval_schedule, train
 
 
+def busy_rate(rows: list[dict]) -> float:
+    """Steps/s between a trial's first regular evaluation and its last, evaluation time taken out
+    (Δwall_s − Σ eval_s), from its reports or metrics rows. Regular evaluations only: fidelity-only
+    rows measure no mem_frac, refinement rows no test loss."""
+    rows = sorted((r for r in rows if r.get("mem_frac") is not None and r.get("test_loss") is not None), key=lambda r: r["step"])
+    first, last = rows[0], rows[-1]
+    busy = last["wall_s"] - first["wall_s"] - sum(r["eval_s"] or 0.0 for r in rows[1:])
+    return (last["step"] - first["step"]) / busy
+
+
 def raydiff_rate(cfg, warmup: int) -> float:
     """Steps/s of train() between its first evaluation (after `warmup` steps) and its last."""
     reports = []
     train(cfg, lambda m, _ckpt: reports.append(m) and False)
-    first, last = reports[0], reports[-1]  # both regular evaluations (refinement comes before one)
-    assert first["step"] == warmup
-    busy = last["wall_s"] - first["wall_s"] - sum(r["eval_s"] for r in reports[1:])
-    return (last["step"] - first["step"]) / busy
+    assert reports[0]["step"] == warmup
+    return busy_rate(reports)
 
 
 def bare_rate(cfg, warmup: int, steps: int, extras: bool) -> float:

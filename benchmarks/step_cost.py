@@ -21,19 +21,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Section, alternate, config, default_space, median, smoke_space
-from benchmarks.framework import bare_rate, raydiff_rate
+from benchmarks.framework import bare_rate, busy_rate, raydiff_rate
 from raydiff.trial import eval_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def rows_rate(rows: list[dict]) -> float:
-    """Steps/s between a trial's first regular evaluation and its last, evaluation time taken out."""
-    # regular evaluations only: fidelity-only rows measure no mem_frac, refinement rows no test loss
-    rows = sorted((r for r in rows if r["mem_frac"] is not None and r["test_loss"] is not None), key=lambda r: r["step"])
-    first, last = rows[0], rows[-1]
-    busy = last["wall_s"] - first["wall_s"] - sum(r["eval_s"] or 0.0 for r in rows[1:])
-    return (last["step"] - first["step"]) / busy
 
 
 def ray_rates(cfg, seeds: list[int], storage: str, name: str) -> list[float]:
@@ -49,7 +40,7 @@ def ray_rates(cfg, seeds: list[int], storage: str, name: str) -> list[float]:
     loc = run_sweep(search_space_from_dict(raw), storage=storage, out=io.StringIO())
     by_trial = load_sweep(loc.uri).evals
     assert len(by_trial) == len(seeds), sorted(by_trial)
-    return [rows_rate(rows) for rows in by_trial.values()]
+    return [busy_rate(rows) for rows in by_trial.values()]
 
 
 def bare_pair(cfg, warmup: int, steps: int) -> list[float]:
