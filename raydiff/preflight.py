@@ -24,7 +24,7 @@ from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_network, param_count
-from raydiff.trial import resolve_device
+from raydiff.training.state import resolve_device
 
 
 def preflight(

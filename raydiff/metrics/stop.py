@@ -61,19 +61,20 @@ def stop_onset(found: Mapping[str, int | None], stop: "StopConfig") -> int | Non
     return None if any(t is None for t in taus) else max(taus)
 
 
-def decide(result: Mapping[str, Any], stop: "StopConfig") -> StopDecision | None:
+def decide(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, int | None] | None = None) -> StopDecision | None:
     """Why this trial must stop now, or None to let it go on.
 
     `result` carries `diverged` (and `diverged_step`), the evaluation history (`history_steps`
     and the series of each onset definition: raydiff/measures' `Definition.series`), `step` and `budget_steps`. Order
     matters: a diverged trial is diverged even if it had memorized; once every definition of
     `stop.on` has fired, the trial runs `continue_for` × τ more steps (or to its budget) and is
-    memorized; an onset seen at the last evaluation of the budget is an onset.
+    memorized; an onset seen at the last evaluation of the budget is an onset. `found`: the
+    result's onsets (`onsets(result, stop)`) where the caller has computed them already.
     """
     if result.get("diverged"):
         return StopDecision("diverged", f"non-finite training loss at step {result.get('diverged_step')}")
     step, budget = result.get("step"), result.get("budget_steps")
-    found = onsets(result, stop)
+    found = onsets(result, stop) if found is None else found
     tau = stop_onset(found, stop)
     if tau is not None:
         until = tau + math.ceil(stop.continue_for * tau)
@@ -108,10 +109,13 @@ def stop_fields(decision: StopDecision | None) -> dict[str, str | None]:
     return {"stop_status": decision.status if decision else None, "stop_reason": decision.reason if decision else None}
 
 
-def onset_in_sight(result: Mapping[str, Any], stop: "StopConfig", fraction: float | None) -> bool:
+def onset_in_sight(
+    result: Mapping[str, Any], stop: "StopConfig", fraction: float | None, found: Mapping[str, int | None] | None = None
+) -> bool:
     """An onset awaits confirmation, or (with `fraction`) a definition the stop rule waits on has
-    not fired and its latest measured value is at least `fraction` × the threshold."""
-    for values in _unfired(result, stop):
+    not fired and its latest measured value is at least `fraction` × the threshold. `found`: the
+    result's onsets, where the caller has them."""
+    for values in _unfired(result, stop, found):
         if 0 < _trailing_run(values, stop.mem_frac_threshold) < stop.patience:
             return True
         if fraction is not None and values and _at_least(values[-1], fraction * stop.mem_frac_threshold):
@@ -140,9 +144,9 @@ def _ratio_series(result: Mapping[str, Any], d: "measures.Definition") -> list |
 PLAIN = ("history_steps", "history_mem_frac", "history_train_loss", "history_test_loss")  # not a named memorization series
 
 
-def _unfired(result: Mapping[str, Any], stop: "StopConfig") -> Iterator[list]:
+def _unfired(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, int | None] | None = None) -> Iterator[list]:
     """The measured values of each ratio-test definition the stop rule waits on that has not fired."""
-    found = onsets(result, stop)
+    found = onsets(result, stop) if found is None else found
     by_name = {d.name: d for d in measures.definitions()}
     for name in stop_definitions(found, stop):
         d = by_name.get(name)
