@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from raydiff import measures
 from raydiff.config import ExperimentConfig
 from raydiff.data import ImageData, load, to_model, train_mean
 from raydiff.diffusion import build_process
 from raydiff.errors import UserError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.objectives import objective_values
-from raydiff.config.sections import ONSET_DEFINITIONS
 from raydiff.metrics.stop import decide, onset_in_sight, onsets, stop_fields, stop_onset
 from raydiff.models import build_network, count_params
 
@@ -41,9 +41,17 @@ Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
 # a non-finite loss is looked for every this many steps (a device sync each time on GPU)
 NONFINITE_CHECK_EVERY = 50
 FAULT_ENV = "RAYDIFF_FAULT_AT_STEP"  # test hook, see injected_fault_step
-HISTORY_KEYS = (  # per evaluation
-    "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "mem_frac_features", "mem_frac_raw", "fid",
-)  # fmt: skip
+HISTORY_KEYS = ("mem_frac", "mem_frac_lo", "mem_frac_hi", "fid")  # per evaluation, beside each definition's fields
+
+
+def history_keys() -> tuple[str, ...]:
+    """The fields of a history row: HISTORY_KEYS and what every onset definition's rule reads
+    (raydiff/measures: a test's fraction, its raw variant's, the loss probes)."""
+    fields = [*HISTORY_KEYS]
+    for d in measures.definitions():
+        m = measures.get(d.measure)
+        fields += [measures.raw_column(m.history[0])] if d.raw else list(m.history)
+    return tuple(dict.fromkeys(fields))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -197,24 +205,17 @@ class TrainState:
 def history_series(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, list]:
     """The evaluation history as the report carries it: the steps and the series of every onset
     definition this trial measures (the stop decision and `raydiff analyze` read them)."""
-    col = lambda key: [h.get(key) for h in history]  # noqa: E731
-    space = cfg.eval.memorization_space
-    out = {"history_steps": col("step"), "history_mem_frac": col("mem_frac")}
-    if space in ("pixel", "both"):
-        out["history_pixel"] = col("mem_frac")
-    if space in ("features", "both"):
-        out["history_features"] = col("mem_frac" if space == "features" else "mem_frac_features")
-    if cfg.measures_raw:
-        out["history_pixel_raw"] = col("mem_frac_raw")
-    out["history_train_loss"], out["history_test_loss"] = col("train_loss"), col("test_loss")
+    out = {"history_steps": [h.get("step") for h in history], "history_mem_frac": [h.get("mem_frac") for h in history]}
+    for name in cfg.definitions:
+        out.update(measures.series_of(history, measures.definition(name)))
     return out
 
 
 def onset_summary(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """τ_mem by every onset definition (None: not fired, or not measured) and the stop rule's
+    """τ by every onset definition (None: not fired, or not measured) and the stop rule's
     (`tau_mem_step`), from the evaluation history, by the rules the stop decision uses."""
     found = onsets(history_series(cfg, history), cfg.stop)
-    return {"tau_mem_step": stop_onset(found, cfg.stop), **{f"tau_mem_{d}_step": found.get(d) for d in ONSET_DEFINITIONS}}
+    return {"tau_mem_step": stop_onset(found, cfg.stop), **{d.tau_column: found.get(d.name) for d in measures.definitions()}}
 
 
 def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -264,8 +265,8 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                 return last
         # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
         metrics = evaluator(eval_net, ts.step, fid=ts.step in fidelity_at)
-        if cfg.measures_raw:  # the EMA lags the raw weights: test them too (EvalConfig.raw_memorization)
-            metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics))
+        if cfg.raw_tests:  # the EMA lags the raw weights: test them too (ExperimentConfig.raw_tests)
+            metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics, cfg.raw_tests))
         if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):
             interim += _refine(evaluator, eval_net, snaps, threshold, b)
         ts.wall_s = time.perf_counter() - t_start
@@ -383,7 +384,7 @@ def static_fields(cfg: ExperimentConfig, ts: TrainState, data: ImageData) -> dic
 def history_row(step: int, b: int, wall_s: float, metrics: dict[str, Any]) -> dict[str, Any]:
     """One evaluation as the compact history row the onset rules read."""
     row = {"step": step, "images_seen": step * b, "wall_s": wall_s}
-    row.update({k: metrics.get(k) for k in HISTORY_KEYS})
+    row.update({k: metrics.get(k) for k in history_keys()})
     return row
 
 
@@ -484,13 +485,14 @@ def merge_interim(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
     return out
 
 
-def raw_memorization(evaluator: Evaluator, net: torch.nn.Module, step: int, metrics: dict) -> dict[str, Any]:
-    """The pixel memorization test of the raw (non-EMA) weights, as mem_frac_raw[_lo, _hi]."""
-    raw = evaluator(net, step, memorization_only=True)
-    return {
-        "mem_frac_raw": raw.get("mem_frac"), "mem_frac_raw_lo": raw.get("mem_frac_lo"),
-        "mem_frac_raw_hi": raw.get("mem_frac_hi"), "eval_s": metrics["eval_s"] + raw["eval_s"],
-    }  # fmt: skip
+def raw_memorization(evaluator: Evaluator, net: torch.nn.Module, step: int, metrics: dict, tests: tuple[str, ...]) -> dict[str, Any]:
+    """The memorization `tests` on the raw (non-EMA) weights, as their raw columns (mem_frac_raw, …)."""
+    raw = evaluator(net, step, memorization_only=True, tests=tests)
+    out = {"eval_s": metrics["eval_s"] + raw["eval_s"]}
+    for name in tests:
+        for c in measures.get(name).column_names():
+            out[measures.raw_column(c)] = raw.get(c)
+    return out
 
 
 def _wall_at(history: list[dict[str, Any]], step: int | None) -> float | None:
