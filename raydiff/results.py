@@ -30,7 +30,7 @@ from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
-FIGURES_DIR = "figures"  # figures/<trial>/<measure>.parquet: fidelity measures of snapshots (raydiff measure)
+FIGURES_DIR = "figures"  # figures/<trial>/<measure>/<step>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
@@ -351,21 +351,18 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
 # ----------------------------------------------------------------------------- figures
 
 
-def figures_path(root: str, trial_id: str, measure: str) -> str:
-    return join(root, FIGURES_DIR, trial_id, f"{measure}.parquet")
+def figures_path(root: str, trial_id: str, measure: str, step: int) -> str:
+    return join(root, FIGURES_DIR, trial_id, measure, f"{step:012d}.parquet")
 
 
 def write_figures(fs: pafs.FileSystem, root: str, trial_id: str, measure: str, rows: list[dict[str, Any]], metadata: dict[str, str]) -> None:
-    """Put a measure's rows of one trial into its figures file, replacing any row of the same step:
-    measuring a snapshot again replaces its row, never duplicates it. One file per (trial, measure),
-    so measures of different trials or kinds never write the same file."""
-    path = figures_path(root, trial_id, measure)
+    """A measure's rows of one trial, one file per snapshot step: measuring a snapshot again
+    replaces its file, never duplicates its row, and measures of different steps, trials or kinds
+    (Ray tasks running side by side) never write the same file."""
     schema = figures_schema()
-    kept: dict[int, dict[str, Any]] = {}
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        kept = {r["step"]: r for r in read_table(fs, path).to_pylist()}
-    kept.update({r["step"]: {**r, "trial_id": trial_id, "measure": measure} for r in rows})
-    write_atomic(table([kept[s] for s in sorted(kept)], schema, metadata), fs, path)
+    for r in rows:
+        row = {**r, "trial_id": trial_id, "measure": measure}
+        write_atomic(table([row], schema, metadata), fs, figures_path(root, trial_id, measure, int(r["step"])))
 
 
 def read_figures(fs: pafs.FileSystem, root: str) -> pa.Table:

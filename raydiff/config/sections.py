@@ -280,6 +280,9 @@ class EvalConfig:
     # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off). Each snapshot is a copy
     # of the evaluated weights on the trial's device: k × the model's size in memory.
     refine_snapshots: int = 0
+    # refinement stops once the bracket is within this fraction of τ̂ (its upper end): below the
+    # sampling noise of one memorization test there is nothing more to learn (None: to one snapshot)
+    refine_fraction: float | None = None
     # onset in sight: once the latest mem_frac reaches this fraction of stop.mem_frac_threshold,
     # the following evaluations come after the smallest gap (every_steps) until the onset fires,
     # so a geometric cadence does not run a long gap past an onset it could see coming (None: off;
@@ -355,6 +358,8 @@ class EvalConfig:
             raise ConfigError(f"must be in (0, 1) (got {self.approach_fraction})", key="eval.approach_fraction")
         if self.refine_snapshots < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.refine_snapshots})", key="eval.refine_snapshots")
+        if self.refine_fraction is not None and not 0.0 < self.refine_fraction < 1.0:
+            raise ConfigError(f"must be in (0, 1) (got {self.refine_fraction})", key="eval.refine_fraction")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
         if self.sequential_round is not None and not 1 <= self.sequential_round <= self.num_samples:
@@ -645,6 +650,9 @@ class SweepConfig:
     checkpoint_minutes: float | None = 10.0
     keep_checkpoints: int = 2
     budget_planner: BudgetPlannerConfig = field(default_factory=BudgetPlannerConfig)
+    # the Ray tasks that measure the snapshots of trials with eval.figures: snapshots, as they land
+    # (tune/figures.py): their own request, beside the trials'
+    measure_resources: Resources = field(default_factory=Resources)
 
     def validate(self) -> None:
         check_name(self.name, "sweep.name")
@@ -665,6 +673,7 @@ class SweepConfig:
         if not 0 <= self.max_failures <= 1000:
             raise ConfigError(f"must be ≥ 0 and ≤ 1000 (got {self.max_failures})", key="sweep.max_failures")
         self.budget_planner.validate()
+        self.measure_resources.validate("sweep.measure_resources")
 
 
 # Upper bounds of what one trial can hold: past them allocation or conversion fails after start-up
