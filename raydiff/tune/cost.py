@@ -398,16 +398,22 @@ def sweep_cost(exps: list[ExperimentConfig], tau: float | None = None) -> SweepC
     return SweepCost(tuple(trial_cost(e, tau) for e in exps))
 
 
-PF = 1e15
+UNITS = (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6))  # 10¹⁵, 10¹², 10⁹, 10⁶ FLOP
+
+
+def unit_of(flops: float) -> tuple[str, float]:
+    """The largest unit in which `flops` reads ≥ 1 (a table's figures share its total's unit)."""
+    return next(((name, scale) for name, scale in UNITS if flops >= scale), UNITS[-1])
 
 
 def cost_rows(cost: SweepCost, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> tuple[list[str], list[list[str]]]:
-    """The dry run's cost table (PF = 10¹⁵ FLOP): one row per trial, then the total."""
-    cols = ["#", "τ", "stop", "evals (FID)", "train PF", *(f"{v} PF" for v in KINDS.values()), "measuring", "GPU-h"]
+    """The dry run's cost table: one row per trial, then the total; FLOPs in the total's unit."""
+    unit, scale = unit_of(cost.total)
+    cols = ["#", "τ", "stop", "evals (FID)", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "measuring", "GPU-h"]
 
     def row(label: str, tau: str, stop: str, evals: str, training: float, m: dict[str, float], share: float, total: float) -> list[str]:
-        return [label, tau, stop, evals, f"{training / PF:,.1f}", *(f"{m[k] / PF:,.1f}" for k in KINDS),
-                f"{share:.1%}", f"{gpu_hours(total, tflops, utilization):,.1f}"]  # fmt: skip
+        return [label, tau, stop, evals, f"{training / scale:,.1f}", *(f"{m[k] / scale:,.1f}" for k in KINDS),
+                f"{share:.1%}", f"{gpu_hours(total, tflops, utilization):,.3g}"]  # fmt: skip
 
     rows = []
     for i, t in enumerate(cost.trials):
@@ -425,7 +431,7 @@ def assumptions_text(tau: float | None, tflops: float, utilization: float) -> li
         "each trial's onset at the planner's prior τ = 20,000 · (N/2048) · (16/B) · (1e-4/η) steps (--tau to override)"
     )  # fmt: skip
     return [
-        f"Cost to the expected stop, by exact FLOP arithmetic (PF = 10¹⁵ FLOP), assuming {onset}:",
+        f"Cost to the expected stop, by exact FLOP arithmetic (PF = 10¹⁵ FLOP, TF = 10¹², GF = 10⁹), assuming {onset}:",
         "  mem_frac 0 before τ, then the stop's threshold rising linearly to 1 at 2τ; the test loss departs at τ.",
         f"GPU-h at {tflops:g} TFLOP/s × {utilization:.0%} utilisation (--gpu-tflops, --gpu-utilization);"
         " every measurement runs inside the training loop today.",

@@ -1,4 +1,5 @@
-"""`raydiff sweep SPACE --dry-run`: the resolved trial table, without starting (or importing) Ray."""
+"""`raydiff sweep SPACE --dry-run`: the resolved trial table and what it will cost (tune/cost.py),
+without starting (or importing) Ray."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from raydiff.config import SearchSpace
 from raydiff.location import locate
 from raydiff.models import model_name, param_count
 from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
+from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION, assumptions_text, cost_rows, sweep_cost
 
 
 def plan_rows(space: SearchSpace, types: list[NodeType] | None = None) -> list[dict]:
@@ -53,7 +55,40 @@ def print_json(space: SearchSpace, out=None) -> None:
         print(config_json(exp), file=out)
 
 
-def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None) -> None:
+def print_cost_json(
+    space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None
+) -> None:
+    """`--dry-run --json-cost`: one line per trial (its index and cost, tune/cost.TrialCost.to_dict),
+    then one line with the sweep's totals ({"total": …})."""
+    out = out or sys.stdout
+    cost = sweep_cost(space.experiments(), tau)
+    for i, t in enumerate(cost.trials):
+        print(json.dumps({"#": i, **t.to_dict(tflops, utilization)}), file=out)
+    total = {
+        "trials": len(cost.trials), "training_flops": cost.training, "measurement_flops": cost.measurement,
+        "measurement_total_flops": cost.measured, "total_flops": cost.total, "measurement_share": cost.share,
+        "gpu_hours": sum(t.gpu_hours(tflops, utilization) for t in cost.trials), "gpu_tflops": tflops,
+        "gpu_utilization": utilization, "tau": tau, "tau_source": "--tau" if tau is not None else "prior",
+    }  # fmt: skip
+    print(json.dumps({"total": total}), file=out)
+
+
+def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None) -> None:
+    """The cost table under the trial table: per trial and in total (an Optuna search: its base trial)."""
+    out = out or sys.stdout
+    cols, rows = cost_rows(sweep_cost(space.experiments(), tau), tflops, utilization)
+    print(file=out)
+    for line in assumptions_text(tau, tflops, utilization):
+        print(line, file=out)
+    widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
+    for r in [cols, *rows]:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=out)
+
+
+def print_plan(
+    space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None,
+    tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION,
+) -> None:  # fmt: skip
     out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirect
     types = node_types_of_file(cluster) if cluster else None
     rows = plan_rows(space, types)
@@ -74,3 +109,4 @@ def print_plan(space: SearchSpace, storage: str | None = None, name: str | None 
     print(f"{what}; results would go to {loc.uri}", file=out)
     if types is not None:
         print(cluster_line(space, types, cluster), file=out)
+    print_cost(space, tau, tflops, utilization, out)
