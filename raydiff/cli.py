@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the trial table and each trial's cost to its expected stop (FLOPs by kind, the measurement"
                    " share, GPU-hours), and exit without starting Ray")
     s.add_argument("--tau", type=float, metavar="STEPS",
-                   help="with --dry-run: assume every trial's onset at this step (default: the budget planner's prior,"
-                   " 20,000 · (N/2048) · (16/B) · (1e-4/η) steps)")
+                   help="with --dry-run: assume every trial's onset at this step for the cost (default: the space's prior,"
+                   " sweep.budget_planner.prior, e.g. marion2026_cifar10's 20,000 · (N/2048) · (16/B) · (1e-4/η) steps)")
     s.add_argument("--gpu-tflops", type=float, metavar="TFLOPS",
                    help="with --dry-run: the GPU's peak TFLOP/s for GPU-hours (default 989: an H100 SXM's dense BF16)")
     s.add_argument("--gpu-utilization", type=float, metavar="FRACTION",

@@ -1,8 +1,8 @@
 """What a sweep will cost, before anything runs: exact FLOP arithmetic of each trial to its
 expected stop (`raydiff sweep SPACE --dry-run` prints it; tune/dryrun.py).
 
-Pure and Ray-free. Each trial is run forward in simulation on an assumed onset τ — the budget
-planner's prior (tune/planner.prior_tau) or a guess (`--tau`) — through the loop's own schedule
+Pure and Ray-free. Each trial is run forward in simulation on an assumed onset τ — the space's
+prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the loop's own schedule
 and stop functions (trial.eval_schedule / upcoming_evaluations / fidelity_schedule /
 refine_steps / crossed / bisect_crossing / merge_interim, evaluation.sequential_looks,
 metrics/memorization.settled, metrics/stop.decide), so the evaluations counted are the ones
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydiff import measures
-from raydiff.config import ExperimentConfig
+from raydiff.config import ExperimentConfig, OnsetPrior
 from raydiff.evaluation import sequential_looks
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
@@ -303,12 +303,17 @@ def gpu_hours(flops: float, tflops: float = H100_BF16_TFLOPS, utilization: float
     return flops / (tflops * 1e12 * utilization) / 3600.0
 
 
-def trial_cost(cfg: ExperimentConfig, tau: float | None = None, forward: float | None = None) -> TrialCost:
-    """The trial's FLOPs, on the onset `tau` (steps; None: the planner's prior). `forward` overrides
-    the counted forward FLOPs (the tests' hand-counted cases)."""
+def trial_cost(
+    cfg: ExperimentConfig, tau: float | None = None, prior: OnsetPrior | None = None, forward: float | None = None
+) -> TrialCost:
+    """The trial's FLOPs, on the onset `tau` (steps), else the one `prior` (the space's
+    sweep.budget_planner.prior) gives it. `forward` overrides the counted forward FLOPs (the tests'
+    hand-counted cases)."""
     source = "--tau" if tau is not None else "prior"
     if tau is None:
-        tau = prior_tau(cfg.data.n_train, cfg.batch, cfg.train.lr)
+        if prior is None:
+            raise ValueError("no onset to assume: give tau, or a prior (sweep.budget_planner.prior)")
+        tau = prior_tau(prior, cfg.data.n_train, cfg.batch, cfg.train.lr)
     run = simulate(cfg, tau)
     fwd = forward_flops(cfg) if forward is None else forward
     return TrialCost(run, source, fwd, training_flops(cfg, run, fwd), measurement_flops(cfg, run, fwd))
@@ -394,8 +399,8 @@ class SweepCost:
         return self.measured / self.total if self.total else 0.0
 
 
-def sweep_cost(exps: list[ExperimentConfig], tau: float | None = None) -> SweepCost:
-    return SweepCost(tuple(trial_cost(e, tau) for e in exps))
+def sweep_cost(exps: list[ExperimentConfig], tau: float | None = None, prior: OnsetPrior | None = None) -> SweepCost:
+    return SweepCost(tuple(trial_cost(e, tau, prior) for e in exps))
 
 
 UNITS = (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6))  # 10¹⁵, 10¹², 10⁹, 10⁶ FLOP
@@ -409,7 +414,7 @@ def unit_of(flops: float) -> tuple[str, float]:
 def cost_rows(cost: SweepCost, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> tuple[list[str], list[list[str]]]:
     """The dry run's cost table: one row per trial, then the total; FLOPs in the total's unit."""
     unit, scale = unit_of(cost.total)
-    cols = ["#", "τ", "stop", "evals (FID)", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "measuring", "GPU-h"]
+    cols = ["#", "τ", "stop", "evals / FIDs", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "measuring", "GPU-h"]
 
     def row(label: str, tau: str, stop: str, evals: str, training: float, m: dict[str, float], share: float, total: float) -> list[str]:
         return [label, tau, stop, evals, f"{training / scale:,.1f}", *(f"{m[k] / scale:,.1f}" for k in KINDS),
@@ -418,18 +423,21 @@ def cost_rows(cost: SweepCost, tflops: float = H100_BF16_TFLOPS, utilization: fl
     rows = []
     for i, t in enumerate(cost.trials):
         r = t.run
-        evals = f"{r.count('evaluation')} ({r.fid_count})"
+        evals = f"{r.count('evaluation')} / {r.fid_count}"
         rows.append(row(str(i), f"{r.tau:,.0f}", f"{r.stop_step:,}", evals, t.training, t.measurement, t.share, t.total))
     n_evals = sum(t.run.count("evaluation") for t in cost.trials)
     n_fid = sum(t.run.fid_count for t in cost.trials)
-    rows.append(row("total", "", "", f"{n_evals} ({n_fid})", cost.training, cost.measurement, cost.share, cost.total))
+    rows.append(row("total", "", "", f"{n_evals} / {n_fid}", cost.training, cost.measurement, cost.share, cost.total))
     return cols, rows
 
 
-def assumptions_text(tau: float | None, tflops: float, utilization: float) -> list[str]:
-    onset = f"every trial's onset at τ = {tau:,.0f} steps (--tau)" if tau is not None else (
-        "each trial's onset at the planner's prior τ = 20,000 · (N/2048) · (16/B) · (1e-4/η) steps (--tau to override)"
-    )  # fmt: skip
+def assumptions_text(tau: float | None, prior: OnsetPrior | None, tflops: float, utilization: float) -> list[str]:
+    if tau is not None:
+        onset = f"every trial's onset at τ = {tau:,.0f} steps (--tau)"
+    else:
+        p = prior
+        onset = (f"each trial's onset at the space's prior τ = {p.tau:,.0f} · (N/{p.n_train}) · ({p.batch_size}/B)"
+                 f" · ({p.lr:g}/η) steps (sweep.budget_planner.prior; --tau to override)")  # fmt: skip
     return [
         f"Cost to the expected stop, by exact FLOP arithmetic (PF = 10¹⁵ FLOP, TF = 10¹², GF = 10⁹), assuming {onset}:",
         "  mem_frac 0 before τ, then the stop's threshold rising linearly to 1 at 2τ; the test loss departs at τ.",

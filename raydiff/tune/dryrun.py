@@ -3,10 +3,12 @@ without starting (or importing) Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from raydiff.config import SearchSpace
+from raydiff.errors import UserError
 from raydiff.location import locate
 from raydiff.models import model_name, param_count
 from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
@@ -61,7 +63,10 @@ def print_cost_json(
     """`--dry-run --json-cost`: one line per trial (its index and cost, tune/cost.TrialCost.to_dict),
     then one line with the sweep's totals ({"total": …})."""
     out = out or sys.stdout
-    cost = sweep_cost(space.experiments(), tau)
+    prior = space.sweep.budget_planner.prior
+    if tau is None and prior is None:
+        raise UserError("needs an onset to assume: --tau STEPS, or sweep.budget_planner.prior in the space", key="--json-cost")
+    cost = sweep_cost(space.experiments(), tau, prior)
     for i, t in enumerate(cost.trials):
         print(json.dumps({"#": i, **t.to_dict(tflops, utilization)}), file=out)
     total = {
@@ -69,6 +74,7 @@ def print_cost_json(
         "measurement_total_flops": cost.measured, "total_flops": cost.total, "measurement_share": cost.share,
         "gpu_hours": sum(t.gpu_hours(tflops, utilization) for t in cost.trials), "gpu_tflops": tflops,
         "gpu_utilization": utilization, "tau": tau, "tau_source": "--tau" if tau is not None else "prior",
+        "prior": None if prior is None else dataclasses.asdict(prior),
     }  # fmt: skip
     print(json.dumps({"total": total}), file=out)
 
@@ -76,9 +82,13 @@ def print_cost_json(
 def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None) -> None:
     """The cost table under the trial table: per trial and in total (an Optuna search: its base trial)."""
     out = out or sys.stdout
-    cols, rows = cost_rows(sweep_cost(space.experiments(), tau), tflops, utilization)
+    prior = space.sweep.budget_planner.prior
     print(file=out)
-    for line in assumptions_text(tau, tflops, utilization):
+    if tau is None and prior is None:
+        print("Cost: this space states no onset to assume (sweep.budget_planner.prior); give --tau STEPS to see it.", file=out)
+        return
+    cols, rows = cost_rows(sweep_cost(space.experiments(), tau, prior), tflops, utilization)
+    for line in assumptions_text(tau, prior, tflops, utilization):
         print(line, file=out)
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     for r in [cols, *rows]:

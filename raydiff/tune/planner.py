@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from raydiff.analysis.fits import AXES, fit_power_law
-from raydiff.config import BudgetPlannerConfig
+from raydiff.config import BudgetPlannerConfig, OnsetPrior
 
 LAW_AXES = tuple(AXES)  # the scaling law's axes, as raydiff analyze fits them
 LAW_KEYS = ("data.n_train", "train.batch_size", "train.lr")  # plus every model.* key (through params)
@@ -149,18 +149,10 @@ class BudgetPlanner:
         return Plan(budget, True, tau_hat, f"planned: {self.cfg.safety:g} × τ̂ {tau_hat:.0f} + confirmation = {budget} ({fit_text})")
 
 
-# The planner's prior: τ_mem before any onset is known, from Marion & Wu's scaling (arXiv
-# 2605.06077: τ_mem ∝ N, and ∝ 1/(B·η) in steps), anchored at an assumed 20,000 steps at their
-# default point N = 2048, B = 16, η = 1e-4 (an assumption: no GPU run of the paper's grid exists
-# here). Independent of the model size. The dry run's cost model reads it (tune/cost.py).
-PRIOR_TAU_STEPS = 20_000.0
-PRIOR_AT = {"n_train": 2048.0, "batch_size": 16.0, "lr": 1e-4}
-
-
-def prior_tau(n_train: float, batch_size: float, lr: float) -> float:
-    """τ_mem in steps by the prior: 20,000 · (N / 2048) · (16 / B) · (1e-4 / η)."""
-    at = PRIOR_AT
-    return PRIOR_TAU_STEPS * (n_train / at["n_train"]) * (at["batch_size"] / batch_size) * (at["lr"] / lr)
+def prior_tau(prior: OnsetPrior, n_train: float, batch_size: float, lr: float) -> float:
+    """τ_mem in steps by the space's prior (sweep.budget_planner.prior): its τ at its point, scaled
+    as τ ∝ N / (B·η) — e.g. marion2026_cifar10's 20,000 · (N / 2048) · (16 / B) · (1e-4 / η)."""
+    return prior.tau * (n_train / prior.n_train) * (prior.batch_size / batch_size) * (prior.lr / lr)
 
 
 def planned_columns(trial_config: dict[str, Any]) -> dict[str, Any]:

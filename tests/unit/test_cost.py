@@ -1,6 +1,6 @@
 """The dry run's cost model (raydiff/tune/cost.py): hand-counted tiny trials, the FLOPs of networks
 counted by hand, and the shipped marion2026_cifar10 against the hand arithmetic of its cost
-(measurement-costs: the default trial and the 14-trial grid, each column within 0.5%)."""
+(2026-12-06: the default trial and the 14-trial grid, each column within 0.5%)."""
 
 from __future__ import annotations
 
@@ -141,7 +141,10 @@ def test_forward_flops_of_a_network_counted_by_hand(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def marion():
-    return load_search_space(packaged_search_space("marion2026_cifar10")).experiments()
+    space = load_search_space(packaged_search_space("marion2026_cifar10"))
+    prior = space.sweep.budget_planner.prior  # 20,000 steps at N = 2048, B = 16, η = 1e-4
+    assert (prior.tau, prior.n_train, prior.batch_size, prior.lr) == (20000, 2048, 16, 1e-4)
+    return space.experiments(), prior
 
 
 def as_hand_arithmetic(exp):
@@ -162,13 +165,15 @@ def test_marion_default_trial_and_grid_reproduce_the_hand_arithmetic(marion):
     """measurement-costs (2026-12-06): default trial 38.2 / 11.1 / 87.3 / 86.9 / 107.2 / 13.4 PF,
     88.9%; the grid 1,196 / 228 / 1,266 / 1,259 / 1,428 / 168 PF, 78.4%. The hand's raw-weights test
     left out its SSCD features and neighbour search (the raw test runs both spaces): +0.4% here."""
+    marion, prior = marion
     assert forward_flops(marion[0]) == pytest.approx(26.1e9, rel=2e-3)
-    one = trial_cost(as_hand_arithmetic(marion[0]))
+    one = trial_cost(as_hand_arithmetic(marion[0]), prior=prior)
     assert (one.run.count("evaluation"), one.run.fid_count, one.run.stop_step) == (13, 4, 30518)
     hand = {"training": 38.2, "probes": 11.1, "memorization": 87.3, "raw": 86.9, "fid": 107.2, "refinement": 13.4, "share": 0.889}
     for k, v in hand.items():
         assert columns(one)[k] == pytest.approx(v, rel=5e-3), k
-    grid = sweep_cost([as_hand_arithmetic(e) for e in marion])
+    grid = sweep_cost([as_hand_arithmetic(e) for e in marion], prior=prior)
+    assert [t.run.tau for t in grid.trials] == [20000, 40000, 80000, 160000, *[20000] * 4, 10000, 5000, 2500, 200000, 40000, 5000]
     got = {
         "training": grid.training / 1e15, "probes": grid.measurement["probes"] / 1e15,
         "memorization": (grid.measurement["mem_sampling"] + grid.measurement["mem_features"]) / 1e15,
@@ -186,7 +191,8 @@ def test_marion_default_trial_and_grid_reproduce_the_hand_arithmetic(marion):
 def test_marion_as_shipped_stops_one_evaluation_later(marion):
     """stop.on [features, loss] with loss_window 3: the loss onset (first seen at 24,414) needs two
     more evaluations, so the default trial stops at 38,148 (14 evaluations), not 30,518."""
-    c = trial_cost(marion[0])
+    (marion, prior) = marion
+    c = trial_cost(marion[0], prior=prior)
     assert (c.run.count("evaluation"), c.run.fid_count, c.run.stop_step, c.run.tau_found) == (14, 4, 38148, 24414)
     assert c.run.count("refinement") == 2 and c.run.count("raw") == 14
 
@@ -198,7 +204,7 @@ def test_dry_run_prints_the_cost_table(capsys):
     assert cli.main(["sweep", "default", "--dry-run", "--tau", "1000", "--gpu-tflops", "100", "--gpu-utilization", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "by exact FLOP arithmetic" in out and "τ = 1,000 steps (--tau)" in out and "100 TFLOP/s × 50%" in out
-    header = next(line for line in out.splitlines() if "evals (FID)" in line)
+    header = next(line for line in out.splitlines() if "evals / FIDs" in line)
     assert all(label in header for label in KINDS.values()) and "measuring" in header and "GPU-h" in header
     assert out.rstrip().splitlines()[-1].split()[0] == "total"
 
@@ -215,9 +221,24 @@ def test_dry_run_json_cost_sums_to_its_total(capsys):
         assert t["gpu_hours"] == pytest.approx(t["total_flops"] / (989e12 * 0.4) / 3600)
 
 
+def test_dry_run_of_a_space_without_a_prior(capsys):
+    assert cli.main(["sweep", "smoke", "--dry-run"]) == 0
+    assert "states no onset to assume (sweep.budget_planner.prior); give --tau STEPS" in capsys.readouterr().out
+
+
+def test_prior_scales_as_n_over_b_eta():
+    from raydiff.config import OnsetPrior
+    from raydiff.tune.planner import prior_tau
+
+    p = OnsetPrior(tau=20000, n_train=2048, batch_size=16, lr=1e-4)
+    assert [prior_tau(p, n, b, lr) for n, b, lr in [(2048, 16, 1e-4), (4096, 16, 1e-4), (2048, 64, 1e-4), (2048, 16, 4e-4)]] == [
+        20000, 40000, 5000, 5000]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
+        pytest.param(["smoke", "--dry-run", "--json-cost"], "--json-cost: needs an onset to assume", id="no-prior-no-tau"),
         pytest.param(["--tau", "100"], "--tau goes with --dry-run", id="tau-without-dry-run"),
         pytest.param(["--dry-run", "--tau", "0"], "--tau: must be a positive number of steps", id="tau-zero"),
         pytest.param(["--dry-run", "--gpu-utilization", "1.5"], "--gpu-utilization: must be in (0, 1]", id="utilization"),
@@ -226,6 +247,23 @@ def test_dry_run_json_cost_sums_to_its_total(capsys):
     ],
 )
 def test_cost_flags_misused(argv, message, capsys):
-    assert cli.main(["sweep", "default", *argv]) == 2
+    argv = argv if argv[0] == "smoke" else ["default", *argv]
+    assert cli.main(["sweep", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "prior, key",
+    [
+        pytest.param({"tau": 0, "n_train": 64, "batch_size": 64, "lr": 2e-3}, "sweep.budget_planner.prior.tau", id="tau-zero"),
+        pytest.param({"tau": 100, "n_train": 64, "batch_size": 64}, "sweep.budget_planner.prior", id="lr-missing"),
+        pytest.param({"tau": 100, "n_train": 64, "batch_size": 64, "lr": -1}, "sweep.budget_planner.prior.lr", id="lr-negative"),
+    ],
+)
+def test_a_bad_prior_is_a_config_error(prior, key):
+    from raydiff.config import ConfigError, search_space_from_dict
+
+    with pytest.raises(ConfigError) as e:
+        search_space_from_dict({"sweep": {"budget_planner": {"prior": prior}}})
+    assert e.value.key == key
