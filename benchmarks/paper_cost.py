@@ -26,18 +26,24 @@ def sums_row(label: str, c: SweepCost) -> list[str]:
 
 def run(quick: bool = False) -> Section:
     t0 = time.perf_counter()
-    marion = load_search_space(packaged_search_space("marion2026_cifar10")).experiments()
+    space = load_search_space(packaged_search_space("marion2026_cifar10"))
+    marion, prior = space.experiments(), space.sweep.budget_planner.prior
     bonnaire = load_search_space(packaged_search_space("bonnaire2025")).experiments()
-    m_cost = sweep_cost(marion)
+    m_cost = sweep_cost(marion, prior=prior)
     m_default = SweepCost(m_cost.trials[:1])
     b_costs = {tau: sweep_cost(bonnaire, tau) for tau in BONNAIRE_TAUS}
-    w32 = [i for i, e in enumerate(bonnaire) if e.model.preset == "bonnaire-w32"]
+    at = {(e.model.preset, e.data.n_train): i for i, e in enumerate(bonnaire)}
     rows = [sums_row("marion2026_cifar10, default trial (N=2048, 92.7M, B=16, η=1e-4), prior τ = 20k", m_default),
             sums_row("marion2026_cifar10, the 14-trial grid, prior τ", m_cost)]  # fmt: skip
     for tau, c in b_costs.items():
         rows.append(sums_row(f"bonnaire2025, the 45-trial grid, τ = {tau:,} steps", c))
     for tau, c in b_costs.items():
-        rows.append(sums_row(f"bonnaire2025, W32 trials (9 n), τ = {tau:,} steps", SweepCost(tuple(c.trials[i] for i in w32))))
+        rows.append(sums_row(f"bonnaire2025, W32, n = 1024 (B = 512), τ = {tau:,} steps", SweepCost((c.trials[at["bonnaire-w32", 1024]],))))
+    shares = {
+        name: " / ".join(f"{b_costs[t].trials[at[key]].share:.1%}" for t in BONNAIRE_TAUS)
+        for name, key in (("W32, n = 1024", ("bonnaire-w32", 1024)), ("W8, n = 1024", ("bonnaire-w8", 1024)),
+                          ("W32, n = 128 (B = 128)", ("bonnaire-w32", 128)))
+    }  # fmt: skip
     per_trial_cols, per_trial_rows = cost_rows(m_cost)
     smallest = b_costs[BONNAIRE_TAUS[0]]
     notes = [
@@ -49,14 +55,16 @@ def run(quick: bool = False) -> Section:
         "columns of the sums: " + " + ".join(KINDS.values()) + " (PF = 10¹⁵ FLOP)",
         f"marion2026_cifar10 per trial (`raydiff sweep marion2026_cifar10 --dry-run`):\n\n"
         + _table(per_trial_cols, per_trial_rows).replace("\n", "\n") + "\n",
-        "reconciled with the hand arithmetic of 2026-12-06 (default trial 38.2 PF training, 88.9%; grid 78.4%): with the"
+        "reconciled with issue 21's hand arithmetic of 2026-12-06 (default trial 38.2 PF training, 88.9%; grid 78.4%): with the"
         " hand's stop (the first evaluation past 1.25 τ, i.e. stop.on [features]) the model reproduces every column within"
         " 0.5% (tests/unit/test_cost.py); the shipped stop.on [features, loss] with stop.loss_window 3 waits two more"
         " evaluations for the loss onset, so the default trial stops at 38,148 (14 evaluations), not 30,518 (13), and the"
         " grid trains 25% longer: 75.4% instead of 78.4%; the hand's raw-weights test also left out its SSCD features and"
         " neighbour search (+0.4%)",
         f"bonnaire2025 at its smallest τ (10k): {smallest.share:.1%} of the grid's FLOPs are measurement (10,000 samples ×"
-        " 100 DDIM steps and 10,000 Inception images at every evaluation, FID every evaluation)",
+        " 100 DDIM steps and 10,000 Inception images at every evaluation, 3 refinement evaluations of 10,000 samples);"
+        " measurement share at τ = 10k / 100k / 1M: " + "; ".join(f"{k} {v}" for k, v in shares.items())
+        + " (issue 21's hand arithmetic of 2026-12-06: W32 52 / 16 / 2.7%, W8 67 / 26 / 5%, n = 128 81 / 42 / 10%)",
     ]
     return Section(
         "3d", "Measurement cost at paper scale (exact FLOP arithmetic, the dry run's cost model)",
@@ -74,11 +82,15 @@ def _table(cols: list[str], rows: list[list[str]]) -> str:
 
 
 def main() -> None:
+    from benchmarks.common import loadavg
     from benchmarks.run import render_section
 
+    load0 = loadavg()
     s = run()
-    print(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; exact FLOP arithmetic (no run, no machine figure)\n")
-    print(render_section(s))
+    s.load = (load0, loadavg())
+    print(render_section(s).replace(
+        "\n\n**", f"\n\nRegenerated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `python -m benchmarks.paper_cost`:"
+        " exact FLOP arithmetic, no run (the figures do not depend on the machine).\n\n**", 1))
 
 
 if __name__ == "__main__":
