@@ -53,8 +53,8 @@ def run(quick: bool = False) -> Section:
         "each trial run forward through the loop's own schedule, sequential test, refinement and stop rule on an assumed"
         " onset: mem_frac 0 before τ, the threshold rising linearly to 1 at 2τ; the test loss departs at τ",
         "columns of the sums: " + " + ".join(KINDS.values()) + " (PF = 10¹⁵ FLOP)",
-        f"marion2026_cifar10 per trial (`raydiff sweep marion2026_cifar10 --dry-run`):\n\n"
-        + _table(per_trial_cols, per_trial_rows).replace("\n", "\n") + "\n",
+        "marion2026_cifar10 per trial (`raydiff sweep marion2026_cifar10 --dry-run`):\n\n"
+        + _table(per_trial_cols, per_trial_rows) + "\n",
         "reconciled with issue 21's hand arithmetic of 2026-12-06 (default trial 38.2 PF training, 88.9%; grid 78.4%): with the"
         " hand's stop (the first evaluation past 1.25 τ, i.e. stop.on [features]) the model reproduces every column within"
         " 0.5% (tests/unit/test_cost.py); the shipped stop.on [features, loss] with stop.loss_window 3 waits two more"

@@ -30,13 +30,13 @@ data movement, the Fréchet distance's matrix square root (O(D³) once per FID),
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from raydiff import measures
 from raydiff.config import ExperimentConfig, OnsetPrior
 from raydiff.evaluation import sequential_looks
+from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
 from raydiff.trial import (
@@ -52,8 +52,7 @@ TRAINING_FORWARDS = 3  # a training step ≈ 3 forwards per image: the forward, 
 H100_BF16_TFLOPS = 989.0
 UTILIZATION = 0.4
 SSCD_DIM = 512  # SSCD's (sscd_disc_mixup) embedding width: the cosine search's D
-FID_DIMS = {"inception": 2048, "digits_classifier": 128}  # metrics/fid.py: the extractors' `dim`
-PRECOMPUTED_FID = {("cifar10", 32)}  # metrics/fid.PRECOMPUTED: clean-fid's split statistics, no extraction
+FID_DIMS = {"inception": InceptionFeatures.dim, "digits_classifier": DigitsClassifierFeatures.dim}  # feature widths
 
 # measurement FLOPs by kind, in the order the dry run shows them
 # (the table's short heading; the JSON's keys): memorization sampling of the evaluated (EMA)
@@ -105,8 +104,6 @@ def forward_flops(cfg: ExperimentConfig) -> float:
 def _digits_classifier_flops() -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from raydiff.metrics.fid import DigitsNet
 
     with torch.device("meta"):
         net = DigitsNet()
@@ -348,10 +345,12 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float, sscd: flo
         out["mem_features"] += n * sscd
     probe_images = min(ev.probe_images, n, data.n_test)
     fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
-    if run.fid_count:  # reference features, once per trial (Evaluator._references)
-        refs = 0 if (fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED_FID and ev.fid_reference == "auto") else data.n_test + (n if n > fid_dim else 0)
-        if ev.swd_samples and not refs:
-            refs = min(ev.swd_samples, data.n_test)
+    if run.fid_count:  # reference features, once per trial (evaluation.Evaluator._references)
+        precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"
+        if precomputed:  # clean-fid's split statistics; the SWD reference is the first swd_samples test images
+            refs = min(ev.swd_samples, data.n_test) if ev.swd_samples else 0
+        else:  # the test images, and the training images where they outnumber the features (a full-rank covariance)
+            refs = data.n_test + (n if n > fid_dim else 0)
         out["fidelity"] += refs * fid_image
     for e in run.events:
         sampling, search = test(e.mem_samples)
