@@ -90,6 +90,8 @@ def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H10
     cols, rows = cost_rows(sweep_cost(space.experiments(), tau, prior), tflops, utilization)
     for line in assumptions_text(tau, prior, tflops, utilization):
         print(line, file=out)
+    if space.search is not None:
+        print(f"An Optuna search: the base trial's cost; its {space.search.num_samples} trials vary around it.", file=out)
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     for r in [cols, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=out)
