@@ -17,7 +17,7 @@ import torch
 from benchmarks.common import Section
 from raydiff.config import experiment_from_dict
 from raydiff.data import ImageData
-from raydiff.trial import TrainState
+from raydiff.training.state import TrainState
 
 PRESETS = ["digits-tiny", "marion-2.9m", "marion-7.9m", "marion-25.8m", "marion-92.7m", "marion-201.3m"]
 QUICK = ["digits-tiny", "marion-2.9m"]

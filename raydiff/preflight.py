@@ -18,12 +18,13 @@ import torch
 
 from raydiff import data, results
 from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
+from raydiff.config.sections import needs
 from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_network, param_count
-from raydiff.trial import resolve_device
+from raydiff.training.state import resolve_device
 
 
 def preflight(
@@ -49,7 +50,7 @@ def preflight(
                 _in_trial(point, check_network, exp)
             if space.sweep.resources.gpu == 0:  # a CPU trial: it must fit in a node like this one
                 _in_trial(point, check_memory, exp, machine_memory())
-        for embedding in sorted({e.eval.embedding for _, e in trials if e.eval.memorization_space != "pixel"}):
+        for embedding in sorted({e.eval.embedding for _, e in trials if "embedding" in needs(e.memorization_tests)}):
             check_embedding(embedding)
         if in_process:
             for device in sorted({e.train.device for _, e in trials}):

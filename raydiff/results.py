@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydiff import measures
 from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
@@ -115,6 +116,22 @@ METRICS_SCHEMA = pa.schema(
         ("resumed_from_step", pa.int64()),
     ]
 )
+
+
+ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
+
+
+def metrics_schema() -> pa.Schema:
+    """METRICS_SCHEMA and, after it, the metric columns of every measure registered beyond the
+    built-in ones (raydiff/measures: `Measure.columns`, a raw variant's too)."""
+    extra = [(c.name, ARROW_TYPES[c.type]) for c in measures.iter_columns() if c.name not in METRICS_SCHEMA.names]
+    return pa.schema(list(METRICS_SCHEMA) + list(dict(extra).items()))
+
+
+def trials_schema() -> pa.Schema:
+    """TRIALS_SCHEMA and a τ column (`tau_mem_<definition>_step`) per onset definition registered beyond it."""
+    extra = [(d.tau_column, pa.int64()) for d in measures.definitions() if d.tau_column not in TRIALS_SCHEMA.names]
+    return pa.schema(list(TRIALS_SCHEMA) + extra)
 
 
 # the contract's columns (those above "beyond the contract"): a file without them is not ours
@@ -267,7 +284,7 @@ def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
 def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
     """A trials or metrics file, checked against the contract: its columns there, of their types,
     its key columns never null. Anything else is one UserError naming the file."""
-    schema, required = (TRIALS_SCHEMA, TRIALS_REQUIRED) if kind == "trials" else (METRICS_SCHEMA, METRICS_REQUIRED)
+    schema, required = (trials_schema(), TRIALS_REQUIRED) if kind == "trials" else (metrics_schema(), METRICS_REQUIRED)
     t = read_table(fs, path)
     missing = [c for c in required if c not in t.column_names]
     if missing:

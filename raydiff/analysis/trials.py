@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from raydiff import measures
+
 from raydiff.analysis.fits import AXES
 from raydiff.config import StopConfig
 from raydiff.config.schema import build
@@ -111,9 +113,14 @@ def _config_of(trial: dict | None) -> dict | None:
 
 
 def memorization_test(trial: dict | None) -> str:
-    """Which test the trial's `mem_frac` is: `features` when it measured only that, else `pixel`."""
-    space = ((_config_of(trial) or {}).get("eval") or {}).get("memorization_space", "pixel")
-    return "features" if space == "features" else "pixel"
+    """Which test the trial's `mem_frac` is: the first memorization test of `eval.measures`, or,
+    by the older switch, `features` when it measured only that; else `pixel`."""
+    ev = (_config_of(trial) or {}).get("eval") or {}
+    names = ev.get("measures")
+    if names:
+        tests = [n for n in names if n in measures.REGISTRY and measures.get(n).kind == "memorization"]
+        return tests[0] if tests else "pixel"
+    return "features" if ev.get("memorization_space") == "features" else "pixel"
 
 
 def recorded_onset(t: dict, stop: StopConfig) -> int | None:

@@ -21,6 +21,7 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from raydiff import results
 from raydiff.config import SearchSpace
+from raydiff.config.sections import needs
 from raydiff.data import load
 from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
@@ -61,7 +62,7 @@ def prestage(space: SearchSpace) -> None:
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
                     cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
-        if exp.eval.memorization_space != "pixel" and exp.eval.embedding not in embeddings:
+        if "embedding" in needs(exp.memorization_tests) and exp.eval.embedding not in embeddings:
             embeddings.add(exp.eval.embedding)
             load_embedding(exp.eval.embedding, "cpu")
 
