@@ -35,14 +35,14 @@ from typing import Any
 
 from raydiff import measures
 from raydiff.config import ExperimentConfig, OnsetPrior
-from raydiff.evaluation import sequential_looks
+from raydiff.config.sections import needs
+from raydiff.evaluation import sequential_looks, settling_round
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
-from raydiff.trial import (
-    bisect_crossing, crossed, fidelity_schedule, history_row, history_series, merge_interim, onset_summary,
-    refine_steps, upcoming_evaluations,
-)  # fmt: skip
+from raydiff.training.refine import bisect_crossing, crossed, merge_interim
+from raydiff.training.reports import Onsets, history_row
+from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
 from raydiff.tune.planner import prior_tau
 
 TRAINING_FORWARDS = 3  # a training step ≈ 3 forwards per image: the forward, and a backward of ≈ 2
@@ -140,13 +140,13 @@ def assumed_losses(step: float, tau: float, gap: float) -> tuple[float, float]:
 
 
 def sequential_count(cfg: ExperimentConfig, fracs: list[float], sequential: bool = True) -> int:
-    """Samples the memorization test draws when every test reads these fractions: the rounds of
-    evaluation.Evaluator._memorization (r, then doubling the count so far, up to num_samples),
-    stopping once every test is settled on its expected count round(f · n). (A pure copy of that
-    loop's arithmetic: evaluation.py has no pure function for it.)"""
+    """Samples the memorization tests draw when each reads its fraction in `fracs`: the rounds of
+    evaluation.Evaluator._memorization (its first round `settling_round`, then doubling the count
+    so far, up to num_samples), stopping once every test is settled on its expected count
+    round(f · n). (That loop's arithmetic, copied: evaluation.py has no pure function for it.)"""
     ev, threshold = cfg.eval, cfg.stop.mem_frac_threshold
     total = ev.num_samples
-    first = ev.sequential_round if (sequential and ev.sequential_round) else total
+    first = settling_round(ev.sequential_round, total, threshold) if (sequential and ev.sequential_round) else total
     looks, n = sequential_looks(first, total), 0
     while n < total:
         n += min(total - n, max(first, n))
@@ -164,9 +164,10 @@ class Event:
 
     step: int
     kind: str  # evaluation | refinement | raw | fidelity (a fidelity-only evaluation)
-    mem_samples: int = 0  # samples drawn for (and tested by) the memorization test(s)
-    fid_samples: int = 0  # samples the FID draws beyond those (a shared pass reuses the test's)
-    fid: bool = False  # FID/SWD measured here
+    mem_samples: int = 0  # samples drawn for (and tested by) the memorization tests
+    tests: tuple[str, ...] = ()  # the memorization tests run on them
+    fid_samples: int = 0  # samples the figures draw beyond those (a shared pass reuses the tests')
+    fid: bool = False  # the figures (FID, SWD) measured here
     probes: bool = False
 
 
@@ -188,70 +189,85 @@ class Run:
         return sum(e.fid for e in self.events)
 
 
+def measures_figures(cfg: ExperimentConfig) -> bool:
+    """The trial measures figures in a feature network (Evaluator builds its extractor)."""
+    ev = cfg.eval
+    return "fid_features" in needs(cfg.measured) and bool(ev.fid_every or ev.fid_every_steps)
+
+
 def simulate(cfg: ExperimentConfig, tau: float) -> Run:
-    """`train()`'s loop, with the assumed curves in place of a network: which evaluations,
-    refinements, raw-weights tests and fidelity-only evaluations run, and where the trial stops."""
+    """`train()`'s loop (raydiff/trial.py), with the assumed curves in place of a network: which
+    evaluations, refinements, raw-weights tests and fidelity-only evaluations run, and where the
+    trial stops. Its schedule, crossing, bisection, interim merge, onsets and stop decision are the
+    loop's own functions."""
     ev, stop = cfg.eval, cfg.stop
     budget, k, b, theta = cfg.budget_steps, ev.refine_snapshots, cfg.batch, stop.mem_frac_threshold
-    spaces = [s for s in ("pixel", "features") if ev.memorization_space in (s, "both")]
+    tests, raw = cfg.memorization_tests, cfg.raw_tests
+    probes, figures = "loss" in cfg.measured, measures_figures(cfg)
     mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
-    prefix = {"pixel": "mem_frac", "features": "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"}
     nan = float("nan")
 
-    def mem_metrics(step: int) -> dict[str, Any]:
-        f = assumed_mem_frac(step, tau, theta)
-        return {prefix[s]: f for s in spaces}
+    def tested(step: int, names: tuple[str, ...], raw_weights: bool = False) -> dict[str, Any]:
+        """The tests' columns at `step`: every test reads the assumed curve (the first is mem_frac)."""
+        f, out = assumed_mem_frac(step, tau, theta), {}
+        for name in names:
+            for c in measures.get(name).column_names():
+                out[measures.raw_column(c) if raw_weights else c] = f
+        if names and not raw_weights and names[0] == tests[0]:
+            out["mem_frac"] = f
+        return out
 
     history: list[dict[str, Any]] = []
     events: list[Event] = []
     schedule = upcoming_evaluations(cfg, 0, history)
     fidelity_at = set(fidelity_schedule(cfg, budget))
-    step, count, decision = 0, 0, None
+    step, count, decision, onset = 0, 0, None, Onsets.of(cfg, history)
     while schedule:
         nxt = schedule.pop(0)
         snaps = refine_steps(step, nxt, k) if k else []
         interim: list[tuple[dict, dict]] = []
         for s in sorted(x for x in fidelity_at if step < x < nxt):  # fidelity-only evaluations
-            events.append(Event(s, "fidelity", fid_samples=ev.fid_samples, fid=True))
-            m = {"train_loss": nan, "test_loss": nan, "fid": 0.0}
+            events.append(Event(s, "fidelity", fid_samples=ev.fid_samples, fid=figures))
+            m = {"train_loss": nan, "test_loss": nan, "fid": 0.0 if figures else None}
             interim.append(({**history_row(s, b, 0.0, m), "fidelity_only": True}, m))
         step = nxt
-        # the evaluation (evaluation.Evaluator.__call__): probes, memorization test(s), FID on its cadence
-        metrics = {**mem_metrics(step)}
-        metrics["train_loss"], metrics["test_loss"] = assumed_losses(step, tau, stop.loss_gap)
-        do_fid = step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0)
+        # the evaluation (evaluation.Evaluator.__call__): probes, memorization tests, figures on their cadence
         f = assumed_mem_frac(step, tau, theta)
+        metrics: dict[str, Any] = {**tested(step, tests), "train_loss": nan, "test_loss": nan}
+        if probes:
+            metrics["train_loss"], metrics["test_loss"] = assumed_losses(step, tau, stop.loss_gap)
+        do_fid = figures and (step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0))
         if do_fid and mem_steps == cfg.diffusion.sample_steps:  # one sampling pass serves both
             n = ev.num_samples
-            events.append(Event(step, "evaluation", n, max(n, ev.fid_samples) - n, True, True))
+            events.append(Event(step, "evaluation", n, tests, max(n, ev.fid_samples) - n, True, probes))
         else:
-            n = sequential_count(cfg, [f] * len(spaces))
-            events.append(Event(step, "evaluation", n, ev.fid_samples if do_fid else 0, do_fid, True))
+            n = sequential_count(cfg, [f] * len(tests))
+            events.append(Event(step, "evaluation", n, tests, ev.fid_samples if do_fid else 0, do_fid, probes))
         metrics["fid"] = 0.0 if do_fid else None
         count += 1
-        if cfg.measures_raw:  # trial.raw_memorization: the memorization test on the raw weights
-            events.append(Event(step, "raw", sequential_count(cfg, [f] * len(spaces))))
-            metrics["mem_frac_raw"] = f
-        if snaps and crossed(history, metrics.get("mem_frac"), theta):  # trial._refine's binary search
+        if raw:  # training.refine.raw_memorization: those tests on the raw weights
+            events.append(Event(step, "raw", sequential_count(cfg, [f] * len(raw)), raw))
+            metrics.update(tested(step, raw, raw_weights=True))
+        if snaps and crossed(history, metrics.get("mem_frac"), theta):  # training.refine.refine's binary search
 
             def above(i: int) -> bool:
                 s = snaps[i]
                 fs = assumed_mem_frac(s, tau, theta)
-                events.append(Event(s, "refinement", sequential_count(cfg, [fs] * len(spaces))))
-                m = {**mem_metrics(s), "train_loss": nan, "test_loss": nan}
+                events.append(Event(s, "refinement", sequential_count(cfg, [fs] * len(tests)), tests))
+                m = {**tested(s, tests), "train_loss": nan, "test_loss": nan}
                 interim.append(({**history_row(s, b, 0.0, m), "refined": True}, m))
                 return fs >= theta
 
             bisect_crossing(len(snaps), above)
         history += [row for row, _ in merge_interim(interim)]
         history.append(history_row(step, b, 0.0, metrics))
-        decision = decide({**history_series(cfg, history), "step": step, "budget_steps": budget}, stop)
+        onset = Onsets.of(cfg, history)
+        decision = decide({**onset.series, "step": step, "budget_steps": budget}, stop, onset.found)
         if decision is not None:
             break
-        schedule = upcoming_evaluations(cfg, step, history, schedule)
-    found = onset_summary(cfg, history)["tau_mem_step"]
+        schedule = upcoming_evaluations(cfg, step, history, schedule, onset)
     status = decision.status if decision is not None else "budget"
-    return Run(float(tau), step, status, found, tuple(sorted(events, key=lambda e: e.step)))
+    return Run(float(tau), step, status, onset.tau, tuple(sorted(events, key=lambda e: e.step)))
 
 
 # ------------------------------------------------------------------------------ FLOPs of a run
@@ -320,29 +336,28 @@ def training_flops(cfg: ExperimentConfig, run: Run, forward: float) -> float:
     return float(run.stop_step) * cfg.batch * TRAINING_FORWARDS * forward
 
 
-def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float, sscd: float | None = None) -> dict[str, float]:
+def test_flops(cfg: ExperimentConfig, name: str, samples: int) -> float:
+    """A memorization test's own FLOPs on `samples` samples (beyond drawing them): its feature
+    network (the registry's `flops_per_sample`) and its exact nearest-neighbour search, S·N·D·2 —
+    in the feature network's space (SSCD: D = 512), else in pixels (D = C·H·W)."""
+    m = measures.get(name)
+    size, channels = cfg.data.shape
+    dim = SSCD_DIM if "embedding" in m.needs else channels * size * size
+    return samples * (m.flops_per_sample + cfg.data.n_train * dim * 2)
+
+
+def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[str, float]:
     """Measurement FLOPs by kind (KINDS) of a simulated run."""
     ev, data = cfg.eval, cfg.data
-    size, channels = data.shape
+    size = data.shape[0]
     n = data.n_train
     guided = 2 if (cfg.diffusion.guidance > 0 and data.num_classes > 0) else 1
     per_sample = forward * guided  # one sampler step of one image
     mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
-    feature = ev.memorization_space in ("features", "both")
-    sscd = measures.get("features").flops_per_sample if sscd is None else sscd
-
-    def test(samples: int) -> tuple[float, float]:
-        """(sampling, features + neighbours) of one memorization test on `samples` samples."""
-        search = 0.0
-        if ev.memorization_space in ("pixel", "both"):
-            search += samples * n * channels * size * size * 2  # pixel nearest-two search
-        if feature:
-            search += samples * (sscd + n * SSCD_DIM * 2)  # SSCD embeddings + cosine search
-        return samples * mem_steps * per_sample, search
 
     out = dict.fromkeys(KINDS, 0.0)
-    if feature:  # the training images' SSCD embeddings, once per trial (Evaluator.__init__)
-        out["mem_features"] += n * sscd
+    for name in cfg.memorization_tests:  # a feature network's embeddings of the training images, once per trial
+        out["mem_features"] += n * measures.get(name).flops_per_sample
     probe_images = min(ev.probe_images, n, data.n_test)
     fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
     if run.fid_count:  # reference features, once per trial (evaluation.Evaluator._references)
@@ -353,7 +368,8 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float, sscd: flo
             refs = data.n_test + (n if n > fid_dim else 0)
         out["fidelity"] += refs * fid_image
     for e in run.events:
-        sampling, search = test(e.mem_samples)
+        sampling = e.mem_samples * mem_steps * per_sample
+        search = sum(test_flops(cfg, t, e.mem_samples) for t in e.tests)
         if e.kind == "evaluation":
             out["mem_sampling"] += sampling
             out["mem_features"] += search
@@ -362,9 +378,9 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float, sscd: flo
         if e.probes:
             out["probes"] += 2 * probe_images * ev.probe_noise_levels * forward
         if e.fid:
-            out["fidelity"] += e.fid_samples * cfg.diffusion.sample_steps * per_sample  # the FID's own samples
-            out["fidelity"] += ev.fid_samples * fid_image  # their features
-            if ev.swd_samples:  # both sets projected on swd_projections directions
+            out["fidelity"] += e.fid_samples * cfg.diffusion.sample_steps * per_sample  # the figures' own samples
+            out["fidelity"] += ev.fid_samples * fid_image  # their features, once for FID and SWD
+            if "swd" in cfg.measured and ev.swd_samples:  # both sets projected on swd_projections directions
                 k = min(ev.swd_samples, ev.fid_samples)
                 out["fidelity"] += 2 * k * fid_dim * ev.swd_projections * 2
     return out

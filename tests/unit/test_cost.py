@@ -90,9 +90,11 @@ def test_no_onset_runs_the_budget():
 @pytest.mark.parametrize(
     "frac, round_, drawn",
     [
-        pytest.param(0.0, 32, 64, id="generalizing-0/32-cannot-settle-0/64-does"),
+        # a first round of 32 cannot settle (0/32's bound is 0.139 > 0.1): evaluation.settling_round doubles it to 64
+        pytest.param(0.0, 32, 64, id="generalizing-settles-at-its-first-round-of-64"),
         pytest.param(0.1, 32, 128, id="at-the-threshold-the-full-count"),
-        pytest.param(1.0, 32, 32, id="all-copies-settle-at-once"),
+        pytest.param(1.0, 32, 64, id="all-copies-settle-at-the-first-round"),
+        pytest.param(0.3, 16, 64, id="well-above-settles-at-the-first-round"),
         pytest.param(0.0, None, 128, id="no-sequential-test"),
     ],
 )
@@ -148,9 +150,13 @@ def marion():
 
 
 def as_hand_arithmetic(exp):
-    """The hand arithmetic's stop: at the first evaluation past 1.25 τ — what stop.on [features]
-    with continue_for 0.25 gives (the shipped [features, loss] waits for the loss window)."""
-    return dataclasses.replace(exp, stop=dataclasses.replace(exp.stop, on=("features",)))
+    """The space as the hand arithmetic counted it: the raw-weights test at every evaluation (then
+    what `raw_memorization: null` meant with EMA on; today `true`), and the stop at the first
+    evaluation past 1.25 τ — what stop.on [features] with continue_for 0.25 gives (the shipped
+    [features, loss] waits for the loss window)."""
+    return dataclasses.replace(
+        exp, eval=dataclasses.replace(exp.eval, raw_memorization=True), stop=dataclasses.replace(exp.stop, on=("features",))
+    )
 
 
 def columns(c) -> dict[str, float]:
@@ -163,8 +169,9 @@ def columns(c) -> dict[str, float]:
 
 def test_marion_default_trial_and_grid_reproduce_the_hand_arithmetic(marion):
     """measurement-costs (2026-12-06): default trial 38.2 / 11.1 / 87.3 / 86.9 / 107.2 / 13.4 PF,
-    88.9%; the grid 1,196 / 228 / 1,266 / 1,259 / 1,428 / 168 PF, 78.4%. The hand's raw-weights test
-    left out its SSCD features and neighbour search (the raw test runs both spaces): +0.4% here."""
+    88.9%; the grid 1,196 / 228 / 1,266 / 1,259 / 1,428 / 168 PF, 78.4%. The hand's memorization
+    column is 0.2 PF (0.3%) above this model's, which counts SSCD on 13 × 1,024 samples and the
+    2,048 training images (0.21 PF) and the searches (0.02 PF) beside the sampling (86.87 PF)."""
     marion, prior = marion
     assert forward_flops(marion[0]) == pytest.approx(26.1e9, rel=2e-3)
     one = trial_cost(as_hand_arithmetic(marion[0]), prior=prior)
@@ -184,17 +191,18 @@ def test_marion_default_trial_and_grid_reproduce_the_hand_arithmetic(marion):
     for k, v in hand.items():
         assert got[k] == pytest.approx(v, rel=5e-3), k
     # per trial of the grid: N = 4096 / 8192 / 16384 and η = 1e-5 / 5e-5 / 4e-4
-    shares = [round(100 * t.share, 1) for t in grid.trials]
-    assert shares[1:4] == [82.9, 75.2, 64.4] and shares[11:14] == [58.5, 82.4, 95.4]
+    shares = [100 * t.share for t in grid.trials]
+    assert shares[1:4] + shares[11:14] == pytest.approx([82.9, 75.2, 64.4, 58.5, 82.4, 95.4], abs=0.1)
 
 
 def test_marion_as_shipped_stops_one_evaluation_later(marion):
     """stop.on [features, loss] with loss_window 3: the loss onset (first seen at 24,414) needs two
-    more evaluations, so the default trial stops at 38,148 (14 evaluations), not 30,518."""
+    more evaluations, so the default trial stops at 38,148 (14 evaluations), not 30,518; and no
+    raw-weights test runs, since stop.on names no `pixel_raw`."""
     (marion, prior) = marion
     c = trial_cost(marion[0], prior=prior)
     assert (c.run.count("evaluation"), c.run.fid_count, c.run.stop_step, c.run.tau_found) == (14, 4, 38148, 24414)
-    assert c.run.count("refinement") == 2 and c.run.count("raw") == 14
+    assert c.run.count("refinement") == 2 and c.run.count("raw") == 0 and c.measurement["raw_test"] == 0
 
 
 # ----------------------------------------------------------------------- the dry run
