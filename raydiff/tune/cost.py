@@ -2,11 +2,12 @@
 expected stop (`raydiff sweep SPACE --dry-run` prints it; tune/dryrun.py).
 
 Pure and Ray-free. Each trial is run forward in simulation on an assumed onset τ — the space's
-prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the loop's own schedule
-and stop functions (trial.eval_schedule / upcoming_evaluations / fidelity_schedule /
-refine_steps / crossed / bisect_crossing / merge_interim, evaluation.sequential_looks,
-metrics/memorization.settled, metrics/stop.decide), so the evaluations counted are the ones
-`train()` would run. What the simulation assumes of the model (state it with every figure):
+prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the
+loop's own functions (raydiff/training: schedule.upcoming_evaluations / fidelity_schedule /
+refine_steps, refine.crossed / bisect_crossing / merge_interim, reports.Onsets / history_row;
+evaluation.settling_round / sequential_looks, metrics/memorization.settled, metrics/stop.decide),
+so the evaluations counted are the ones `train()` would run. What the simulation assumes of the
+model (state it with every figure):
 
 - every memorization test (pixel, features, raw weights) reads mem_frac = 0 before τ, and from τ
   on the stop's threshold θ rising linearly to 1 at 2τ: θ + (1 − θ)·min(1, (s − τ)/τ). The
@@ -14,7 +15,8 @@ metrics/memorization.settled, metrics/stop.decide), so the evaluations counted a
   at its first possible look before onset and uses the full count near it;
 - the probes' test loss departs from the train loss at τ (by twice stop.loss_gap), so the loss
   onset fires at the first evaluation at or past τ once stop.loss_window evaluations confirm it;
-- nothing diverges; the EMA does not lag (the raw-weights test reads the same curve).
+- nothing diverges; the EMA does not lag (a raw-weights test reads the same curve); the curve's
+  jump at τ means eval.approach_fraction never brings an evaluation forward before it.
 
 FLOPs (torch's counting: 2 per multiply-add): one forward pass of the trial's network on one
 image is counted once on the meta device (torch.utils.flop_counter); a training step is 3
