@@ -63,6 +63,12 @@ PROBES = 2 * 4 * 2 * F  # 2 × images × levels forwards
                      # features each; the 16 test images' features once as the reference
                      {"fidelity": 2 * (12 * 4 * F + 20 * DIGITS_CLASSIFIER) + 16 * DIGITS_CLASSIFIER, "mem_sampling": 4 * TEST},
                      id="fid-shares-the-tests-samples"),
+        pytest.param({"eval": {"cadence": "geometric", "geometric_ratio": 1.5}}, [100, 200, 300, 400], 400, 300,
+                     {"training": 400 * 48 * F}, id="geometric-450-brought-forward-to-400-to-confirm"),
+        pytest.param({"eval": {"measures": ["features", "loss"], "embedding": "sscd.pt"}}, [100, 200, 300, 400], 400, 300,
+                     # SSCD (13.6 GFLOP) on each sample and on the 8 training images once; cosine search D = 512
+                     {"mem_features": 4 * 8 * (13.6e9 + 8 * 512 * 2) + 8 * 13.6e9, "mem_sampling": 4 * TEST},
+                     id="sscd-features-and-cosine-search"),
     ],
 )  # fmt: skip
 def test_hand_counted_trials(edits, steps, stop, found, flops):
