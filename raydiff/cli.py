@@ -1,4 +1,4 @@
-"""`raydiff sweep | analyze | train`: parse, validate, call. Nothing else lives here.
+"""`raydiff sweep | prestage | status | analyze | measure | train`: parse, validate, call. Nothing else lives here.
 
 A user error (UserError) ends as one line on stderr and exit code 2, never a traceback.
 """
@@ -128,6 +128,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from raydiff.remeasure import measure_sweep
+
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
+    trials = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
+    rows = measure_sweep(args.results, names, trials, device=args.device)
+    print(f"raydiff: {rows} figure row(s) written under {args.results}/figures")
+    return 0
+
+
 def cmd_train(args) -> int:
     """One trial in this process, no Ray: for debugging a config and for benchmarks."""
     import torch
@@ -219,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.set_defaults(fn=cmd_analyze)
+
+    m = sub.add_parser("measure", help="measure a sweep's figures (FID, SWD, …) on the EMA snapshots its trials saved")
+    m.add_argument("results", help="results folder: <storage>/<sweep>")
+    m.add_argument("--metrics", metavar="NAME[,NAME]", help="figure measures to measure (default: every registered one: fid, swd, …)")
+    m.add_argument("--trials", metavar="TRIAL[,TRIAL]", help="only these trials (default: every trial with snapshots)")
+    m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to measure (default: auto)")
+    m.set_defaults(fn=cmd_measure)
 
     t = sub.add_parser("train", help="run one trial of a search space here, without Ray")
     t.add_argument("space", nargs="?", help="search-space YAML or packaged name")

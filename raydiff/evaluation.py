@@ -137,7 +137,10 @@ class MeasureContext:
 
 
 class Evaluator:
-    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device):
+    """Everything an evaluation needs, fixed at construction. `figures`: build for these fidelity
+    measures alone (raydiff measure on snapshots: no memorization test, no feature network for one)."""
+
+    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device, figures: tuple[str, ...] | None = None):
         self.cfg, self.process, self.device = cfg, process, device
         ev = cfg.eval
         c, h, w = data.shape
@@ -159,7 +162,7 @@ class Evaluator:
         )
 
         # the same initial noise and labels at every evaluation
-        n_gen = max(ev.num_samples, ev.fid_samples if (ev.fid_every or ev.fid_every_steps) else 0)
+        n_gen = max(ev.num_samples, ev.fid_samples if (figures is not None or ev.fid_every or ev.fid_every_steps) else 0)
         self.mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
         g = torch.Generator().manual_seed(ev.sample_seed)
         self.noise = torch.randn(n_gen, c, h, w, generator=g)
@@ -170,21 +173,25 @@ class Evaluator:
             self.labels = None
 
         # the trial's measures (raydiff/measures), by kind; the first memorization test is mem_frac's
-        self.measured = cfg.measured
-        self.tests = [measures.get(m)() for m in cfg.memorization_tests]
-        self.others = {m: measures.get(m)() for m in self.measured if measures.get(m).kind != "memorization"}
+        self.measured = cfg.measured if figures is None else tuple(figures)
+        self.tests = [measures.get(m)() for m in cfg.memorization_tests] if figures is None else []
+        # figures measured off the loop (eval.figures: snapshots) are not measured here
+        off_loop = figures is None and ev.figures == "snapshots"
+        self.others = {
+            m: measures.get(m)() for m in self.measured if measures.get(m).kind != "memorization" and not (off_loop and measures.get(m).kind == "fidelity")
+        }  # fmt: skip
         self.first_round = settling_round(ev.sequential_round, ev.num_samples, cfg.stop.mem_frac_threshold) if ev.sequential_round else None
         self.extractor = None
         self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
-        if "fid_features" in needs(self.measured) and (ev.fid_every or ev.fid_every_steps):
+        if "fid_features" in needs(tuple(self.others)) and (figures is not None or ev.fid_every or ev.fid_every_steps):
             self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
             self._references(data)
         # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
         self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
         self.embedding = None
-        if "embedding" in needs(cfg.memorization_tests):
+        if "embedding" in needs(tuple(t.name for t in self.tests)):
             from raydiff.metrics.embedding import load_embedding
 
             self.embedding = load_embedding(ev.embedding, device)
@@ -243,6 +250,12 @@ class Evaluator:
                 )  # fmt: skip
             out.append(from_model(x.float(), *self.norm).cpu())
         return torch.cat(out)
+
+    def figure_due(self, fid: bool) -> bool:
+        """This evaluation is on the figure schedule: the fidelity schedule's step (`fid`), or
+        every fid_every-th evaluation (the cadence `__call__` follows)."""
+        ev = self.cfg.eval
+        return fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0)
 
     def _autocast(self):
         enabled = self.device.type == "cuda" and self.cfg.train.bf16

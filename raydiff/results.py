@@ -30,6 +30,7 @@ from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
+FIGURES_DIR = "figures"  # figures/<trial>/<measure>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
@@ -119,6 +120,20 @@ METRICS_SCHEMA = pa.schema(
 
 
 ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
+
+# a figure measured off the loop, on a snapshot: keyed by (trial_id, step, measure); its provenance
+# (protocol: feature network, reference, resize; the sample count) beside the measure's own columns
+FIGURES_KEYS = ("trial_id", "step", "measure")
+FIGURES_BASE = [
+    ("trial_id", pa.string()), ("step", pa.int64()), ("measure", pa.string()), ("images_seen", pa.int64()),
+    ("protocol", pa.string()), ("n_samples", pa.int64()), ("snapshot_step", pa.int64()), ("measure_s", pa.float64()),
+]  # fmt: skip
+
+
+def figures_schema() -> pa.Schema:
+    """The figures files' columns: the keys and provenance, then every fidelity measure's columns."""
+    cols = [(c.name, ARROW_TYPES[c.type]) for n in measures.names("fidelity") for c in measures.get(n).columns]
+    return pa.schema(FIGURES_BASE + list(dict(cols).items()))
 
 
 def metrics_schema() -> pa.Schema:
@@ -331,3 +346,40 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     tables = [read_contract(fs, p, "metrics") for p in files]
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figures_path(root: str, trial_id: str, measure: str) -> str:
+    return join(root, FIGURES_DIR, trial_id, f"{measure}.parquet")
+
+
+def write_figures(fs: pafs.FileSystem, root: str, trial_id: str, measure: str, rows: list[dict[str, Any]], metadata: dict[str, str]) -> None:
+    """Put a measure's rows of one trial into its figures file, replacing any row of the same step:
+    measuring a snapshot again replaces its row, never duplicates it. One file per (trial, measure),
+    so measures of different trials or kinds never write the same file."""
+    path = figures_path(root, trial_id, measure)
+    schema = figures_schema()
+    kept: dict[int, dict[str, Any]] = {}
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        kept = {r["step"]: r for r in read_table(fs, path).to_pylist()}
+    kept.update({r["step"]: {**r, "trial_id": trial_id, "measure": measure} for r in rows})
+    write_atomic(table([kept[s] for s in sorted(kept)], schema, metadata), fs, path)
+
+
+def read_figures(fs: pafs.FileSystem, root: str) -> pa.Table:
+    """Every figures row of the sweep (an empty table when nothing was measured off the loop)."""
+    d = join(root, FIGURES_DIR)
+    schema = figures_schema()
+    if fs.get_file_info(d).type != pafs.FileType.Directory:
+        return schema.empty_table()
+    paths = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
+                   if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not i.base_name.startswith("."))  # fmt: skip
+    if not paths:
+        return schema.empty_table()
+    tables = []
+    for p in paths:
+        t = read_table(fs, p)
+        tables.append(t.cast(pa.schema([schema.field(c) if c in schema.names else t.schema.field(c) for c in t.column_names])))
+    return pa.concat_tables(tables, promote_options="default")

@@ -101,6 +101,7 @@ def load_sweep(uri: str) -> Sweep:
     evals: dict[str, list[dict]] = {}
     for row in metrics_t.to_pylist():
         evals.setdefault(row["trial_id"], []).append(row)
+    merge_figures(evals, results.read_figures(fs, root).to_pylist())
     done = {t["trial_id"] for t in trials}
     running = sorted(t for t in evals if t not in done)
     space, notes = _search_space(fs, root, meta)
@@ -111,6 +112,22 @@ def load_sweep(uri: str) -> Sweep:
         metrics_mtime=_newest([i.mtime for i in metric_infos]), trials_mtime=_newest([trials_info.mtime]),
         waiting=_waiting(fs, root),
     )  # fmt: skip
+
+
+def merge_figures(evals: dict[str, list[dict]], figures: list[dict]) -> None:
+    """Figures measured off the loop on snapshots (results.read_figures) into the evaluation rows:
+    a snapshot on an evaluation's step fills that row's figure columns; one between evaluations
+    becomes a fidelity-only row of its own, in step order, as the loop's own would have been."""
+    provenance = set(results.FIGURES_KEYS) | {"protocol", "n_samples", "snapshot_step", "measure_s"}
+    for f in figures:
+        rows = evals.setdefault(f["trial_id"], [])
+        values = {k: v for k, v in f.items() if k not in provenance and v is not None}
+        row = next((r for r in rows if r["step"] == f["step"]), None)
+        if row is None:
+            rows.append({"trial_id": f["trial_id"], "step": f["step"], "fidelity_only": True, **values})
+            rows.sort(key=lambda r: r["step"])
+        else:
+            row.update(values)
 
 
 def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:

@@ -33,12 +33,17 @@ from raydiff.training.step import OptimizerStep
 
 Checkpoint = Callable[[], dict[str, Any]]
 Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
+Snapshot = Callable[[int, dict[str, torch.Tensor]], Any]  # (step, the evaluated weights) → saved
 
 NONFINITE_CHECK_EVERY = 50
 
 
-def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    config: ExperimentConfig, report: Reporter, state: dict[str, Any] | None = None, snapshot: Snapshot | None = None
+) -> dict[str, Any]:
     """Train one model until `report` says stop, the loss diverges or the step budget is spent.
+    With eval.figures: snapshots, `snapshot(step, weights)` receives the evaluated weights on the
+    figure schedule instead of the loop measuring its figures (none is kept without one).
 
     Returns the last reported metrics.
     """
@@ -61,6 +66,7 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
     refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
     schedule = upcoming_evaluations(cfg, ts.step, ts.history)
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
+    off_loop = cfg.eval.figures == "snapshots"  # figures measured on snapshots, not here
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
     while schedule:
@@ -74,7 +80,10 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
             step()
             if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
                 snaps.append((ts.step, time.perf_counter() - t_start, {k: v.detach().clone() for k, v in eval_net.state_dict().items()}))
-            if ts.step in fidelity_at and ts.step != next_eval:
+            if ts.step in fidelity_at and ts.step != next_eval and off_loop:
+                if snapshot is not None:
+                    snapshot(ts.step, eval_net.state_dict())
+            elif ts.step in fidelity_at and ts.step != next_eval:
                 m = evaluator.fidelity(eval_net, ts.step)
                 interim.append(({**history_row(ts.step, b, time.perf_counter() - t_start, m), "fidelity_only": True}, m))
             if (ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval) and not step.finite():
@@ -83,6 +92,8 @@ def train(config: ExperimentConfig, report: Reporter, state: dict[str, Any] | No
                 report(last, None)
                 return last
         # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
+        if off_loop and snapshot is not None and evaluator.figure_due(ts.step in fidelity_at):
+            snapshot(ts.step, eval_net.state_dict())
         metrics = evaluator(eval_net, ts.step, fid=ts.step in fidelity_at)
         if cfg.raw_tests:  # the EMA lags the raw weights: test them too (ExperimentConfig.raw_tests)
             metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics, cfg.raw_tests))

@@ -30,6 +30,7 @@ OPTIMIZERS = ("adam", "sgd")
 FEATURES = ("auto", "inception", "digits_classifier")
 MEMORIZATION_SPACES = ("pixel", "features", "both")  # the older switch; eval.measures supersedes it
 FID_REFERENCES = ("auto", "images")
+FIGURE_PLACES = ("loop", "snapshots")  # figures (FID, SWD) measured in the training loop | on EMA snapshots, off it
 CADENCES = ("uniform", "geometric")
 NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
 BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
@@ -315,6 +316,12 @@ class EvalConfig:
     swd_samples: int = 2000  # sliced Wasserstein distance in FID feature space on FID evaluations, between
     # the first swd_samples FID samples (at most fid_samples) and held-out images (0: off)
     swd_projections: int = 1000
+    # where the figures (the fidelity measures: FID, SWD) are measured. loop: in the evaluations,
+    # as the trial trains. snapshots: the trial saves its EMA weights on the figure schedule (the
+    # steps FID would have been measured at) into <storage>/<sweep>/snapshots/, and `raydiff measure`
+    # measures them off the training loop — again, with another measure, without retraining
+    figures: str = "loop"
+    snapshot_budget_mb: float = 2048.0  # per trial: snapshots past this many MB are not saved (noted)
     probe_images: int = 64  # fixed images for the train/test loss probes
     probe_noise_levels: int = 8
     use_ema: bool = True  # evaluate the EMA weights (when EMA is on)
@@ -386,6 +393,8 @@ class EvalConfig:
         if self.swd_samples < 0 or self.swd_samples == 1:
             raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
         positive("eval.swd_projections", self.swd_projections)
+        choice("eval.figures", self.figures, FIGURE_PLACES)
+        positive("eval.snapshot_budget_mb", self.snapshot_budget_mb)
         positive("eval.probe_images", self.probe_images)
         positive("eval.probe_noise_levels", self.probe_noise_levels)
         if self.save_samples < 0:

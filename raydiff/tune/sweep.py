@@ -120,7 +120,9 @@ def run_sweep(
                 f.write(space.to_json().encode())
 
         sw = space.sweep
-        fn = tune.with_parameters(trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes))
+        fn = tune.with_parameters(
+            trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes), storage=loc.uri
+        )
         # each trial's request by its model (sweep.resources_by), computed on the driver
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
