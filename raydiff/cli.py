@@ -44,6 +44,17 @@ def cmd_sweep(args) -> int:
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
         raise UserError("--json goes with --dry-run (a sweep's results are Parquet)", key="--json")
+    for flag, value in (("--tau", args.tau), ("--gpu-tflops", args.gpu_tflops), ("--gpu-utilization", args.gpu_utilization), ("--json-cost", args.json_cost or None)):
+        if value is not None and not args.dry_run:
+            raise UserError(f"{flag} goes with --dry-run (it sets the cost shown before a sweep runs)", key=flag)
+    if args.tau is not None and not args.tau > 0:
+        raise UserError(f"must be a positive number of steps (got {args.tau:g})", key="--tau")
+    if args.gpu_tflops is not None and not args.gpu_tflops > 0:
+        raise UserError(f"must be > 0 TFLOP/s (got {args.gpu_tflops:g})", key="--gpu-tflops")
+    if args.gpu_utilization is not None and not 0 < args.gpu_utilization <= 1:
+        raise UserError(f"must be in (0, 1] (got {args.gpu_utilization:g})", key="--gpu-utilization")
+    if args.json and args.json_cost:
+        raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
     if args.resume:
@@ -64,13 +75,17 @@ def cmd_sweep(args) -> int:
         space = space.with_mode(args.mode)
     if args.dry_run:
         from raydiff.preflight import preflight
-        from raydiff.tune.dryrun import print_json, print_plan
+        from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
+        from raydiff.tune.dryrun import print_cost_json, print_json, print_plan
 
         preflight(space)
+        gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
         if args.json:
             print_json(space)
+        elif args.json_cost:
+            print_cost_json(space, args.tau, **gpu)
         else:
-            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster)
+            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster, tau=args.tau, **gpu)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -167,7 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="results root: a local path or s3://bucket/prefix (default: ./results)")
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
-    s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the trial table and each trial's cost to its expected stop (FLOPs by kind, the measurement"
+                   " share, GPU-hours), and exit without starting Ray")
+    s.add_argument("--tau", type=float, metavar="STEPS",
+                   help="with --dry-run: assume every trial's onset at this step for the cost (default: the space's prior,"
+                   " sweep.budget_planner.prior, e.g. marion2026_cifar10's 20,000 · (N/2048) · (16/B) · (1e-4/η) steps)")
+    s.add_argument("--gpu-tflops", type=float, metavar="TFLOPS",
+                   help="with --dry-run: the GPU's peak TFLOP/s for GPU-hours (default 989: an H100 SXM's dense BF16)")
+    s.add_argument("--gpu-utilization", type=float, metavar="FRACTION",
+                   help="with --dry-run: the fraction of that peak a trial sustains (default 0.4)")
+    s.add_argument("--json-cost", action="store_true",
+                   help="with --dry-run: one JSON object per trial, its cost (FLOPs by kind, share, GPU-hours), then the totals")
     s.add_argument("--cluster", metavar="FILE",
                    help="with --dry-run: where each trial can run on this cluster file (cluster/aws.yaml, kuberay.yaml,"
                    " slurm.sbatch) and how many run at once")

@@ -614,6 +614,22 @@ class ResourceRule:
 
 
 @dataclass(frozen=True)
+class OnsetPrior:
+    """τ_mem assumed before any onset is known: `tau` steps at the point (n_train, batch_size, lr),
+    and at other points τ ∝ N / (B·η) (Marion & Wu, arXiv 2605.06077: τ_mem grows ∝ N and shrinks
+    with B and η). An assumption the space states; the dry run's cost model runs on it."""
+
+    tau: float
+    n_train: int
+    batch_size: int
+    lr: float
+
+    def validate(self, key: str = "sweep.budget_planner.prior") -> None:
+        for name in ("tau", "n_train", "batch_size", "lr"):
+            positive(f"{key}.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
 class BudgetPlannerConfig:
     """Step budgets from the scaling law of the onsets seen so far (raydiff/tune/planner.py):
     trials run small-N first; once `min_onsets` onsets fit τ_mem with R² ≥ `min_r2`, a trial that
@@ -623,8 +639,12 @@ class BudgetPlannerConfig:
     safety: float = 3.0
     min_onsets: int = 3
     min_r2: float = 0.9
+    # the onset assumed before any is seen (`raydiff sweep --dry-run`'s cost); None: none stated
+    prior: OnsetPrior | None = None
 
     def validate(self) -> None:
+        if self.prior is not None:
+            self.prior.validate()
         if self.safety < 1.0:
             raise ConfigError(f"must be ≥ 1 (got {self.safety})", key="sweep.budget_planner.safety")
         if self.min_onsets < 3:
