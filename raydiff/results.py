@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterable
@@ -144,6 +146,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     key = (uri, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     if key not in _OPENED:
+        probe_store(uri)
         try:
             opened = pafs.FileSystem.from_uri(_delayed_open(uri))
         except (pa.ArrowInvalid, OSError) as e:
@@ -152,6 +155,51 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             _OPENED.clear()
         _OPENED[key] = opened
     return _OPENED[key]
+
+
+PROBE_TIMEOUT_S = 5.0  # a store that does not take a connection in this long is down
+
+
+def store_endpoint(uri: str) -> tuple[str, int] | None:
+    """(host, port) of the S3-compatible endpoint a URI names (`?endpoint_override=` in its query,
+    else $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL); None: the cloud's own, found by its SDK."""
+    if not uri.startswith("s3://"):
+        return None
+    query = dict(q.partition("=")[::2] for q in uri.partition("?")[2].split("&") if q)
+    endpoint = query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    scheme = query.get("scheme") or (endpoint.split("://", 1)[0] if "://" in endpoint else "https")
+    hostport = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":") if re.search(r":\d+$", hostport) else (hostport, "", "")
+    try:
+        port_n = int(port) if port else (80 if scheme == "http" else 443)
+    except ValueError:
+        port_n = -1
+    if not host or not 0 < port_n < 65536:
+        raise UserError(f"storage {uri}: the S3 endpoint {endpoint!r} is not host[:port] or http(s)://host[:port]")
+    return host.strip("[]"), port_n
+
+
+def probe_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds, in one line, when the S3 endpoint a URI names does not answer (the SDK
+    would retry for a while and then raise a traceback's worth of curl errors)."""
+    endpoint = store_endpoint(uri)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(
+            f"storage {uri.split('?', 1)[0]} does not answer: nothing takes connections at"
+            f" {endpoint[0]}:{endpoint[1]} ({e.strerror or e}); start the store or fix AWS_ENDPOINT_URL"
+        ) from None
+
+
+def first_line(e: BaseException) -> str:
+    """A storage error's first sentence (the SDK's text runs on with curl codes and details)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split("; Details:")[0]
 
 
 def _delayed_open(uri: str) -> str:

@@ -78,6 +78,13 @@ class Sweep:
 
 
 def load_sweep(uri: str) -> Sweep:
+    try:
+        return _load_sweep(uri)
+    except OSError as e:  # the store answered the probe, then failed a read
+        raise UserError(f"cannot read {uri}: {results.first_line(e)}") from None
+
+
+def _load_sweep(uri: str) -> Sweep:
     fs, root = results.filesystem(uri)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -188,7 +195,11 @@ def newest_sweep(storage: str) -> str:
     """The results folder under `storage` written to most recently. A folder whose store gives
     no modification time (an object store's prefix) still counts, after every timed one."""
     fs, root = results.filesystem(storage)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
+    try:
+        kind = fs.get_file_info(root).type
+    except OSError as e:
+        raise UserError(f"cannot read {storage}: {results.first_line(e)}") from None
+    if kind != pafs.FileType.Directory:
         raise UserError(f"no results folder given and no sweeps under {storage}")
     best, best_t = None, None
     for d in sorted(fs.get_file_info(pafs.FileSelector(root)), key=lambda i: i.path):

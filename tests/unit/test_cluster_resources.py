@@ -14,7 +14,6 @@ from ray.autoscaler._private.util import prepare_config
 from paths import ROOT
 from raydiff.config import Resources
 from raydiff.errors import UserError
-from raydiff.tune import resources
 from raydiff.tune.connect import check_reachable, gcs_endpoint
 from raydiff.tune.resources import check_resources, node_types_from_config
 
@@ -65,7 +64,6 @@ def test_node_types_read_from_the_launchers_file(tmp_path, monkeypatch):
     path = tmp_path / "ray_bootstrap_config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.setenv("RAYDIFF_AUTOSCALING_CONFIG", str(path))
-    monkeypatch.setattr(resources, "_node_types_from_gcs", lambda: None)
     check_resources(Resources(cpu=1, gpu=8), nodes=[HEAD])  # node_types read from the file
 
 
