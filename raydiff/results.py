@@ -312,6 +312,33 @@ def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
         raise UserError(f"corrupt or unreadable Parquet file {path}: {e}") from None
 
 
+def sweep_identity(metadata: dict | None) -> str | None:
+    """What makes a file one sweep's: the sweep's name and axes in the search space its schema
+    metadata carries (None: a file that carries none)."""
+    text = (metadata or {}).get(b"raydiff.search_space")
+    try:
+        d = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("sweep"), dict):
+        return None
+    search = d.get("search") if isinstance(d.get("search"), dict) else {}
+    return json.dumps([d["sweep"].get("name"), d.get("grid"), search.get("axes")], sort_keys=True, default=str)
+
+
+def check_one_sweep(files: list[tuple[str, dict | None]]) -> None:
+    """Refuse a results folder whose files come from more than one sweep (a metrics file copied in
+    from another): fitted together they would read as one sweep's trials."""
+    seen: dict[str, str] = {}
+    for path, meta in files:
+        ident = sweep_identity(meta)
+        if ident is not None:
+            seen.setdefault(ident, path)
+    if len(seen) > 1:
+        (a, b) = list(seen.values())[:2]
+        raise UserError(f"{b} comes from another sweep than {a} (another name or other axes): a results folder holds one sweep's files")
+
+
 def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
     """A trials or metrics file, checked against the contract: its columns there, of their types,
     its key columns never null. Anything else is one UserError naming the file."""
@@ -360,5 +387,6 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     if not files:
         return METRICS_SCHEMA.empty_table()
     tables = [read_contract(fs, p, "metrics") for p in files]
+    check_one_sweep([(p, t.schema.metadata) for p, t in zip(files, tables)])
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])

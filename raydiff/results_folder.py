@@ -12,6 +12,7 @@ folder times): every one of them is optional.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ def _load_sweep(uri: str) -> Sweep:
         raise UserError(f"{results.join(root, results.TRIALS_FILE)} lacks the column(s) {', '.join(missing)}")
     if len(metrics_t) and not {"trial_id", "step"} <= set(metrics_t.column_names):
         raise UserError(f"the metrics files under {results.join(root, results.METRICS_DIR)} lack trial_id/step")
+    results.check_one_sweep([(results.join(root, results.TRIALS_FILE), trials_t.schema.metadata),
+                             *([("the metrics files", metrics_t.schema.metadata)] if len(metrics_t) else [])])  # fmt: skip
+    check_no_duplicates(trials_t, metrics_t, root)
     # provenance: trials.parquet when it exists, else any metrics file (they carry the same keys)
     schema_meta = trials_t.schema.metadata or metrics_t.schema.metadata or {}
     meta = {k.decode(): v.decode() for k, v in schema_meta.items()}
@@ -118,6 +122,24 @@ def _load_sweep(uri: str) -> Sweep:
         metrics_mtime=_newest([i.mtime for i in metric_infos]), trials_mtime=_newest([trials_info.mtime]),
         waiting=_waiting(fs, root),
     )  # fmt: skip
+
+
+def check_no_duplicates(trials_t, metrics_t, root: str) -> None:
+    """Each trial once in trials.parquet, each (trial, step) once in the metrics: a duplicated
+    row would be fitted as a second, identical trial and narrow every interval."""
+    twice = sorted(i for i, n in collections.Counter(trials_t.column("trial_id").to_pylist()).items() if n > 1)
+    if twice:
+        raise UserError(f"{results.join(root, results.TRIALS_FILE)} lists trial(s) {', '.join(twice[:3])} more than once: a results folder holds each trial once")
+    if len(metrics_t):
+        keys = list(zip(metrics_t.column("trial_id").to_pylist(), metrics_t.column("step").to_pylist()))
+        if len(set(keys)) != len(keys):
+            seen, dup = set(), None
+            for k in keys:
+                if k in seen:
+                    dup = k
+                    break
+                seen.add(k)
+            raise UserError(f"the metrics under {results.join(root, results.METRICS_DIR)} hold trial {dup[0]} step {dup[1]} more than once: each evaluation is one row")
 
 
 def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:

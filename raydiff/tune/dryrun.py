@@ -6,7 +6,7 @@ import json
 import sys
 
 from raydiff.config import SearchSpace
-from raydiff.location import locate
+from raydiff.location import SweepLocation, locate
 from raydiff.models import model_name, param_count
 from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
 
@@ -51,6 +51,16 @@ def print_json(space: SearchSpace, out=None) -> None:
     out = out or sys.stdout
     for exp in space.experiments():
         print(config_json(exp), file=out)
+
+
+def check_plan(space: SearchSpace, loc: SweepLocation) -> None:
+    """What a real run would refuse about its results folder, said by the dry run too: a sweep of
+    that name already there. Local storage only: the dry run plans offline, and never probes a store."""
+    if "://" in loc.storage:
+        return
+    from raydiff.preflight import check_sweep_name
+
+    check_sweep_name(loc, resume=False)
 
 
 def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None) -> None:
