@@ -284,11 +284,17 @@ def node_types_of_sbatch(text: str, where: str = "sbatch script") -> list[NodeTy
     return [NodeType("slurm-node", {"CPU": float(cpus), "GPU": float(gpus)}, nodes)]
 
 
+def rule_of(sweep: Any, preset: str | None, params: int) -> int | None:
+    """Which `sweep.resources_by` rule a model matches first (None: no rule, sweep.resources)."""
+    for i, rule in enumerate(sweep.resources_by):
+        if (rule.preset is None or rule.preset == preset) and (rule.max_params is None or params <= rule.max_params):
+            return i
+    return None
+
+
 def request_for(sweep: Any, preset: str | None, params: int) -> Request:
     """A trial's request: the first `sweep.resources_by` rule its model matches, else
     `sweep.resources` (`sweep` is a SweepConfig)."""
-    for rule in sweep.resources_by:
-        if (rule.preset is None or rule.preset == preset) and (rule.max_params is None or params <= rule.max_params):
-            return Request(rule.cpu, rule.gpu, tuple(sorted(rule.custom)))
-    r = sweep.resources
+    i = rule_of(sweep, preset, params)
+    r = sweep.resources if i is None else sweep.resources_by[i]
     return Request(r.cpu, r.gpu, tuple(sorted(r.custom)))
