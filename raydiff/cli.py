@@ -66,11 +66,16 @@ def cmd_sweep(args) -> int:
         from raydiff.preflight import preflight
         from raydiff.tune.dryrun import print_json, print_plan
 
-        preflight(space)
+        unseen: list[str] = []  # data this machine cannot open: the cluster's nodes may have it
+        preflight(space, unseen=unseen)
         if args.json:
             print_json(space)
         else:
             print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster)
+        remote = args.cluster or "://" in (args.storage or space.sweep.storage or "")
+        for text in unseen:
+            after = "" if remote else " (a sweep started on this machine would refuse)"
+            print(f"raydiff: warning: {text}{after}", file=sys.stderr)
         return 0
     from raydiff.tune.sweep import run_sweep
 

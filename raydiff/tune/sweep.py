@@ -46,11 +46,13 @@ from raydiff.tune.trainable import CheckpointCadence, trainable
 from raydiff.tune.waiting import WaitingCallback
 
 def prestage(space: SearchSpace) -> None:
-    """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
+    """Fetch datasets and feature weights once, here, before trials would race to fetch them (an hf
+    dataset: its files into the Hugging Face cache, at its pinned revision)."""
     seen: set[tuple] = set()
     embeddings: set[str] = set()
     for exp in space.extremes():
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
+        key = (source, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
         if key in seen:
             continue
         seen.add(key)
