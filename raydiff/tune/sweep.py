@@ -126,7 +126,7 @@ def run_sweep(
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out, width=width, planned=setup.n_trials), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's CSV/JSON/TensorBoard: --log-to names them
         storage_fs = None
