@@ -293,6 +293,8 @@ def hf_shape(cfg: DataConfig) -> tuple[dict[str, int] | None, list[str] | None]:
         return {s: len(d) for s, d in saved.items()}, list(next(iter(saved.values())).column_names)
     import datasets
 
+    if not datasets.config.HF_HUB_OFFLINE:
+        hub_reachable(cfg)
     try:
         info = datasets.load_dataset_builder(cfg.hf_name, cfg.hf_config, revision=cfg.hf_revision).info
     except ValueError as e:
@@ -303,6 +305,25 @@ def hf_shape(cfg: DataConfig) -> tuple[dict[str, int] | None, list[str] | None]:
         ) from None
     rows = {name: s.num_examples for name, s in (info.splits or {}).items() if s.num_examples}
     return rows or None, list(info.features) if info.features else None
+
+
+def hub_reachable(cfg: DataConfig, timeout: float = 5.0) -> None:
+    """Raise DataUnavailable at once where the hub's host does not answer (the `datasets` client
+    would retry for minutes). A machine without the hub that holds the dataset in its cache says
+    so with HF_DATASETS_OFFLINE=1, which skips this."""
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as e:
+        raise DataUnavailable(
+            f"cannot open {hf_text(cfg)} on this machine: the hub ({constants.ENDPOINT}) does not answer ({e});"
+            " where the dataset is in the cache, set HF_DATASETS_OFFLINE=1", key="data.hf_name",
+        ) from None
 
 
 def hf_ordered(cfg: DataConfig, ds):
