@@ -110,12 +110,27 @@ def cmd_status(args) -> int:
 
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
+    from raydiff.trackers import check_tracker
 
+    log_to = _analysis_trackers(args.log_to)
+    for name in log_to:  # a tracker that is down or refuses: one line before the analysis runs
+        check_tracker(name)
     analyze(
         args.results, args.out, censored=args.censored, interpolate=args.interpolate, n_boot=args.boot,
-        copies=args.copies.split(",") if args.copies else None,
+        copies=args.copies.split(",") if args.copies else None, trackers=log_to,
     )  # fmt: skip
     return 0
+
+
+def _analysis_trackers(values: list[str] | None) -> tuple[str, ...]:
+    names: list[str] = []
+    for v in values or []:
+        for name in filter(None, (p.strip() for p in v.split(","))):
+            if name not in ("mlflow", "wandb"):
+                raise UserError(f"unknown tracker {name!r} (allowed: mlflow, wandb)", key="--log-to")
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def cmd_train(args) -> int:
@@ -197,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
     a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
+    a.add_argument("--log-to", action="append", metavar="mlflow|wandb",
+                   help="also log the fits, findings and every file written as one run of the sweep's MLflow experiment"
+                   " or W&B project (needs that package)")  # fmt: skip
     a.set_defaults(fn=cmd_analyze)
 
     t = sub.add_parser("train", help="run one trial of a search space here, without Ray")

@@ -89,7 +89,9 @@ def run_sweep(
         space = load_saved_space(loc)  # the one load of the saved space
     else:
         loc = locate(space, storage, name)
-    extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
+    # a missing package, or a tracking server that is down or refuses, fails here, before Ray starts;
+    # a tracker records each trial's resolved config as its parameters
+    extra_callbacks = logger_callbacks(log_to, loc.name, params_of=lambda config: space.experiment(overrides_of(config)).to_dict())
     preflight(space, loc, resume=resume)
     check_reachable(address or os.environ.get("RAY_ADDRESS"))  # a mistyped --address fails before any download
     prestage(space)
