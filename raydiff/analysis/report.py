@@ -196,7 +196,7 @@ def analyze(
     if trackers:
         params = {"onset": an.definition_label, "censored": an.censored_mode, "interpolate": interpolate, "n_boot": n_boot,
                   "results": uri, "git_commit": an.sweep.git_commit or ""}  # fmt: skip
-        name = an.sweep.name or uri.rstrip("/").rsplit("/", 1)[-1]
+        name = uri.rstrip("/").rsplit("/", 1)[-1]  # the sweep folder: its trials' MLflow experiment, W&B project
         findings = "\n".join([report_text(an), *(f"note: {n}" for n in fig_notes)])
         for line in log_analysis(trackers, name, out_path, fit_metrics(fits_rows(an)), params, findings):
             print(f"logged {line}", file=out, flush=True)
