@@ -217,3 +217,23 @@ def test_bonnaire_space_runs_on_a_local_copy(hub_copy, tmp_path):
     preflight(space)
     d = data.load(space.experiments()[1].data)
     assert d.x_train.shape == (12, 1, 32, 32) and grays(d.x_test) == [130, 140, 150, 160]
+
+
+def test_prestage_fills_the_datasets_cache(tmp_path, capsys):
+    """`raydiff prestage` on a space with an hf dataset: its rows land in the `datasets` cache
+    (HF_HOME, the test's own), so trials on this node read them from there."""
+    import os
+    from pathlib import Path
+
+    copy = write_hub_copy(tmp_path / "fresh-copy", {"train": [flat(v) for v in range(0, 200, 10)]})
+    raw = yaml.safe_load(packaged_search_space("smoke").read_text())
+    raw["data"] = {"dataset": "hf", "hf_name": str(copy), "hf_config": "faces", "n_test": 4, "image_size": 8,
+                   "channels": 1, "crop": "center"}  # fmt: skip
+    raw["eval"]["fid_every"] = 0
+    path = tmp_path / "hf_space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cache = Path(os.environ["HF_HOME"]) / "datasets"
+    before = set(cache.rglob("*.arrow")) if cache.exists() else set()
+    assert main(["prestage", str(path)]) == 0
+    assert "raydiff: prestaged hf_space" in capsys.readouterr().out
+    assert set(cache.rglob("*.arrow")) - before, "prestage put nothing into the datasets cache"
