@@ -39,7 +39,7 @@ def resolve_space_path(arg: str | None) -> Path:
 
 
 def cmd_sweep(args) -> int:
-    from raydiff.tune.loggers import parse_log_to
+    from raydiff.trackers import parse_log_to
 
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
@@ -110,9 +110,9 @@ def cmd_status(args) -> int:
 
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
-    from raydiff.trackers import check_tracker
+    from raydiff.trackers import PACKAGES, check_tracker, parse_log_to
 
-    log_to = _analysis_trackers(args.log_to)
+    log_to = parse_log_to(args.log_to, allowed=tuple(PACKAGES))
     for name in log_to:  # a tracker that is down or refuses: one line before the analysis runs
         check_tracker(name)
     analyze(
@@ -120,17 +120,6 @@ def cmd_analyze(args) -> int:
         copies=args.copies.split(",") if args.copies else None, trackers=log_to,
     )  # fmt: skip
     return 0
-
-
-def _analysis_trackers(values: list[str] | None) -> tuple[str, ...]:
-    names: list[str] = []
-    for v in values or []:
-        for name in filter(None, (p.strip() for p in v.split(","))):
-            if name not in ("mlflow", "wandb"):
-                raise UserError(f"unknown tracker {name!r} (allowed: mlflow, wandb)", key="--log-to")
-            if name not in names:
-                names.append(name)
-    return tuple(names)
 
 
 def cmd_train(args) -> int:

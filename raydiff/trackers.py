@@ -25,6 +25,20 @@ from typing import Any
 from raydiff.errors import UserError
 
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
+# `raydiff sweep --log-to` names → the package each needs (json and csv: none beyond Ray)
+LOGGERS = {"tensorboard": "tensorboardX", "csv": "ray", "json": "ray", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def parse_log_to(values: list[str] | None, allowed: dict[str, str] | tuple[str, ...] = tuple(LOGGERS)) -> tuple[str, ...]:
+    """`--log-to mlflow --log-to wandb` or `--log-to mlflow,wandb` → ("mlflow", "wandb")."""
+    names: list[str] = []
+    for v in values or []:
+        for name in filter(None, (p.strip() for p in v.split(","))):
+            if name not in allowed:
+                raise UserError(f"--log-to: unknown logger {name!r} (allowed: {', '.join(allowed)})")
+            if name not in names:
+                names.append(name)
+    return tuple(names)
 OFFLINE_WANDB = ("offline", "disabled", "dryrun")
 
 

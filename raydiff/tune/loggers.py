@@ -27,23 +27,9 @@ from typing import Any
 from ray import tune
 
 from raydiff.errors import UserError
-from raydiff.trackers import check_tracker
+from raydiff.trackers import LOGGERS, check_tracker, parse_log_to
 
-# name → the package it needs (json and csv: none beyond Ray)
-LOGGERS = {"tensorboard": "tensorboardX", "csv": "ray", "json": "ray", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-def parse_log_to(values: list[str] | None) -> tuple[str, ...]:
-    """`--log-to mlflow --log-to wandb` or `--log-to mlflow,wandb` → ("mlflow", "wandb")."""
-    names: list[str] = []
-    for v in values or []:
-        for name in filter(None, (p.strip() for p in v.split(","))):
-            if name not in LOGGERS:
-                raise UserError(f"--log-to: unknown logger {name!r} (allowed: {', '.join(LOGGERS)})")
-            if name not in names:
-                names.append(name)
-    return tuple(names)
-
+__all__ = ["LOGGERS", "Guarded", "logger_callbacks", "mlflow_tracker", "parse_log_to"]
 
 def logger_callbacks(names: tuple[str, ...], experiment: str, params_of: Callable[[dict], dict] | None = None) -> list[Any]:
     """A Tune callback for each name, each behind `Guarded`; UserError if its package is not

@@ -47,7 +47,7 @@ def test_wandb_unreachable_or_without_credentials_is_one_line(monkeypatch, tmp_p
 
 def test_analyze_names_only_trackers(capsys):
     assert main(["analyze", "nowhere", "--log-to", "csv"]) == 2
-    assert "--log-to: unknown tracker 'csv' (allowed: mlflow, wandb)" in capsys.readouterr().err
+    assert "--log-to: unknown logger 'csv' (allowed: mlflow, wandb)" in capsys.readouterr().err
 
 
 def test_a_tracker_failing_mid_sweep_is_one_warning(mlflow_down, capsys):
