@@ -33,6 +33,7 @@ from raydiff.analysis.scaling import Analysis, analyze_sweep
 from raydiff.analysis.text import report_text
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep, load_sweep
+from raydiff.trackers import fit_metrics, log_analysis
 
 FITS_SCHEMA = pa.schema(
     [
@@ -190,8 +191,10 @@ def analyze(
     n_boot: int = 2000,
     copies: list[str] | None = None,
     out: TextIO | None = None,
+    trackers: tuple[str, ...] = (),
 ) -> Path:
-    """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
+    """Load, fit, print, and write fits, figures and report.html into `out_dir`; with `trackers`
+    (mlflow, wandb), also log them as one run of the sweep there (raydiff.trackers)."""
     out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
     check_boot(n_boot)
     out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
@@ -222,4 +225,11 @@ def analyze(
     written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes))
     for p in written:
         print(f"wrote {p}", file=out)
+    if trackers:
+        params = {"onset": an.definition_label, "censored": an.censored_mode, "interpolate": interpolate, "n_boot": n_boot,
+                  "results": uri, "git_commit": an.sweep.git_commit or ""}  # fmt: skip
+        name = uri.rstrip("/").rsplit("/", 1)[-1]  # the sweep folder: its trials' MLflow experiment, W&B project
+        findings = "\n".join([report_text(an), *(f"note: {n}" for n in fig_notes)])
+        for line in log_analysis(trackers, name, out_path, fit_metrics(fits_rows(an)), params, findings):
+            print(f"logged {line}", file=out, flush=True)
     return out_path

@@ -19,7 +19,9 @@ from raydiff import measures
 from raydiff.config.schema import check_name, choice, field_hint, plain, positive, unknown_key
 from raydiff.errors import ConfigError
 
-DATASETS = ("digits", "cifar10", "gmm", "folder")
+DATASETS = ("digits", "cifar10", "gmm", "folder", "hf")  # hf: a Hugging Face `datasets` dataset (hub or local)
+CROPS = ("none", "center")  # none: resize to a square as is; center: shorter side to image_size, then the centre square
+ORDERS = ("rows", "sorted", "shuffled")  # "the first N" of an hf split: its rows as stored | sorted by order_column | shuffled by data.seed
 OBJECTIVES = ("ddpm", "flow")
 MODEL_KINDS = ("raydiff", "diffusers", "python")
 FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:callable
@@ -37,7 +39,7 @@ BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or bat
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("replacement", "epochs")  # batches drawn with replacement | shuffled epochs
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
-DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
+DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3), "hf": (32, 3)}  # configurable
 CLASSES = {"digits": 10, "cifar10": 10}  # labelled datasets (gmm: its components; folder: none)
 
 
@@ -53,16 +55,32 @@ class DataConfig:
     gmm_components: int = 10
     gmm_std: float = 0.15
     class_conditional: bool = False
-    seed: int = 0  # gmm sampling only; real datasets take the first N
+    seed: int = 0  # gmm sampling, and order: shuffled of an hf dataset; real datasets take the first N
     # the model's pixel range: symmetric: uint8 → [-1, 1]; centered: [0, 1] minus the per-channel
     # mean of the N training images (Bonnaire et al.'s loader), the same mean for every image
     normalization: str = "symmetric"
+    # folder and hf: how an image becomes image_size × image_size (channels 1: grayscale, ITU-R 601)
+    crop: str = "none"
+    # hf: a dataset of the Hugging Face hub ("owner/name") or a local one (a save_to_disk folder, or a
+    # folder of parquet/image files), read through the `datasets` library (pip install -e ".[hf]")
+    hf_name: str | None = None
+    hf_config: str | None = None  # the hub dataset's subset (config name)
+    hf_revision: str | None = None  # a commit of the hub repository: pinned, so "the first N" never moves
+    split: str = "train"  # the split(s) the first N come from; "train+valid+test" concatenates
+    test_split: str | None = None  # held-out images: the first n_test of this split; None: the last n_test of `split`
+    image_column: str = "image"
+    label_column: str | None = None  # None: unlabeled
+    label_classes: int | None = None  # labels 0..label_classes-1; needed with class_conditional
+    order: str = "rows"
+    order_column: str | None = None  # order: sorted
 
     @property
     def num_classes(self) -> int:
         """Class labels the network is conditioned on (0: unconditional)."""
         if not self.class_conditional:
             return 0
+        if self.dataset == "hf":
+            return self.label_classes or 0
         return self.gmm_components if self.dataset == "gmm" else CLASSES.get(self.dataset, 0)
 
     @property
@@ -91,6 +109,31 @@ class DataConfig:
         if self.dataset == "folder" and not self.root:
             raise ConfigError("the folder dataset needs a path of images", key="data.root")
         choice("data.normalization", self.normalization, NORMALIZATIONS)
+        choice("data.crop", self.crop, CROPS)
+        if self.crop != "none" and self.dataset not in ("folder", "hf"):
+            raise ConfigError(f"crops folder and hf images; {self.dataset} images are used as they are", key="data.crop")
+        choice("data.order", self.order, ORDERS)
+        if self.label_classes is not None:
+            positive("data.label_classes", self.label_classes)
+        hf_keys = ("hf_name", "hf_config", "hf_revision", "test_split", "label_column", "label_classes", "order_column")
+        if self.dataset != "hf":
+            given = [k for k in hf_keys if getattr(self, k) is not None]
+            if given or self.order != "rows" or self.split != "train" or self.image_column != "image":
+                what = given[0] if given else ("order" if self.order != "rows" else "split" if self.split != "train" else "image_column")
+                raise ConfigError(f"belongs to dataset: hf (this one is {self.dataset})", key=f"data.{what}")
+            return
+        if not self.hf_name:
+            raise ConfigError("the hf dataset needs a name: a hub id (owner/name) or a local folder", key="data.hf_name")
+        if self.hf_revision is not None and not re.fullmatch(r"[0-9a-f]{40}", self.hf_revision):
+            raise ConfigError(f"must be a commit of the hub repository, 40 hex digits (got {self.hf_revision!r})",
+                              key="data.hf_revision")  # fmt: skip
+        for key in ("split", "image_column"):
+            if not getattr(self, key):
+                raise ConfigError("must not be empty", key=f"data.{key}")
+        if (self.order == "sorted") != (self.order_column is not None):
+            raise ConfigError("order: sorted needs order_column, and order_column needs order: sorted", key="data.order_column")
+        if self.class_conditional and (self.label_column is None or self.label_classes is None):
+            raise ConfigError("class_conditional on an hf dataset needs label_column and label_classes", key="data.class_conditional")
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,13 @@ from raydiff.tune.trainable import CheckpointCadence, trainable
 from raydiff.tune.waiting import WaitingCallback
 
 def prestage(space: SearchSpace) -> None:
-    """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
+    """Fetch datasets and feature weights once, here, before trials would race to fetch them (an hf
+    dataset: its files into the Hugging Face cache, at its pinned revision)."""
     seen: set[tuple] = set()
     embeddings: set[str] = set()
     for exp in space.extremes():
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
+        key = (source, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
         if key in seen:
             continue
         seen.add(key)
@@ -88,7 +90,9 @@ def run_sweep(
         space = load_saved_space(loc)  # the one load of the saved space
     else:
         loc = locate(space, storage, name)
-    extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
+    # a missing package, or a tracking server that is down or refuses, fails here, before Ray starts;
+    # a tracker records each trial's resolved config as its parameters
+    extra_callbacks = logger_callbacks(log_to, loc.name, params_of=lambda config: space.experiment(overrides_of(config)).to_dict())
     preflight(space, loc, resume=resume)
     check_reachable(address or os.environ.get("RAY_ADDRESS"))  # a mistyped --address fails before any download
     prestage(space)
@@ -127,7 +131,7 @@ def run_sweep(
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out, width=width, planned=setup.n_trials), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         if any(e.eval.figures == "snapshots" for e in space.extremes()):  # figures measured as the snapshots land
             from raydiff.tune.figures import FigureCallback
 
