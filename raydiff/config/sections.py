@@ -379,7 +379,7 @@ class EvalConfig:
     def _validate_tests(self) -> None:
         """mem_thresholds names registered memorization tests, each with a threshold in its score's
         range; feature_models names feature networks of registered cosine tests, each a non-empty id."""
-        from raydiff import measures
+        import raydiff.measures as measures
 
         tests = measures.names("memorization")
         for name, value in self.mem_thresholds:
