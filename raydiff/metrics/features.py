@@ -141,3 +141,44 @@ def inception(cfg: Any, device: Any) -> Embed:
         return torch.cat(out) if out else torch.zeros(0, net.dim)
 
     return embed
+
+
+def selected_tests(cfg: Any) -> tuple[str, ...]:
+    """The measures an experiment runs: eval.measures where the config has it, else those its
+    eval.memorization_space implies (pixel, features, or both)."""
+    chosen = getattr(cfg.eval, "measures", None)
+    if chosen:
+        return tuple(chosen)
+    space = cfg.eval.memorization_space
+    return {"pixel": ("pixel",), "features": ("features",), "both": ("pixel", "features")}.get(space, ("pixel",))
+
+
+def networks_needed(cfg: Any) -> tuple[str, ...]:
+    """The feature networks the experiment's measures need (each measure's `needs` that names one)."""
+    from raydiff import measures
+
+    out: list[str] = []
+    for name in selected_tests(cfg):
+        if name in measures.REGISTRY:
+            out += [n for n in measures.get(name).needs if n in FEATURE_NETWORKS and n not in out]
+    return tuple(out)
+
+
+def source_of(name: str, cfg: Any) -> str:
+    """Where network `name` comes from for this experiment (what makes two loads the same)."""
+    if name == "embedding":
+        return str(cfg.eval.embedding)
+    if name in DEFAULT_MODELS:
+        return model_id(cfg, name)
+    return name
+
+
+def prestage(cfg: Any, seen: set[tuple[str, str]] | None = None) -> None:
+    """Load each feature network the experiment needs once, on the CPU, so its weights are in the
+    caches (the hub cache, the raydiff cache) before trials start; `seen` skips those loaded already."""
+    seen = set() if seen is None else seen
+    for name in networks_needed(cfg):
+        key = (name, source_of(name, cfg))
+        if key not in seen:
+            seen.add(key)
+            load(name, cfg, "cpu")

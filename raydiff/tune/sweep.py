@@ -24,7 +24,7 @@ from raydiff.config import SearchSpace
 from raydiff.data import load
 from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
-from raydiff.metrics.embedding import load_embedding
+from raydiff.metrics.features import prestage as prestage_features
 from raydiff.metrics.fid import build_extractor, cleanfid_reference, has_precomputed
 from raydiff.preflight import preflight
 from raydiff.tune.callback import ResultsCallback
@@ -48,8 +48,10 @@ from raydiff.tune.waiting import WaitingCallback
 def prestage(space: SearchSpace) -> None:
     """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
     seen: set[tuple] = set()
-    embeddings: set[str] = set()
+    networks: set[tuple[str, str]] = set()
     for exp in space.extremes():
+        # each feature network the trial's memorization tests need (SSCD, DINOv2, CLIP, Inception)
+        prestage_features(exp, networks)
         key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
         if key in seen:
             continue
@@ -61,9 +63,6 @@ def prestage(space: SearchSpace) -> None:
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
                     cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
-        if exp.eval.memorization_space != "pixel" and exp.eval.embedding not in embeddings:
-            embeddings.add(exp.eval.embedding)
-            load_embedding(exp.eval.embedding, "cpu")
 
 
 def run_sweep(
