@@ -258,3 +258,19 @@ def first_copies(rows: Any, test: str) -> Any:
     g = hit.groupby(["trial_id", nearest])["step"].agg(first_step="min", copies="size").reset_index()
     g = g.rename(columns={nearest: "image"}).astype({"image": "int64", "first_step": "int64", "copies": "int64"})
     return g.sort_values(["trial_id", "first_step", "image"]).reset_index(drop=True)[cols]
+
+
+def copied_images(fs: pafs.FileSystem, root: str, trial_id: str) -> dict[str, int]:
+    """How many distinct training images each test has called copied so far in a trial's ledger
+    (tests that ran only); {} when the trial keeps no ledger."""
+    have = read_trial_files(fs, root, trial_id)
+    seen: dict[str, set[int]] = {}
+    for step in sorted(have.sizes):
+        t = results.read_table(fs, step_file(root, trial_id, step))
+        for test in tests():
+            copied, nearest = column("copied", test), column("nearest", test)
+            if copied not in t.column_names or t.column(copied).null_count == len(t):
+                continue
+            flags, idx = t.column(copied).to_pylist(), t.column(nearest).to_pylist()
+            seen.setdefault(test, set()).update(i for f, i in zip(flags, idx) if f)
+    return {test: len(s) for test, s in seen.items()}
