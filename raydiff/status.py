@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from raydiff import results
+from raydiff import ledger, results
 from raydiff.analysis.fits import TIME_AXES
 from raydiff.errors import UserError
 from raydiff.results_folder import NotResultsFolder, Sweep, load_sweep, newest_sweep
@@ -24,6 +24,7 @@ COLUMNS = [
     ("trial", "trial_id", "s"), ("N", "n_train", "d"), ("B", "batch_size", "d"), ("lr", "lr", ".0e"),
     ("step", "step", "d"), ("budget", "budget_steps", "d"), ("mem_frac", "mem_frac", ".3f"),
     ("FID", "fid", ".2f"), ("status", "status", "s"), ("tau_mem", "tau_mem_step", "d"),
+    ("copied", "copied_images", "d"),  # distinct training images a running trial has copied (its ledger, samples/)
 ]  # fmt: skip
 
 # the live table of `raydiff sweep` adds the estimated time to each running trial's onset
@@ -139,11 +140,18 @@ def _rows(sweep: Sweep) -> dict[str, dict[str, Any]]:
             "budget_steps": t["budget_steps"], "mem_frac": _last(ev, "mem_frac"), "fid": _last(ev, "fid"),
             "status": t["status"], "tau_mem_step": t["tau_mem_step"],
         }  # fmt: skip
+    fs, root = results.filesystem(sweep.uri)
     for tid in sweep.running:
         ev = sweep.evals[tid]
         row = {k: _last(ev, k) for k in (*TIME_AXES, "budget_steps", "mem_frac", "fid", "tau_mem_step")}
-        rows[tid] = {**row, "trial_id": tid, "step": ev[-1]["step"], "status": "running"}
+        rows[tid] = {**row, "trial_id": tid, "step": ev[-1]["step"], "status": "running", "copied_images": _copied(fs, root, tid)}
     return rows
+
+
+def _copied(fs, root: str, trial_id: str) -> int | None:
+    """Distinct images the trial's primary test (pixel, else the first in its ledger) has copied."""
+    counts = ledger.copied_images(fs, root, trial_id)
+    return counts.get("pixel", next(iter(counts.values()), None))
 
 
 def footer(facts: dict[str, Any]) -> str:

@@ -278,7 +278,10 @@ def _trials_table(an: Analysis) -> str:
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-def write_report(an: Analysis, figs: list[tuple[str, Path]], path: Path, text: str = "", notes: list[str] = ()) -> Path:
+def write_report(
+    an: Analysis, figs: list[tuple[str, Path]], path: Path, text: str = "", notes: list[str] = (), sections: str = ""
+) -> Path:
+    """The page; `sections`: more HTML sections after the figures (analysis/images.py's)."""
     sw = an.sweep
     warn = "".join(f"<div class=warn>{escape(w)}</div>" for w in [*an.warnings, *notes])
     if sw.running:
@@ -309,6 +312,7 @@ stopper uses. Censored trials (no onset within their budget): {escape(_censored_
 {_trials_table(an)}
 <h2>Figures</h2>
 {fig_html or '<p>No figures: nothing to draw yet.</p>'}
+{sections}
 <h2>Sweep configuration</h2>
 {_config_table(sw.search_space)}
 <h2>Versions</h2>

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.analysis import figures, html
+from raydiff.analysis import figures, html, images
 from raydiff.analysis.fidelity import fidelity_label
 from raydiff.analysis.fits import PowerLawFit
 from raydiff.analysis.scaling import Analysis, analyze_sweep
@@ -142,7 +142,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png")
+FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png", "images_vs_typicality.png")
 
 
 def default_out(uri: str) -> Path:
@@ -222,7 +222,16 @@ def analyze(
     for note in fig_notes:
         print(f"note: {note}", file=out)
     written += [p for _, p in figs]
-    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes))
+    # the ledger (samples/): which images were copied first, by each test (None: no ledger kept)
+    ledger_report = images.images_report(sweep, out_path, n_boot=min(n_boot, 1000))
+    if ledger_report is not None:
+        for line in ledger_report.findings:
+            print(f"finding: {line}", file=out)
+        for note in ledger_report.notes:
+            print(f"note: {note}", file=out)
+        written += ledger_report.files
+    sections = ledger_report.html if ledger_report is not None else ""
+    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes, sections=sections))
     for p in written:
         print(f"wrote {p}", file=out)
     if trackers:

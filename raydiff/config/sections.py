@@ -377,6 +377,11 @@ class EvalConfig:
     # sampling pass); true: every test with a raw variant; false: never
     raw_memorization: bool | None = None
     save_samples: int = 16  # generated samples stored per evaluation (0: none) for figures
+    # per memorization test (a registry name), its threshold instead of the test's conventional one
+    mem_thresholds: tuple[tuple[str, Any], ...] = ()
+    # per feature network (dinov2, clip), the hub id or local folder it is loaded from
+    # (metrics/features.DEFAULT_MODELS otherwise)
+    feature_models: tuple[tuple[str, Any], ...] = ()
 
     def resolved_measures(self) -> tuple[str, ...]:
         """eval.measures, or the older settings' equivalent: memorization_space's tests (pixel,
@@ -388,6 +393,7 @@ class EvalConfig:
         return (*tests, "loss", *(fidelity if (self.fid_every or self.fid_every_steps) else ()))
 
     def validate(self) -> None:
+        self._validate_tests()
         if self.every_steps is None and self.every_images is None:
             raise ConfigError("set every_steps or every_images", key="eval.every_steps")
         if self.every_steps is not None:
@@ -447,6 +453,27 @@ class EvalConfig:
         positive("eval.probe_noise_levels", self.probe_noise_levels)
         if self.save_samples < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.save_samples})", key="eval.save_samples")
+
+    def _validate_tests(self) -> None:
+        """mem_thresholds names registered memorization tests, each with a threshold in its score's
+        range; feature_models names feature networks of registered cosine tests, each a non-empty id."""
+        import raydiff.measures as measures
+
+        tests = measures.names("memorization")
+        for name, value in self.mem_thresholds:
+            key = f"eval.mem_thresholds.{name}"
+            if name not in tests:
+                raise ConfigError(f"unknown memorization test (allowed: {', '.join(tests)})", key=key)
+            lo, hi = (0.0, 1.0) if measures.get(name).score_name == "ratio" else (-1.0, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:
+                raise ConfigError(f"must be a number in ({lo:g}, {hi:g}) (got {value!r})", key=key)
+        networks = sorted({getattr(measures.get(n), "network", "") for n in tests} - {"", "embedding", "inception"})
+        for name, value in self.feature_models:
+            key = f"eval.feature_models.{name}"
+            if name not in networks:
+                raise ConfigError(f"unknown feature network (allowed: {', '.join(networks)})", key=key)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"must be a hub id or a folder (got {value!r})", key=key)
 
 
 def needs(names: tuple[str, ...]) -> set[str]:

@@ -16,6 +16,7 @@ from typing import Any
 from ray import tune
 
 from raydiff import measures, results
+from raydiff.ledger import SamplesWriter
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
 from raydiff.models import model_name
@@ -106,6 +107,7 @@ class ResultsCallback(tune.Callback):
         self.uri = storage_uri  # <storage>/<sweep>
         self.metadata = metadata
         self.minima = space.minima()
+        self.samples = SamplesWriter(storage_uri, metadata)  # samples/<trial>/<step>.parquet: the ledger
         self._init_state()
 
     def _init_state(self) -> None:
@@ -128,6 +130,7 @@ class ResultsCallback(tune.Callback):
         # Tune may run such a trial again after a resume (its driver died before Tune saved that
         # the trial had ended): what it reports then changes neither file
         self.final = set(self.trials)
+        self.samples.files = {}  # listed again from the store when each trial next reports
         for row in results.read_metrics(fs, root).to_pylist():
             self.evals.setdefault(row["trial_id"], {})[row["step"]] = row
 
@@ -141,6 +144,7 @@ class ResultsCallback(tune.Callback):
         row = metric_row(trial.trial_id, result)
         if row is None:
             return
+        self.samples.add(trial.trial_id, result)  # the evaluation's ledger, if it carries one (keyed by step)
         rows = self.evals.setdefault(trial.trial_id, {})
         if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.metrics_schema(), ignore=("pid",)):
             return  # a finished trial's last result reported again (from a new process) after a resume

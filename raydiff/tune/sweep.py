@@ -21,11 +21,10 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from raydiff import results
 from raydiff.config import SearchSpace
-from raydiff.config.sections import needs
 from raydiff.data import load
 from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
-from raydiff.metrics.embedding import load_embedding
+from raydiff.metrics.features import prestage as prestage_features
 from raydiff.metrics.fid import build_extractor, cleanfid_reference, has_precomputed
 from raydiff.preflight import preflight
 from raydiff.tune.callback import ResultsCallback
@@ -50,8 +49,10 @@ def prestage(space: SearchSpace) -> None:
     """Fetch datasets and feature weights once, here, before trials would race to fetch them (an hf
     dataset: its files into the Hugging Face cache, at its pinned revision)."""
     seen: set[tuple] = set()
-    embeddings: set[str] = set()
+    networks: set[tuple[str, str]] = set()
     for exp in space.extremes():
+        # each feature network the trial's memorization tests need (SSCD, DINOv2, CLIP, Inception)
+        prestage_features(exp, networks)
         source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
         key = (source, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
         if key in seen:
@@ -64,9 +65,6 @@ def prestage(space: SearchSpace) -> None:
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
                     cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
-        if "embedding" in needs(exp.memorization_tests) and exp.eval.embedding not in embeddings:
-            embeddings.add(exp.eval.embedding)
-            load_embedding(exp.eval.embedding, "cpu")
 
 
 def run_sweep(

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from raydiff import results
+from raydiff import ledger, results
 from raydiff.cli import main
 from raydiff.config import search_space_from_dict
 from raydiff.status import duration, onset_in_s, sweep_left_s
@@ -194,6 +194,11 @@ def half_finished(root):
         results.write_atomic(
             results.table(table, results.METRICS_SCHEMA, meta), fs, results.join(path, results.METRICS_DIR, f"{tid}.parquet")
         )
+    # the running trial's ledger: the pixel test copies images 3 and 5, then 5 and 9 (3 distinct)
+    writer = ledger.SamplesWriter(path, meta)
+    for step, nearest, copied in ((500, [3, 5, 1, 2], [True, True, False, False]), (750, [5, 9, 4, 9], [True, True, False, False])):
+        led = {"step": step, "sample": [0, 1, 2, 3], "nearest_pixel": nearest, "score_pixel": [0.1] * 4, "copied_pixel": copied}
+        writer.add("bbb_00001", {"ledger": led})
     return path
 
 
@@ -202,9 +207,10 @@ def test_status_on_a_half_finished_folder(tmp_path, capsys):
     assert main(["status", path]) == 0
     text = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip().startswith(("aaa", "bbb"))}
-    assert rows["aaa_00000"] == ["aaa_00000", "8", "64", "1e-03", "500", "20000", "0.400", "80.00", "memorized", "450"]
-    # the running trial: its latest step and mem_frac, the last FID it measured, no onset yet
-    assert rows["bbb_00001"] == ["bbb_00001", "16", "64", "1e-03", "750", "20000", "0.030", "90.50", "running", "-"]
+    assert rows["aaa_00000"] == ["aaa_00000", "8", "64", "1e-03", "500", "20000", "0.400", "80.00", "memorized", "450", "-"]
+    # the running trial: its latest step and mem_frac, the last FID it measured, no onset yet, the
+    # distinct images its ledger shows copied
+    assert rows["bbb_00001"] == ["bbb_00001", "16", "64", "1e-03", "750", "20000", "0.030", "90.50", "running", "-", "3"]
     assert "1 finished, 1 running, 1 not started (of 3 trials)" in text
 
 
