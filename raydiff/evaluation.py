@@ -104,7 +104,7 @@ class Evaluator:
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
         if ev.fid_every or ev.fid_every_steps:
-            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
+            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device, ev.fid_mode)
             self._references(data)
         self.embedding = None
         if ev.memorization_space != "pixel":
@@ -149,10 +149,11 @@ class Evaluator:
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
 
     @torch.no_grad()
-    def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0) -> torch.Tensor:
+    def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0, floats: bool = False) -> torch.Tensor:
         """n generated images, uint8 [n, C, H, W], from the fixed initial noise [start, start + n)
         (a stochastic sampler's own draws are seeded by `start` too: a round of the sequential
-        test is the same at every evaluation)."""
+        test is the same at every evaluation). With `floats`, the sampler's output in the model's
+        range, float32 [n, C, H, W], unrounded (eval.mem_on_floats)."""
         ev, cfg = self.cfg.eval, self.cfg.diffusion
         out = []
         gen = torch.Generator().manual_seed(ev.sample_seed + 3 + start)
@@ -164,7 +165,7 @@ class Evaluator:
                     net, self.noise[sl].to(self.device), lab, steps=steps or cfg.sample_steps,
                     sampler=cfg.resolved_sampler, guidance=cfg.guidance, generator=gen,
                 )  # fmt: skip
-            out.append(from_model(x.float(), *self.norm).cpu())
+            out.append(x.float().cpu() if floats else from_model(x.float(), *self.norm).cpu())
         return torch.cat(out)
 
     def _autocast(self):
@@ -188,9 +189,11 @@ class Evaluator:
         do_fid = not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))
         fid_set = None
         if do_fid and self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
-            samples = self.sample(net, max(ev.num_samples, ev.fid_samples))
+            samples = self.sample(net, max(ev.num_samples, ev.fid_samples), floats=ev.mem_on_floats)
             mem_set, flags, nb = self._memorization(net, samples[: ev.num_samples])
-            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W]
+            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W] (floats: model range, rounded below)
+            if ev.mem_on_floats:
+                fid_set = from_model(fid_set, *self.norm)
         else:  # the memorization test's own samples (in rounds: eval.sequential_round), FID's the full count
             mem_set, flags, nb = self._memorization(net)
             if do_fid:
@@ -226,7 +229,8 @@ class Evaluator:
         """The memorization test(s) of eval.memorization_space on `given` samples, or on samples
         generated here: all num_samples at once, or in rounds (eval.sequential_round, then each
         round as many as all before it: r, 2r, 4r, … in total) until every test's interval is
-        settled (metrics/memorization.settled) or num_samples are used.
+        settled (metrics/memorization.settled) or num_samples are used. With eval.mem_on_floats,
+        `given` and the pixel test are the sampler's floats (model range), unrounded.
         Returns (samples uint8 [S, C, H, W], space → memorized flags [S], pixel neighbours)."""
         ev = self.cfg.eval
         spaces = [s for s in ("pixel", "features") if ev.memorization_space in (s, "both")]
@@ -239,10 +243,13 @@ class Evaluator:
         n = 0
         while n < total:
             size = min(total - n, max(first, n))  # r, then doubling the count so far
-            x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n)
+            x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n, floats=ev.mem_on_floats)
+            x_model = x if ev.mem_on_floats else to_model(x, *self.norm)  # the pixel test's input, model range
+            if ev.mem_on_floats:
+                x = from_model(x, *self.norm)
             sets.append(x)
             if "pixel" in flags:
-                f, nb = memorized_pixel(to_model(x, *self.norm).to(self.device), self.train_flat, ev.mem_ratio)
+                f, nb = memorized_pixel(x_model.to(self.device), self.train_flat, ev.mem_ratio)
                 flags["pixel"].append(f.cpu())
                 nbs.append(nb)
             if "features" in flags:

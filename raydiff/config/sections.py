@@ -30,6 +30,9 @@ FEATURES = ("auto", "inception", "digits_classifier")
 MEMORIZATION_SPACES = ("pixel", "features", "both")
 FID_REFERENCES = ("auto", "images")
 CADENCES = ("uniform", "geometric")
+STEP_GRIDS = ("rounded", "floored")  # DDPM's respaced sampling grid (diffusion/ddpm.py)
+UNET_STYLES = ("raydiff", "bonnaire2025")  # models/unet.py STYLES: the blocks' details
+FID_MODES = ("clean", "legacy_pytorch")  # clean-fid's resize before Inception (metrics/fid.py)
 NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
 BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
@@ -110,6 +113,9 @@ class ModelConfig:
     noise_dim: int | None = None  # sinusoidal c_noise features; None: base_channels
     scale_shift: bool = False  # embedding as scale and shift of a GroupNorm (ADM's AdaGN)
     resblock_updown: bool = False  # down/up-sample with residual blocks (ADM) instead of convs
+    # the blocks' details (models/unet.py STYLES): raydiff's, or bonnaire2025: their Utils/Unet.py
+    # (GroupNorm 8 groups, 4 heads, GELU time MLP, PyTorch default init, Dropout2d, their sinusoid)
+    style: str = "raydiff"
     # kind: diffusers — UNet2DModel's own keys; unset ones follow the fields above:
     # block_out_channels = base_channels × channel_mults, layers_per_block = num_res_blocks,
     # attention blocks (AttnDownBlock2D/AttnUpBlock2D) at attn_resolutions, attention_head_dim = head_dim
@@ -125,6 +131,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         choice("model.kind", self.kind, MODEL_KINDS)
+        choice("model.style", self.style, UNET_STYLES)
+        if self.style != "raydiff" and self.kind != "raydiff":
+            raise ConfigError(f"is for raydiff's U-Net (model.kind: raydiff; this model is {self.kind})", key="model.style")
+        if self.style == "bonnaire2025":
+            widths = {self.base_channels * m for m in self.channel_mults}
+            if any(w % 8 for w in widths):
+                raise ConfigError(f"bonnaire2025 normalizes with 8 groups: every width {sorted(widths)} must divide by 8", key="model.style")
         if self.kind == "python":
             if not self.factory or not FACTORY.fullmatch(self.factory):
                 raise ConfigError(f"kind python needs a factory 'package.module:callable' (got {self.factory!r})", key="model.factory")
@@ -174,9 +187,22 @@ class DiffusionConfig:
     sampler: str | None = None  # None: ddim for ddpm, euler for flow
     sample_steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight (0: plain conditional model)
+    # DDPM only (diffusion/ddpm.py). clip_x0: clamp DDIM's predicted x0 to [-1, 1] at every step
+    # (false: Bonnaire et al.'s sampler). step_grid: rounded: sample_steps network calls ending
+    # on x̂₀; floored: sample_steps calls between floor(linspace(0, T − 1, sample_steps + 1)),
+    # ending on x at index 0 (theirs, 99 calls). t_min: training t uniform on {t_min … T − 1}
+    # (theirs: 1)
+    clip_x0: bool = True
+    step_grid: str = "rounded"
+    t_min: int = 0
 
     def validate(self) -> None:
         choice("diffusion.objective", self.objective, OBJECTIVES)
+        choice("diffusion.step_grid", self.step_grid, STEP_GRIDS)
+        if not 0 <= self.t_min < self.num_timesteps:
+            raise ConfigError(f"must be in 0..num_timesteps − 1 ({self.num_timesteps - 1}) (got {self.t_min})", key="diffusion.t_min")
+        if self.objective == "flow" and (not self.clip_x0 or self.step_grid != "rounded" or self.t_min):
+            raise ConfigError("clip_x0, step_grid and t_min are DDPM's (this objective is flow)", key="diffusion.objective")
         positive("diffusion.num_timesteps", self.num_timesteps)
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ConfigError(
@@ -186,6 +212,11 @@ class DiffusionConfig:
         if self.sampler is not None:
             choice("diffusion.sampler", self.sampler, SAMPLERS[self.objective])
         positive("diffusion.sample_steps", self.sample_steps)
+        if self.objective == "ddpm" and self.step_grid == "floored" and self.sample_steps >= self.num_timesteps:
+            raise ConfigError(
+                f"the floored grid takes ≤ num_timesteps − 1 ({self.num_timesteps - 1}) steps (got {self.sample_steps})",
+                key="diffusion.sample_steps",
+            )
         if self.objective == "ddpm" and self.sample_steps > self.num_timesteps:
             raise ConfigError(
                 f"must be ≤ num_timesteps ({self.num_timesteps}) (got {self.sample_steps})",
@@ -296,6 +327,9 @@ class EvalConfig:
     sample_batch: int = 512
     sample_seed: int = 1234  # same initial noise at every evaluation
     mem_ratio: float = 1.0 / 3.0  # Bonnaire et al.: memorized when ‖x−a₁‖/‖x−a₂‖ < 1/3
+    # the pixel ratio test on the sampler's float output (Bonnaire et al.'s compute_fmem.py reads
+    # the saved float tensors) instead of on the samples rounded to uint8 pixels (raydiff)
+    mem_on_floats: bool = False
     memorization_space: str = "pixel"  # pixel | features | both
     mem_cosine: float = 0.6  # Marion & Wu: memorized when max cosine similarity > 0.6
     embedding: str | None = None  # TorchScript embedding (SSCD) path or URL, for features space
@@ -307,6 +341,9 @@ class EvalConfig:
     # They draw no training randomness, so they add fidelity points without moving τ_mem.
     fid_every_steps: int | None = None
     fid_features: str = "auto"  # auto: inception for 32×32 RGB, digits_classifier for digits
+    # clean-fid's mode for Inception: clean (PIL bicubic resize to 299) or legacy_pytorch
+    # (bilinear F.interpolate, as pytorch-fid resizes inside the network: Bonnaire et al.'s FID)
+    fid_mode: str = "clean"
     fid_split: str = "test"  # the split `fid` compares with (test | train); `fid_train` is always train
     fid_reference: str = "auto"  # auto: clean-fid's precomputed split statistics where they exist
     # (CIFAR-10, Inception, clean mode, 32 px), else the data's images; images: always the images
@@ -361,6 +398,7 @@ class EvalConfig:
             raise ConfigError(f"must be ≥ 2 (got {self.fid_samples})", key="eval.fid_samples")
         choice("eval.fid_features", self.fid_features, FEATURES)
         choice("eval.fid_split", self.fid_split, ("test", "train"))
+        choice("eval.fid_mode", self.fid_mode, FID_MODES)
         choice("eval.fid_reference", self.fid_reference, FID_REFERENCES)
         if self.swd_samples < 0 or self.swd_samples == 1:
             raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
@@ -454,6 +492,11 @@ class ExperimentConfig:
                     key="stop.on",
                 )
         steps = self.eval.mem_sample_steps
+        if steps is not None and self.diffusion.step_grid == "floored" and steps >= self.diffusion.num_timesteps:
+            raise ConfigError(
+                f"the floored grid takes ≤ diffusion.num_timesteps − 1 ({self.diffusion.num_timesteps - 1}) steps (got {steps})",
+                key="eval.mem_sample_steps",
+            )
         if steps is not None and self.diffusion.objective == "ddpm" and steps > self.diffusion.num_timesteps:
             raise ConfigError(
                 f"must be ≤ diffusion.num_timesteps ({self.diffusion.num_timesteps}) (got {steps})", key="eval.mem_sample_steps"

@@ -50,13 +50,14 @@ def prestage(space: SearchSpace) -> None:
     seen: set[tuple] = set()
     embeddings: set[str] = set()
     for exp in space.extremes():
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        fid_on = exp.eval.fid_every or exp.eval.fid_every_steps
+        key = (exp.data.dataset, exp.data.root, (exp.eval.fid_features, exp.eval.fid_mode) if fid_on else None)
         if key in seen:
             continue
         seen.add(key)
         data = load(exp.data)
         if exp.eval.fid_every or exp.eval.fid_every_steps:
-            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu", exp.eval.fid_mode)
             size = data.shape[1]
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
