@@ -47,12 +47,12 @@ def _fit_table(an: Analysis) -> str:
     return (
         f"<p>log τ<sub>mem</sub> = c + {' + '.join(escape(c.symbol) + '·log ' + SYMBOLS[c.axis] for c in f.coefficients)}"
         f" &nbsp;— {how} in log space; {int(round(f.level * 100))}% percentile bootstrap intervals"
-        f" ({f.n_boot} resamples of trials).</p>"
+        f" ({f.n_boot} resamples of grid points, {f.usable:.0%} usable).</p>"
         f"<table><tr>{names}<th>R²</th><th>σ</th><th>trials</th><th>censored</th></tr>"
         f"<tr>{_coef_cells(f)}<td>{fmt_num(f.r2, '.3f')}</td><td>{f.sigma:.3f}</td><td>{f.n_trials}</td>"
         f"<td>{f.n_censored}</td></tr></table>"
         + (f"<div class=warn>only {f.n_boot} of {f.n_boot_requested} bootstrap resamples could be fitted:"
-           " the intervals are too narrow</div>" if f.boot_unreliable else "")
+           " no interval is given</div>" if f.boot_unreliable else "")
     )  # fmt: skip
 
 

@@ -164,11 +164,12 @@ def resolve_mode(mode: str) -> str:
 
 def fit_values(
     ids: list[str], x: dict[str, np.ndarray], y: np.ndarray, cens: np.ndarray, mode: str, *, target: str, n_boot: int,
-    seed: int = 0,
+    seed: int = 0, groups: list[str] | None = None,
 ) -> PowerLawFit:
     """The power law of y on x, rows flagged in `cens` being lower bounds, handled per `mode`:
     auto: tobit when any row is censored, least squares otherwise; tobit; ols: censored rows
-    dropped (and named in the fit's `excluded`). Raises ValueError when the rows cannot support it."""
+    dropped (and named in the fit's `excluded`). `groups`: each row's grid point, resampled
+    together by the bootstrap. Raises ValueError when the rows cannot support it."""
     mode = CENSORED_ALIASES.get(mode, mode)
     if not x:
         raise ValueError("the trials vary no axis (N, B, η, P)")
@@ -180,6 +181,7 @@ def fit_values(
             {a: v[keep] for a, v in x.items()}, np.asarray(y, float)[keep], censored=cens[keep],
             method="tobit" if tobit else "ols", target=target, n_boot=n_boot, seed=seed,
             trials=[i for i, k in zip(ids, keep) if k], excluded=[i for i, c in zip(ids, cens) if c and not tobit],
+            groups=None if groups is None else [g for g, k in zip(groups, keep) if k],
         )  # fmt: skip
     except ValueError as e:
         if tobit and mode == "auto" and int((~cens).sum()) > len(x) + 1:  # enough onsets for least squares alone
@@ -196,7 +198,14 @@ def fit_trials(
     x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}
     y = np.array([s.tau if s.state == "onset" else s.censor_step for s in rows], dtype=float)
     cens = np.array([s.state == "censored" for s in rows], bool)
-    return fit_values([s.trial_id for s in rows], x, y, cens, mode, target=target, n_boot=n_boot, seed=seed)
+    return fit_values(
+        [s.trial_id for s in rows], x, y, cens, mode, target=target, n_boot=n_boot, seed=seed, groups=points_of(rows)
+    )  # fmt: skip
+
+
+def points_of(rows: list[TrialStats]) -> list[str]:
+    """Each trial's grid point (its replicates share it), its own id where none is recorded."""
+    return [s.point or s.trial_id for s in rows]
 
 
 GRID_KEYS = {"n_train": "data.n_train", "batch_size": "train.batch_size", "lr": "train.lr"}
@@ -328,7 +337,7 @@ def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot
     fit = ratio = None
     note = ratio_note = ""
     try:
-        fit = fit_values(ids, x, gen, gen_cens, mode, target=f"tau_gen_step [{label}]", n_boot=n_boot)
+        fit = fit_values(ids, x, gen, gen_cens, mode, target=f"tau_gen_step [{label}]", n_boot=n_boot, groups=points_of(rows))
     except ValueError as e:
         note = str(e)
     keep = ~gen_cens
@@ -339,6 +348,7 @@ def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot
         ratio = fit_values(
             [i for i, k in zip(ids, keep) if k], {a: v[keep] for a, v in x.items()}, r[keep], mem_cens[keep], mode,
             target="tau_mem_step / tau_gen_step", n_boot=n_boot,
+            groups=[g for g, k in zip(points_of(rows), keep) if k],
         )  # fmt: skip
     except ValueError as e:
         ratio_note = str(e)
@@ -429,7 +439,7 @@ def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mod
             y = np.array([onsets.get(i, censored.get(i)) for i in ids], float)
             c = np.array([i in censored for i in ids])
             try:
-                fit = fit_values(ids, x, y, c, mode, target=f"{column} [{label}]", n_boot=n_boot)
+                fit = fit_values(ids, x, y, c, mode, target=f"{column} [{label}]", n_boot=n_boot, groups=points_of(rows))
             except ValueError as e:
                 note = str(e)
         out.append(DefinitionFit(column, label, onsets, censored, fit, note))

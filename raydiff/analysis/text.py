@@ -73,7 +73,8 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
     lines = [
         f"{title}: log tau_mem = c + {rhs}",
         f"  {how} in log space on {fit.n_trials} trials{cens}; R² = {fmt_num(fit.r2, '.3f')}, σ = {fit.sigma:.3f};"
-        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of trials",
+        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of {fit.n_points or fit.n_trials}"
+        f" grid points ({fmt_num(fit.usable * 100, '.0f')}% of {fit.n_boot_requested} usable)",
     ]
     for c in [fit.intercept, *fit.coefficients]:
         sym = f"{c.symbol} ({SYMBOLS[c.axis]})" if c.axis in SYMBOLS else c.symbol
@@ -81,7 +82,7 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
     if fit.boot_unreliable:
         lines.append(
             f"  warning: only {fit.n_boot} of {fit.n_boot_requested} resamples could be fitted (too few trials"
-            " for the bootstrap): the intervals are too narrow"
+            " for the bootstrap): no interval is given (below 80% usable)"
         )
     return "\n".join(lines)
 

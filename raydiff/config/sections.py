@@ -333,7 +333,6 @@ class EvalConfig:
     memorization_space: str = "pixel"  # pixel | features | both
     mem_cosine: float = 0.6  # Marion & Wu: memorized when max cosine similarity > 0.6
     embedding: str | None = None  # TorchScript embedding (SSCD) path or URL, for features space
-    bootstrap: int = 1000
     fid_every: int = 4  # FID at every k-th evaluation (0: never); FID is the costly part
     fid_samples: int = 512
     # FID also in fidelity-only evaluations (no memorization test) on their own schedule from
@@ -389,7 +388,6 @@ class EvalConfig:
             raise ConfigError(f"must be in (-1, 1) (got {self.mem_cosine})", key="eval.mem_cosine")
         if self.memorization_space != "pixel" and not self.embedding:
             raise ConfigError("feature-space memorization needs an embedding path or URL", key="eval.embedding")
-        positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.fid_every})", key="eval.fid_every")
         if self.fid_every_steps is not None:
@@ -660,7 +658,7 @@ LIMITS: dict[str, int] = {
     "train.batch_size": 65_536, "train.max_steps": 1_000_000_000, "train.budget_ref_n": 1_000_000_000,
     "train.budget_ref_batch": 65_536, "eval.every_steps": 1_000_000_000, "eval.every_images": 10**12, "eval.fid_every_steps": 1_000_000_000,
     "eval.refine_snapshots": 1024, "eval.num_samples": 1_000_000, "eval.mem_sample_steps": 100_000,
-    "eval.sample_batch": 65_536, "eval.bootstrap": 1_000_000, "eval.fid_samples": 1_000_000,
+    "eval.sample_batch": 65_536, "eval.fid_samples": 1_000_000,
     "eval.swd_samples": 1_000_000, "eval.swd_projections": 100_000, "eval.probe_images": 65_536,
     "eval.probe_noise_levels": 10_000, "eval.save_samples": 10_000,
 }  # fmt: skip

@@ -111,7 +111,7 @@ def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
         "train.budget_scaling": "fixed", "train.device": "cpu", "diffusion.sample_steps": 1,
         "eval.every_steps": 2, "eval.every_images": None, "eval.cadence": "uniform", "eval.num_samples": 2,
         "eval.fid_every": 0, "eval.memorization_space": "pixel", "stop.on": ["pixel", "loss"], "eval.probe_images": 1,
-        "eval.probe_noise_levels": 1, "eval.bootstrap": 20, "eval.save_samples": 2,
+        "eval.probe_noise_levels": 1, "eval.save_samples": 2,
     })  # fmt: skip
     # the file's own settings are what runs: rectified flow, class labels, EMA 0.9999, Adam
     assert (cfg.diffusion.objective, cfg.data.class_conditional, cfg.train.ema_decay) == ("flow", True, 0.9999)
