@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.config import ExperimentConfig, StopConfig, apply_overrides
+from raydiff.config import ExperimentConfig, StopConfig, apply_overrides, normalized_time
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 
 THRESHOLD, PATIENCE = 0.1, 2
@@ -246,7 +246,7 @@ def write_sweep(
             "n_train": nn, "model": "digits-tiny", "params": 40489, "batch_size": bb, "lr": ll, "objective": "ddpm",
             "seed": sd, "steps_done": int(steps[-1]), "tau_mem_step": onset,
             "tau_mem_images": None if onset is None else onset * bb,
-            "tau_mem_normalized": None if onset is None else onset * (n_min / nn) * (bb / b_min) * (ll / lr_min),
+            "tau_mem_normalized": normalized_time(onset, nn, bb, ll, {"n_train": n_min, "batch_size": b_min, "lr": lr_min}),
             "budget_steps": budget or 100000, "config": json.dumps(cfg.to_dict(), sort_keys=True),
         })  # fmt: skip
     if not no_trials_file:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from raydiff.analysis.fits import AXES
-from raydiff.config import StopConfig
+from raydiff.config import StopConfig, normalized_time
 from raydiff.config.schema import build
 from raydiff.errors import ConfigError
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
@@ -197,9 +197,7 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         censor = int(max(steps_done or 0, last_eval or 0))
         reason = f"no onset by step {censor}" + (f" ({status})" if status != "budget" else " (step budget spent)")
     n, b, lr = t.get("n_train"), t.get("batch_size"), t.get("lr")
-    norm = None
-    if onset is not None and n and b and lr:
-        norm = onset * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
+    norm = normalized_time(onset, n, b, lr, minima) if (onset is not None and n and b and lr) else None
     rate = mem_rate(rows, onset) if onset is not None else None
     fid, fid_step = peak_fidelity(rows, onset)
     gen, gen_cens = generalization_time(rows, onset) if state in ("onset", "censored") else (None, False)
@@ -267,7 +265,7 @@ def normalized_steps(steps: np.ndarray, s: TrialStats, minima: dict[str, float])
     """Steps in Marion & Wu's normalized time units (None when the trial's axes are unknown)."""
     if not (s.n_train and s.batch_size and s.lr):
         return None
-    return steps * (minima["n_train"] / s.n_train) * (s.batch_size / minima["batch_size"]) * (s.lr / minima["lr"])
+    return normalized_time(steps, s.n_train, s.batch_size, s.lr, minima)
 
 
 def _finite(v) -> bool:
