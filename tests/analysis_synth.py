@@ -118,6 +118,7 @@ def write_sweep(
     fid_extractor: str | None = None,
     fidelity_every_steps: int | None = None,
     fid_n_exponent: float = 0.0,
+    headline: str | None = None,
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
@@ -126,7 +127,8 @@ def write_sweep(
     `seeds` trials per grid point (train.seed 0..seeds−1); `tau_gen`: FID = 20·(1 + 10·log²(step/τ_gen,i))
     + 60·mem_frac, its minimum at τ_gen,i = tau_gen·exp(Normal(0, gen_sigma²)), written into
     `gen_truth`; FID at every `fid_every`-th evaluation (none with 0); `definitions`, `fid_extractor`,
-    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring.
+    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring; `headline`: the space's
+    stop.headline, in its search space and every trial's config.
     """
     rng = np.random.default_rng(seed)
     fs = pafs.LocalFileSystem()
@@ -153,6 +155,9 @@ def write_sweep(
     points = [(nn, bb, ll, k) for nn, bb, ll in points for k in range(seeds)]
     if definitions:
         base = apply_overrides(base, {"eval.memorization_space": "both", "eval.embedding": "sscd.pt"})
+    if headline:  # the space's headline definition (stop.headline), in every trial's config and the space
+        base = apply_overrides(base, {"stop.headline": headline})
+        space["stop"]["headline"] = headline
     truth, trial_rows = {}, []
     n_min, b_min, lr_min = min(n), min(b), min(lr)
     metrics_schema = _schema(results.METRICS_SCHEMA, RAW_METRIC_COLUMNS, pa.float64())

@@ -24,7 +24,7 @@ import numpy as np
 from raydiff.analysis.fidelity import FidelityVsN, fidelity_label, fidelity_vs_n
 from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
 from raydiff.analysis.trials import (
-    TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, memorization_test, stop_rule, trial_stats,
+    TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, headline_definition, memorization_test, stop_rule, trial_stats,
 )  # fmt: skip
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep
@@ -150,6 +150,7 @@ class Analysis:
     replicate_sigma: float | None = None  # pooled within-point sd of log τ_mem (points with ≥ 2 onsets)
     definitions: list[DefinitionFit] = field(default_factory=list)
     fidelity: FidelityVsN | None = None  # peak fidelity before onset against N (fidelity.fidelity_vs_n)
+    headline: str = "mem_frac"  # the space's headline definition (stop.headline), what `definition` reads
 
     def by_state(self, state: str) -> list[TrialStats]:
         return [s for s in self.stats if s.state == state]
@@ -263,14 +264,19 @@ def analyze_sweep(
     sweep: Sweep, *, censored: str = "auto", interpolate: bool = False, n_boot: int = 2000, sensitivity: bool = True
 ) -> Analysis:
     mode = resolve_mode(censored)
-    d = Definition(interpolate=interpolate)
-    stats = trial_stats(sweep, d)
     stops = {stop_rule(t, sweep) for t in sweep.trials} or {stop_rule(None, sweep)}
+    # the space's headline τ_mem (stop.headline): what tau_mem_step means in every fit, figure and table
+    first = stop_rule(sweep.trials[0] if sweep.trials else None, sweep)
+    d = headline_definition(first, interpolate)
+    stats = trial_stats(sweep, d)
     label = d.label(next(iter(stops))) if len(stops) == 1 else d.label()
+    label += f"; headline τ_mem (stop.headline: {first.headline or 'unset, the memorization test'})"
     warnings = list(sweep.notes)
     if len(stops) > 1:
         warnings.append("trials differ in their stop rule: each τ_mem uses its own trial's threshold and patience")
-    if not interpolate:  # the re-read onset must agree with what the sweep recorded
+    if len({s.headline for s in stops}) > 1:
+        warnings.append(f"trials differ in their headline definition: all are read by the first's ({first.headline or 'mem_frac'})")
+    if not interpolate and d.kind == "mem_frac":  # the re-read onset must agree with what the sweep recorded
         for s in stats:
             if s.state in ("onset", "censored") and s.status == "memorized" and s.tau_recorded != (
                 None if s.tau is None else int(s.tau)
@@ -317,6 +323,7 @@ def analyze_sweep(
     return Analysis(
         sweep, d, label, mode, stats, axes, joint, note, marg, where, ref, sens, warnings,
         generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs, fidelity=fid,
+        headline=first.headline or "mem_frac",
     )  # fmt: skip
 
 
@@ -447,8 +454,10 @@ def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mod
 
 
 def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: bool, n_boot: int) -> list[Sensitivity]:
-    """The joint fit again under other onset definitions: mem_frac thresholds and loss divergence."""
-    defs = [Definition(threshold=t, interpolate=interpolate) for t in SENSITIVITY_THRESHOLDS] + [Definition(kind="loss")]
+    """The joint fit again under other onset definitions: mem_frac thresholds, the start of its
+    rise (back-extrapolated: no rise time in it, trials.rise_start) and loss divergence."""
+    defs = [Definition(threshold=t, interpolate=interpolate) for t in SENSITIVITY_THRESHOLDS]
+    defs += [Definition(kind="rise_start"), Definition(kind="loss")]
     stop = stop_rule(sweep.trials[0] if sweep.trials else None, sweep)
     out = []
     for d in defs:

@@ -41,20 +41,49 @@ from raydiff.results_folder import Sweep, reference_minima
 class Definition:
     """What τ_mem means. None fields take each trial's own stop rule (its config's `stop`)."""
 
-    kind: str = "mem_frac"  # mem_frac | loss
+    # mem_frac: a fixed level of a memorization fraction; rise_start: where that fraction's rise
+    # begins, back-extrapolated (`rise_start`: no rise time in it); loss: the loss divergence
+    kind: str = "mem_frac"  # mem_frac | rise_start | loss
     threshold: float | None = None  # mem_frac threshold; None: the trial's stop.mem_frac_threshold
     patience: int | None = None  # consecutive evaluations; None: the trial's stop.patience
     interpolate: bool = False  # mem_frac only: crossing interpolated in log(step) (interpolated_onset)
+    # which fraction (an onset definition's name, config ONSET_DEFINITIONS): pixel (the `mem_frac`
+    # column), features (SSCD: `mem_frac_features`, or `mem_frac` where only features is measured),
+    # pixel_raw (`mem_frac_raw`). None: `mem_frac`, the trial's memorization test
+    series: str | None = None
 
     def label(self, stop: StopConfig | None = None) -> str:
         if self.kind == "loss":
             s = stop or StopConfig()
             return f"loss divergence (gap {s.loss_gap:g}, window {s.loss_window})"
+        name = SERIES_LABELS.get(self.series, "mem_frac")
+        if self.kind == "rise_start":
+            return f"start of {name}'s rise (back-extrapolated)"
         thr = self.threshold if self.threshold is not None else (stop.mem_frac_threshold if stop else None)
         pat = self.patience if self.patience is not None else (stop.patience if stop else None)
         thr_s = "stop rule's" if thr is None else f"{thr:g}"
         pat_s = "" if pat is None else f", patience {pat}"
-        return f"mem_frac ≥ {thr_s}{pat_s}" + (", interpolated" if self.interpolate else "")
+        return f"{name} ≥ {thr_s}{pat_s}" + (", interpolated" if self.interpolate else "")
+
+
+SERIES_LABELS = {None: "mem_frac", "pixel": "mem_frac (pixel)", "features": "SSCD mem_frac", "pixel_raw": "mem_frac (raw weights)"}
+
+
+def headline_definition(stop: StopConfig, interpolate: bool = False) -> Definition:
+    """The onset definition a space declares as its headline τ_mem (stop.headline): the loss
+    divergence, or a memorization fraction's fixed level. None: `mem_frac`, the trial's test."""
+    if stop.headline == "loss":
+        return Definition(kind="loss")
+    return Definition(interpolate=interpolate, series=stop.headline)
+
+
+def series_column(series: str | None, rows: list[dict]) -> str:
+    """The metrics column a fraction named by an onset definition lives in."""
+    if series == "pixel_raw":
+        return "mem_frac_raw"
+    if series == "features" and any(r.get("mem_frac_features") is not None for r in rows):
+        return "mem_frac_features"
+    return "mem_frac"
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,15 @@ class TrialStats:
     point: str = ""  # the grid point: a digest of the trial's settings without its seed (point_key)
     tau_gen: int | None = None  # τ_gen (steps): first FID within TAU_GEN_WITHIN of its best before onset
     tau_gen_censored: bool = False  # no onset and FID still at its best at the last FID: τ_gen ≥ tau_gen
+    # τ under the fraction's 95% interval (mem_frac_lo/_hi) in place of the fraction: the earliest
+    # onset the binomial noise allows (the upper ends cross first) and the latest (the lower ends;
+    # None: they never cross, τ beyond the last evaluation). A bisection's single noisy snapshot
+    # moves τ within this bracket. Fixed-level definitions only
+    tau_lo: float | None = None
+    tau_hi: float | None = None
+    mem_rate_series: str = "mem_frac"  # the fraction mem_rate is the slope of (SSCD's where measured)
+    peak_swd: float | None = None  # Marion & Wu's peak fidelity: the lowest SWD at or before the onset
+    peak_swd_step: int | None = None
 
     def value(self, axis: str) -> float | None:
         return getattr(self, axis)
@@ -120,6 +158,8 @@ def recorded_onset(t: dict, stop: StopConfig) -> int | None:
     """The recorded τ that the onset re-read from mem_frac must agree with: `tau_mem_step`, unless
     the stop rule names other definitions (`stop.on`), in which case tau_mem_step is theirs and
     the memorization test's own column (`tau_mem_pixel_step`, `tau_mem_features_step`) is the one."""
+    if stop.headline and f"tau_mem_{stop.headline}_step" in t:  # the space's headline definition's column
+        return t.get(f"tau_mem_{stop.headline}_step")
     own = memorization_test(t)
     if stop.on and tuple(stop.on) != (own,) and f"tau_mem_{own}_step" in t:
         return t.get(f"tau_mem_{own}_step")
@@ -135,22 +175,80 @@ def onset_of(rows: list[dict], d: Definition, stop: StopConfig) -> float | None:
         return None if s is None else float(s)
     thr = stop.mem_frac_threshold if d.threshold is None else d.threshold
     pat = stop.patience if d.patience is None else d.patience
-    fracs = [r.get("mem_frac") for r in rows]
-    s = interpolated_onset(steps, fracs, thr, pat) if d.interpolate else mem_onset(steps, fracs, thr, pat)
+    fracs = [r.get(series_column(d.series, rows)) for r in rows]
+    if d.kind == "rise_start":
+        s = rise_start(steps, fracs, thr, pat)
+    else:
+        s = interpolated_onset(steps, fracs, thr, pat) if d.interpolate else mem_onset(steps, fracs, thr, pat)
     return None if s is None else float(s)
 
 
-def mem_rate(rows: list[dict], onset: float) -> float | None:
-    """Slope of mem_frac against step over the evaluations from the onset evaluation on."""
-    pts = [(r["step"], r["mem_frac"]) for r in rows if r["step"] >= math.floor(onset) and _finite(r.get("mem_frac"))]
+RISE_TOP = 0.5  # the rise fitted by rise_start: from the crossing up to the first fraction at or above this
+
+
+def rise_start(steps: list[int], fracs: list[float], threshold: float, patience: int) -> float | None:
+    """Where the fraction's rise begins, free of its rise time: a line f = a + b·log(step) through
+    the rise (the last evaluation before the fixed-level crossing, then the crossing and on, up to
+    the first at or above RISE_TOP), back-extrapolated to the floor (the median fraction over the
+    first half of the evaluations before the crossing: before the rise). A fixed level τ_0.1 is that start plus the time the rise takes to climb to 0.1: when the
+    climb is slower at larger N, τ_0.1's exponent carries it; this one does not. Never later
+    than the fixed-level onset; None without a crossing or a rise (fewer than two points, or flat)."""
+    fixed = mem_onset(steps, fracs, threshold, patience)
+    if fixed is None:
+        return None
+    keep = [k for k, f in enumerate(fracs) if f is not None]  # fidelity-only evaluations carry no fraction
+    steps, fracs = [steps[k] for k in keep], [fracs[k] for k in keep]
+    i = steps.index(fixed)
+    early = fracs[: i // 2]  # the first half of the evaluations before the crossing: before any rise
+    floor = float(np.median(early)) if early else 0.0
+    j = i
+    while j + 1 < len(steps) and fracs[j] < RISE_TOP:
+        j += 1
+    lo = i - 1 if i > 0 and fracs[i - 1] > floor else i
+    pts = [(math.log(steps[k]), fracs[k]) for k in range(lo, j + 1)]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    x, y = np.array(pts).T
+    slope, icpt = np.polyfit(x, y, 1)
+    if not slope > 0:
+        return None
+    return float(min(fixed, math.exp((floor - icpt) / slope)))
+
+
+def onset_bracket(rows: list[dict], d: Definition, stop: StopConfig) -> tuple[float | None, float | None]:
+    """(τ_lo, τ_hi): the fixed-level onset of the fraction's upper and lower interval ends."""
+    if d.kind != "mem_frac":
+        return None, None
+    column = series_column(d.series, rows)
+    rows = [r for r in rows if r.get(column) is not None and r.get(f"{column}_lo") is not None]
+    if not rows:
+        return None, None
+    thr = stop.mem_frac_threshold if d.threshold is None else d.threshold
+    pat = stop.patience if d.patience is None else d.patience
+    steps = [r["step"] for r in rows]
+    early = mem_onset(steps, [r[f"{column}_hi"] for r in rows], thr, pat)
+    late = mem_onset(steps, [r[f"{column}_lo"] for r in rows], thr, pat)
+    return (None if early is None else float(early)), (None if late is None else float(late))
+
+
+def rate_column(rows: list[dict]) -> str:
+    """Marion & Wu's memorization rate is the SSCD score's slope: mem_frac_features where
+    measured, else mem_frac (the trial's own test)."""
+    return "mem_frac_features" if any(_finite(r.get("mem_frac_features")) for r in rows) else "mem_frac"
+
+
+def mem_rate(rows: list[dict], onset: float, column: str = "mem_frac") -> float | None:
+    """Slope of the fraction `column` against step over the evaluations from the onset evaluation on."""
+    pts = [(r["step"], r[column]) for r in rows if r["step"] >= math.floor(onset) and _finite(r.get(column))]
     if len({s for s, _ in pts}) < 2:
         return None
     s, m = np.array(pts, dtype=float).T
     return float(np.polyfit(s, m, 1)[0])
 
 
-def peak_fidelity(rows: list[dict], onset: float | None) -> tuple[float | None, int | None]:
-    pts = [(r["fid"], r["step"]) for r in rows if _finite(r.get("fid")) and (onset is None or r["step"] <= onset)]
+def peak_fidelity(rows: list[dict], onset: float | None, column: str = "fid") -> tuple[float | None, int | None]:
+    """The lowest `column` (fid, or sliced_wasserstein: Marion & Wu's peak fidelity) at or before the onset."""
+    pts = [(r[column], r["step"]) for r in rows if _finite(r.get(column)) and (onset is None or r["step"] <= onset)]
     if not pts:
         return None, None
     fid, step = min(pts)
@@ -198,8 +296,11 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         reason = f"no onset by step {censor}" + (f" ({status})" if status != "budget" else " (step budget spent)")
     n, b, lr = t.get("n_train"), t.get("batch_size"), t.get("lr")
     norm = normalized_time(onset, n, b, lr, minima) if (onset is not None and n and b and lr) else None
-    rate = mem_rate(rows, onset) if onset is not None else None
+    rcol = rate_column(rows)
+    rate = mem_rate(rows, onset, rcol) if onset is not None else None
     fid, fid_step = peak_fidelity(rows, onset)
+    swd, swd_step = peak_fidelity(rows, onset, "sliced_wasserstein")
+    lo, hi = onset_bracket(rows, d, stop) if state == "onset" else (None, None)
     gen, gen_cens = generalization_time(rows, onset) if state in ("onset", "censored") else (None, False)
     return TrialStats(
         trial_id=tid, status=status, state=state, reason=reason,
@@ -208,6 +309,7 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         tau_recorded=recorded_onset(t, stop), tau_normalized=norm if state == "onset" else None,
         censor_step=censor, mem_rate=rate, peak_fid=fid, peak_fid_step=fid_step,
         seed=t.get("seed"), point=point_key(t) if t else "", tau_gen=gen, tau_gen_censored=gen_cens,
+        tau_lo=lo, tau_hi=hi, mem_rate_series=rcol, peak_swd=swd, peak_swd_step=swd_step,
     )  # fmt: skip
 
 

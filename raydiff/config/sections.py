@@ -424,6 +424,10 @@ class StopConfig:
     # None: the trial's memorization test (pixel; features when only that is measured).
     on: tuple[str, ...] | None = None
     continue_for: float = 0.0
+    # The headline τ_mem: the onset definition `raydiff analyze` reads tau_mem_step by, fits, draws
+    # the collapse figures with and names in the report (pixel | features | pixel_raw | loss;
+    # Marion & Wu: loss). None: mem_frac, the trial's memorization test
+    headline: str | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.mem_frac_threshold <= 1.0:
@@ -437,6 +441,8 @@ class StopConfig:
             choice(f"stop.on[{i}]", d, ONSET_DEFINITIONS)
         if self.on and len(set(self.on)) != len(self.on):
             raise ConfigError(f"names a definition twice ({list(self.on)})", key="stop.on")
+        if self.headline is not None:
+            choice("stop.headline", self.headline, ONSET_DEFINITIONS)
         if not 0.0 <= self.continue_for <= 100.0:
             raise ConfigError(f"must be in [0, 100], a fraction of τ (got {self.continue_for})", key="stop.continue_for")
 
@@ -482,13 +488,14 @@ class ExperimentConfig:
             "pixel_raw": self.measures_raw,
             "loss": True,
         }
-        for d in self.stop.on or ():
-            if not measured[d]:
-                raise ConfigError(
-                    f"stops on {d!r}, which this trial does not measure (eval.memorization_space:"
-                    f" {self.eval.memorization_space}; raw weights: {'yes' if self.measures_raw else 'no'})",
-                    key="stop.on",
-                )
+        for key, names in (("stop.on", self.stop.on or ()), ("stop.headline", (self.stop.headline,) if self.stop.headline else ())):
+            for d in names:
+                if not measured[d]:
+                    raise ConfigError(
+                        f"names {d!r}, which this trial does not measure (eval.memorization_space:"
+                        f" {self.eval.memorization_space}; raw weights: {'yes' if self.measures_raw else 'no'})",
+                        key=key,
+                    )
         steps = self.eval.mem_sample_steps
         if steps is not None and self.diffusion.step_grid == "floored" and steps >= self.diffusion.num_timesteps:
             raise ConfigError(
