@@ -117,6 +117,24 @@ def _text_sections(an: Analysis) -> str:
     return "".join(f"<h3>{title}</h3><pre>{escape(body)}</pre>" for title, body in parts if body)
 
 
+def findings_section(an: Analysis) -> str:
+    """The papers' findings on this sweep (analysis/findings.py): one row per claim, its
+    statistic, value, 95% interval, verdict and what the verdict rests on."""
+    if not an.findings:
+        return ""
+    head = ("<tr><th class=l>paper</th><th class=l>finding</th><th class=l>statistic</th><th>value</th>"
+            "<th>95% interval</th><th class=l>verdict</th><th class=l>why</th></tr>")  # fmt: skip
+    rows = "".join(
+        f"<tr class='finding {f.verdict.replace(' ', '-')}'><td class=l>{escape(f.paper)}</td><td class=l>{escape(f.claim)}</td>"
+        f"<td class=l>{escape(f.statistic)}</td><td>{fmt_num(f.value, '+.3g')}</td>"
+        f"<td>{'' if f.lo is None else f'[{f.lo:+.3g}, {f.hi:+.3g}]'}</td><td class=l><b>{escape(f.verdict)}</b></td>"
+        f"<td class=l>{escape(f.why)}</td></tr>"
+        for f in an.findings
+    )
+    return (f"<h2>Findings</h2><p>The papers' published findings, tested on this sweep (τ<sub>mem</sub>: "
+            f"{escape(an.headline)}).</p><table>{head}{rows}</table>")  # fmt: skip
+
+
 def _trials_table(an: Analysis) -> str:
     head = ("<tr><th class=l>trial</th><th>N</th><th>params</th><th>B</th><th>η</th><th class=l>status</th>"
             f"<th>τ<sub>mem</sub></th><th>T (normalized)</th><th>mem rate /1k steps</th><th>peak {escape(fidelity_label(an.sweep))}"
@@ -159,6 +177,7 @@ stopper uses. Censored trials (no onset within their budget): {escape(_censored_
 {_marginal_table(an)}
 {_sensitivity_table(an)}
 {_text_sections(an)}
+{findings_section(an)}
 <h2>Trials</h2>
 {_trials_table(an)}
 <h2>Figures</h2>

@@ -17,10 +17,11 @@ fidelity before onset against N (`fidelity.fidelity_vs_n`: the paper's other fin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from raydiff.analysis import findings as findings_lib
 from raydiff.analysis.fidelity import FidelityVsN, fidelity_label, fidelity_vs_n
 from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
 from raydiff.analysis.trials import (
@@ -151,6 +152,7 @@ class Analysis:
     definitions: list[DefinitionFit] = field(default_factory=list)
     fidelity: FidelityVsN | None = None  # peak fidelity before onset against N (fidelity.fidelity_vs_n)
     headline: str = "mem_frac"  # the space's headline definition (stop.headline), what `definition` reads
+    findings: list[findings_lib.Finding] = field(default_factory=list)  # the papers' findings on this sweep
 
     def by_state(self, state: str) -> list[TrialStats]:
         return [s for s in self.stats if s.state == state]
@@ -320,11 +322,12 @@ def analyze_sweep(
     fid = fidelity_vs_n(sweep, stats, axes, ref)
     if len(fid.extractors) > 1:
         warnings.append(f"the trials measured fidelity with different extractors ({', '.join(fid.extractors)}): their values do not compare")
-    return Analysis(
+    an = Analysis(
         sweep, d, label, mode, stats, axes, joint, note, marg, where, ref, sens, warnings,
         generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs, fidelity=fid,
         headline=first.headline or "mem_frac",
     )  # fmt: skip
+    return replace(an, findings=findings_lib.evaluate(an, side_boot))
 
 
 def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int, metric: str = "FID") -> GenerationFits:

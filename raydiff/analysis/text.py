@@ -248,7 +248,21 @@ def report_text(an: Analysis) -> str:
     parts += [f"warning: {w}" for w in an.warnings]
     parts.append(format_fit(an.joint) if an.joint else an.joint_note)
     parts += [p for p in (marginal_text(an), fidelity_text(an), generation_text(an), replicates_text(an), sensitivity_text(an)) if p]
-    parts += [p for p in (definitions_text(an),) if p]
+    parts += [p for p in (definitions_text(an), findings_text(an)) if p]
     # an Optuna search's best trials or front; the budget planner's predictions against the onsets
     parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
     return "\n".join(parts)
+
+
+def findings_text(an: Analysis) -> str:
+    """The papers' findings on this sweep (analysis/findings.py): claim, statistic with its
+    interval, verdict and what it rests on."""
+    if not an.findings:
+        return ""
+    lines = [f"findings (τ_mem: {an.headline}; each claim's statistic, 95% interval, verdict):"]
+    for f in an.findings:
+        val = "" if f.value is None else f" = {f.value:+.3g}"
+        ci = "" if f.lo is None or f.hi is None else f" [{f.lo:+.3g}, {f.hi:+.3g}]"
+        lines.append(f"  {f.verdict.upper():<13} {f.paper}: {f.claim}")
+        lines.append(f"  {'':<13} {f.statistic}{val}{ci}; {f.why}")
+    return "\n".join(lines)
