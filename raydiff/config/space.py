@@ -144,8 +144,9 @@ def apply_overrides(base: ExperimentConfig, overrides: dict[str, Any], *, valida
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if key == "model.preset":
-            # a preset replaces the architecture, so drop the base's architecture fields
-            raw["model"] = {"preset": value, "dropout": raw["model"]["dropout"]}
+            # a preset replaces the architecture, so drop the base's architecture fields; dropout
+            # and the blocks' style (model.style) are the file's, at every size
+            raw["model"] = {"preset": value, "dropout": raw["model"]["dropout"], "style": raw["model"]["style"]}
             continue
         raw[section][name] = value
     exp = experiment_from_dict(raw)
