@@ -79,6 +79,8 @@ def fits_dict(an: Analysis) -> dict:
         "replicate_sigma": an.replicate_sigma,
         "definitions": [d.to_dict() for d in an.definitions],
         "fidelity": an.fidelity.to_dict() if an.fidelity else None,
+        "headline": an.headline,
+        "findings": [f.to_dict() for f in an.findings],
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip

@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 
 from raydiff import measures, results
+from raydiff.config import ExperimentConfig, SearchSpace, normalized_time
 from raydiff.ledger import SamplesWriter
-from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
 from raydiff.models import model_name
 from raydiff.tune.dryrun import config_json
@@ -80,7 +80,7 @@ def trial_row(
         "steps_done": last.get("step", 0),
         "tau_mem_step": tau if status == "memorized" else None,
         "tau_mem_images": tau * b if (tau is not None and status == "memorized") else None,
-        "tau_mem_normalized": normalized_time(tau, n, b, lr, minima) if status == "memorized" else None,
+        "tau_mem_normalized": normalized_time(None if tau is None else float(tau), n, b, lr, minima) if status == "memorized" else None,
         "tau_mem_seconds": last.get("tau_mem_seconds") if status == "memorized" else None,
         "best_fid": best[0],
         "best_fid_step": best[1],
@@ -92,13 +92,6 @@ def trial_row(
         "error": error,
         "config": config_json(cfg),
     }
-
-
-def normalized_time(step: float | None, n: int, b: int, lr: float, minima: dict[str, float]) -> float | None:
-    """T = τ · (N_min / N) · (B / B_min) · (η / η_min) (Marion & Wu's collapse variable)."""
-    if step is None:
-        return None
-    return float(step) * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
 
 
 class ResultsCallback(tune.Callback):
@@ -208,4 +201,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-__all__ = ["ResultsCallback", "metric_row", "normalized_time", "trial_row"]
+__all__ = ["ResultsCallback", "metric_row", "trial_row"]

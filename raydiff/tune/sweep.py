@@ -53,14 +53,15 @@ def prestage(space: SearchSpace) -> None:
     for exp in space.extremes():
         # each feature network the trial's memorization tests need (SSCD, DINOv2, CLIP, Inception)
         prestage_features(exp, networks)
+        fid_on = exp.eval.fid_every or exp.eval.fid_every_steps
         source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
-        key = (source, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        key = (source, (exp.eval.fid_features, exp.eval.fid_mode) if fid_on else None)
         if key in seen:
             continue
         seen.add(key)
         data = load(exp.data)
         if exp.eval.fid_every or exp.eval.fid_every_steps:
-            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu", exp.eval.fid_mode)
             size = data.shape[1]
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):

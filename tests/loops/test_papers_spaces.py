@@ -96,7 +96,10 @@ def test_bonnaire_grid_with_a_folder(tmp_path):
     # their loader, batch rule, DataLoader and sampler (Utils/loader.py, run_Unet.py, generate.py)
     assert (exp.data.normalization, exp.train.sampling, exp.diffusion.resolved_sampler) == ("centered", "epochs", "ddim")
     assert [e.batch for e in space.experiments()[::5]] == [128, 256, 512]  # B = min(n, 512)
-    assert (exp.eval.num_samples, exp.eval.mem_sample_steps, exp.eval.refine_snapshots > 0) == (10_000, 100, True)
+    assert (exp.eval.num_samples, exp.eval.mem_sample_steps, exp.eval.refine_snapshots > 0) == (10_000, 99, True)
+    # their sampler, t range, float f_mem, FID pipeline and U-Net blocks (Utils/Diffusion.py, compute_fmem.py, compute_FID.py, Unet.py)
+    assert (exp.diffusion.step_grid, exp.diffusion.clip_x0, exp.diffusion.t_min, exp.eval.mem_on_floats) == ("floored", False, 1, True)
+    assert (exp.eval.fid_mode, exp.model.style, exp.stop.headline) == ("legacy_pytorch", "bonnaire2025", "pixel")
     raw["grid"]["data.n_train"].append(1024)
     with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 2560"):  # the folder's size: preflight's
         preflight(search_space_from_dict(raw))
@@ -112,7 +115,7 @@ def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
         "train.budget_scaling": "fixed", "train.device": "cpu", "diffusion.sample_steps": 1,
         "eval.every_steps": 2, "eval.every_images": None, "eval.cadence": "uniform", "eval.num_samples": 2,
         "eval.fid_every": 0, "eval.memorization_space": "pixel", "stop.on": ["pixel", "loss"], "eval.probe_images": 1,
-        "eval.probe_noise_levels": 1, "eval.bootstrap": 20, "eval.save_samples": 2,
+        "eval.probe_noise_levels": 1, "eval.save_samples": 2,
     })  # fmt: skip
     # the file's own settings are what runs: rectified flow, class labels, EMA 0.9999, Adam
     assert (cfg.diffusion.objective, cfg.data.class_conditional, cfg.train.ema_decay) == ("flow", True, 0.9999)
