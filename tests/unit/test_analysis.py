@@ -281,7 +281,7 @@ def test_not_a_results_folder_and_corrupt_parquet_are_one_line_errors(tmp_path, 
     assert "corrupt or unreadable Parquet" in err and err.count("\n") == 1
 
     write_sweep(tmp_path / "ok", n=(64, 128, 256), b=(16,), lr=(1e-4,), seed=9)
-    assert main(["analyze", str(tmp_path / "ok"), "--copies", "nope", "--boot", "10", "--out", str(tmp_path / "o")]) == 2
+    assert main(["analyze", str(tmp_path / "ok"), "--copies", "nope", "--boot", "40", "--out", str(tmp_path / "o")]) == 2
     assert "--copies: no trial nope" in capsys.readouterr().err
 
 
