@@ -82,6 +82,24 @@ def test_hand_counted_trials(edits, steps, stop, found, flops):
     assert c.share == pytest.approx(c.measured / (c.training + c.measured))
 
 
+def test_figures_off_the_loop_on_snapshots():
+    """eval.figures: snapshots: the figure schedule (the 1st and 3rd evaluation) saves EMA weights
+    instead of measuring FID; `raydiff measure` draws 20 samples for each (no shared pass) and
+    extracts the references once. Beside the in-loop share, not in it."""
+    from raydiff.models import param_count
+
+    edits = {"eval": {"fid_every": 2, "fid_samples": 20, "swd_samples": 0, "figures": "snapshots"}}
+    c = trial_cost(cfg_of(**edits), tau=250, forward=F)
+    assert [e.step for e in c.run.events if e.kind == "snapshot"] == [100, 300] and c.run.fid_count == 0
+    assert c.measurement["fidelity"] == 0 and c.measurement["mem_sampling"] == 4 * TEST
+    assert c.figures_off_loop == 2 * (20 * 4 * F + 20 * DIGITS_CLASSIFIER) + 16 * DIGITS_CLASSIFIER
+    one = 4 * param_count(cfg_of().model, cfg_of().data)  # fp32 weights; this U-Net has no buffers
+    assert (c.snapshots, c.snapshots_dropped, c.snapshot_bytes) == (2, 0, 2 * one)
+    assert c.gpu_hours() == pytest.approx((c.total + c.figures_off_loop) / (989e12 * 0.4) / 3600)
+    tight = trial_cost(cfg_of(eval={**edits["eval"], "snapshot_budget_mb": 1.5 * one / 2**20}), tau=250, forward=F)
+    assert (tight.snapshots, tight.snapshots_dropped, tight.figures_off_loop) == (1, 1, 20 * 4 * F + 36 * DIGITS_CLASSIFIER)
+
+
 def test_refinement_events_are_the_bisections_visits():
     run = simulate(cfg_of(eval={"refine_snapshots": 3}), tau=250)
     assert [(e.step, e.kind) for e in run.events if e.kind == "refinement"] == [(225, "refinement"), (250, "refinement")]
@@ -219,7 +237,7 @@ def test_dry_run_prints_the_cost_table(capsys):
     out = capsys.readouterr().out
     assert "by exact FLOP arithmetic" in out and "τ = 1,000 steps (--tau)" in out and "100 TFLOP/s × 50%" in out
     header = next(line for line in out.splitlines() if "evals / FIDs" in line)
-    assert all(label in header for label in KINDS.values()) and "measuring" in header and "GPU-h" in header
+    assert all(label in header for label in KINDS.values()) and "in-loop share" in header and "GPU-h" in header
     assert out.rstrip().splitlines()[-1].split()[0] == "total"
 
 
