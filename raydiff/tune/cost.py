@@ -27,6 +27,14 @@ per image come from the measure registry (`flops_per_sample`: SSCD, Inception), 
 classifier's are counted on the meta device; an exact nearest-neighbour search of S samples among
 N images of dimension D is S·N·D·2. Not counted: the optimizer and EMA updates (O(P) per step),
 data movement, the Fréchet distance's matrix square root (O(D³) once per FID), host work.
+
+With eval.figures: snapshots the figure schedule saves EMA snapshots instead of measuring FID and
+SWD in the loop; their cost (each drawing its own fid_samples, as `raydiff measure` does) and the
+snapshots' bytes within eval.snapshot_budget_mb are reported beside the in-loop share, not in it.
+
+Copied here, for want of a pure function in the loop's modules: the sequential test's round
+arithmetic (evaluation.Evaluator._memorization), the figure cadence (Evaluator.figure_due) and
+the loop's control flow itself (trial.train), which `simulate` mirrors line by line.
 """
 
 from __future__ import annotations
