@@ -38,8 +38,28 @@ def resolve_space_path(arg: str | None) -> Path:
 # and `--dry-run` no Ray.
 
 
+def check_flags(args) -> None:
+    """Every flag's value on its own, whatever the command goes on to do: a value given but empty
+    (which would read as "not given" and fall back to a default silently), a bound passed."""
+    for flag, value in vars(args).items():
+        if isinstance(value, str) and not value.strip():
+            if flag in POSITIONALS:
+                raise UserError(f"is empty; give a {POSITIONALS[flag]}", key=flag)
+            raise UserError("is empty; leave the flag out for its default", key=f"--{flag.replace('_', '-')}")
+    for flag, (lo, hi) in FLAG_BOUNDS.items():
+        value = getattr(args, flag, None)
+        if value is not None and not lo <= value <= hi:
+            raise UserError(f"must be in {lo:,}..{hi:,} (got {value:,})", key=f"--{flag}")
+
+
+POSITIONALS = {"space": "search-space YAML or packaged name", "results": "results folder"}
+# integer flags and their ranges: an unbounded one would be accepted and then never end
+FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000)}
+
+
 def cmd_sweep(args) -> int:
-    from raydiff.tune.loggers import parse_log_to
+    from raydiff.trackers import parse_log_to
+    from raydiff.tune.connect import gcs_endpoint
 
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
@@ -57,6 +77,11 @@ def cmd_sweep(args) -> int:
         raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
+    if args.json and args.cluster:
+        raise UserError("adds columns to the dry run's table, and --json prints configs only: give one of --cluster and --json", key="--cluster")
+    gcs_endpoint(args.address)  # the form of --address, on a dry run too
+    if args.storage is not None:
+        check_storage_form(args.storage)
     if args.resume:
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
@@ -72,20 +97,33 @@ def cmd_sweep(args) -> int:
         return 0
     space = load_search_space(resolve_space_path(args.space))
     if args.mode:
+        if space.search is not None:
+            raise UserError("varies a grid's axes; this space is an Optuna search (search:), which draws its trials", key="--mode")
         space = space.with_mode(args.mode)
     if args.dry_run:
+        from raydiff.location import locate
         from raydiff.preflight import preflight
         from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
-        from raydiff.tune.dryrun import print_cost_json, print_json, print_plan
+        from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
+        from raydiff.trackers import needs_package
 
-        preflight(space)
+        loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
+        for name in log_to:  # a --log-to whose package is missing fails here too
+            needs_package(name)
+        unseen: list[str] = []  # data this machine cannot open: the cluster's nodes may have it
+        preflight(space, unseen=unseen)
         gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
+        check_plan(space, loc)  # what a real run would refuse about its results folder
         if args.json:
             print_json(space)
         elif args.json_cost:
             print_cost_json(space, args.tau, **gpu)
         else:
             print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster, tau=args.tau, **gpu)
+        remote = args.cluster or "://" in (args.storage or space.sweep.storage or "")
+        for text in unseen:
+            after = "" if remote else " (a sweep started on this machine would refuse)"
+            print(f"raydiff: warning: {text}{after}", file=sys.stderr)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -118,12 +156,30 @@ def cmd_status(args) -> int:
     return 0
 
 
+def check_storage_form(storage: str) -> None:
+    """A local folder, or s3:// / gs:// with a bucket; an S3 endpoint named in its query parses."""
+    from raydiff import results
+
+    if "://" in storage:
+        scheme, _, rest = storage.partition("://")
+        if scheme not in STORAGE_SCHEMES or not rest.split("?", 1)[0].strip("/"):
+            raise UserError(f"must be a local folder or {' or '.join(s + '://BUCKET[/PREFIX]' for s in STORAGE_SCHEMES)} (got {storage!r})", key="--storage")
+        results.store_endpoint(storage)
+
+
+STORAGE_SCHEMES = ("s3", "gs")
+
+
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
+    from raydiff.trackers import PACKAGES, check_tracker, parse_log_to
 
+    log_to = parse_log_to(args.log_to, allowed=tuple(PACKAGES))
+    for name in log_to:  # a tracker that is down or refuses: one line before the analysis runs
+        check_tracker(name)
     analyze(
         args.results, args.out, censored=args.censored, interpolate=args.interpolate, n_boot=args.boot,
-        copies=args.copies.split(",") if args.copies else None,
+        copies=args.copies.split(",") if args.copies else None, trackers=log_to,
     )  # fmt: skip
     return 0
 
@@ -145,8 +201,6 @@ def cmd_train(args) -> int:
     from raydiff.preflight import preflight
     from raydiff.trial import train
 
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"must be ≥ 1 (got {args.threads})", key="--threads")
     space = load_search_space(resolve_space_path(args.space))
     points = space.points()
     if not 0 <= args.point < len(points):
@@ -226,8 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                    " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
-    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 40..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
+    a.add_argument("--log-to", action="append", metavar="mlflow|wandb",
+                   help="also log the fits, findings and every file written as one run of the sweep's MLflow experiment"
+                   " or W&B project (needs that package)")  # fmt: skip
     a.set_defaults(fn=cmd_analyze)
 
     m = sub.add_parser("measure", help="measure a sweep's figures (FID, SWD, …) on the EMA snapshots its trials saved")
@@ -252,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # named by the command it was given to: "see raydiff sweep --help"
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        check_flags(args)
         return args.fn(args)
     except UserError as e:
         print(f"raydiff: error: {_one_line(e)}", file=sys.stderr)

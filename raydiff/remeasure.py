@@ -4,7 +4,7 @@ with another measure or protocol, without retraining.
 
 Each trial's snapshots are measured by the same `Evaluator` the loop would have used (the same
 fixed noise and labels, the same references), built for the named fidelity measures alone. Rows
-go to `figures/<trial>/<measure>.parquet` with their provenance (protocol, sample count, snapshot
+go to `figures/<trial>/<measure>/<step>.parquet` with their provenance (protocol, sample count, snapshot
 step), keyed by step: measuring again replaces, never duplicates (results.write_figures).
 `raydiff analyze` and `raydiff status` read them merged into the evaluations (results_folder).
 """
@@ -55,22 +55,36 @@ def measure_sweep(
         if missing:
             raise UserError(f"no snapshots of trial(s) {', '.join(missing)} (trials with snapshots: {', '.join(found)})", key="--trials")
         found = [t for t in found if t in trials]
-    fs, root = results.filesystem(uri)
-    meta = results.provenance()
     written = 0
     for trial_id in found:
-        store = SnapshotStore(uri, trial_id)
-        text = store.config_json()
-        steps = store.steps()
-        if text is None or not steps:
-            print(f"raydiff: {trial_id}: no config or no snapshot yet; skipped", file=out)
-            continue
-        rows = measure_trial(json.loads(text), store, steps, figures, resolve_device(device))
-        for name, measured in rows.items():
-            results.write_figures(fs, root, trial_id, name, measured, meta)
-            written += len(measured)
-        print(f"raydiff: {trial_id}: {', '.join(figures)} at {len(steps)} snapshot(s)", file=out)
+        n = measure_steps(uri, trial_id, None, figures)
+        written += n
+        print(f"raydiff: {trial_id}: {', '.join(figures)}: {n} row(s)" if n else f"raydiff: {trial_id}: no config or no snapshot yet; skipped", file=out)
     return written
+
+
+def measure_steps(uri: str, trial_id: str, steps: list[int] | None, figures: tuple[str, ...] | None = None, device: str = "auto") -> int:
+    """Measure one trial's snapshots (`steps`, or all it has) and write their figures rows;
+    `figures`: these measures, or the fidelity measures the trial's own config names. Returns the
+    rows written. A Ray task of a running sweep calls this as the snapshots land (tune/figures.py)."""
+    store = SnapshotStore(uri, trial_id)
+    text = store.config_json()
+    have = store.steps()
+    steps = have if steps is None else [s for s in steps if s in set(have)]
+    if text is None or not steps:
+        return 0
+    config = json.loads(text)
+    if figures is None:
+        cfg = experiment_from_dict(config)
+        figures = tuple(m for m in cfg.measured if measures.get(m).kind == "fidelity")
+        if not figures:
+            return 0
+    rows = measure_trial(config, store, steps, figures, resolve_device(device))
+    fs, root = results.filesystem(uri)
+    meta = results.provenance()
+    for name, measured in rows.items():
+        results.write_figures(fs, root, trial_id, name, measured, meta)
+    return sum(len(r) for r in rows.values())
 
 
 def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures: tuple[str, ...], device: torch.device) -> dict[str, list[dict]]:

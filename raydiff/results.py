@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterable
@@ -30,7 +32,7 @@ from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
-FIGURES_DIR = "figures"  # figures/<trial>/<measure>.parquet: fidelity measures of snapshots (raydiff measure)
+FIGURES_DIR = "figures"  # figures/<trial>/<measure>/<step>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
@@ -176,6 +178,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     key = (uri, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     if key not in _OPENED:
+        probe_store(uri)
         try:
             opened = pafs.FileSystem.from_uri(_delayed_open(uri))
         except (pa.ArrowInvalid, OSError) as e:
@@ -184,6 +187,51 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             _OPENED.clear()
         _OPENED[key] = opened
     return _OPENED[key]
+
+
+PROBE_TIMEOUT_S = 5.0  # a store that does not take a connection in this long is down
+
+
+def store_endpoint(uri: str) -> tuple[str, int] | None:
+    """(host, port) of the S3-compatible endpoint a URI names (`?endpoint_override=` in its query,
+    else $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL); None: the cloud's own, found by its SDK."""
+    if not uri.startswith("s3://"):
+        return None
+    query = dict(q.partition("=")[::2] for q in uri.partition("?")[2].split("&") if q)
+    endpoint = query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    scheme = query.get("scheme") or (endpoint.split("://", 1)[0] if "://" in endpoint else "https")
+    hostport = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":") if re.search(r":\d+$", hostport) else (hostport, "", "")
+    try:
+        port_n = int(port) if port else (80 if scheme == "http" else 443)
+    except ValueError:
+        port_n = -1
+    if not host or not 0 < port_n < 65536:
+        raise UserError(f"storage {uri}: the S3 endpoint {endpoint!r} is not host[:port] or http(s)://host[:port]")
+    return host.strip("[]"), port_n
+
+
+def probe_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds, in one line, when the S3 endpoint a URI names does not answer (the SDK
+    would retry for a while and then raise a traceback's worth of curl errors)."""
+    endpoint = store_endpoint(uri)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(
+            f"storage {uri.split('?', 1)[0]} does not answer: nothing takes connections at"
+            f" {endpoint[0]}:{endpoint[1]} ({e.strerror or e}); start the store or fix AWS_ENDPOINT_URL"
+        ) from None
+
+
+def first_line(e: BaseException) -> str:
+    """A storage error's first sentence (the SDK's text runs on with curl codes and details)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split("; Details:")[0]
 
 
 def _delayed_open(uri: str) -> str:
@@ -296,6 +344,33 @@ def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
         raise UserError(f"corrupt or unreadable Parquet file {path}: {e}") from None
 
 
+def sweep_identity(metadata: dict | None) -> str | None:
+    """What makes a file one sweep's: the sweep's name and axes in the search space its schema
+    metadata carries (None: a file that carries none)."""
+    text = (metadata or {}).get(b"raydiff.search_space")
+    try:
+        d = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("sweep"), dict):
+        return None
+    search = d.get("search") if isinstance(d.get("search"), dict) else {}
+    return json.dumps([d["sweep"].get("name"), d.get("grid"), search.get("axes")], sort_keys=True, default=str)
+
+
+def check_one_sweep(files: list[tuple[str, dict | None]]) -> None:
+    """Refuse a results folder whose files come from more than one sweep (a metrics file copied in
+    from another): fitted together they would read as one sweep's trials."""
+    seen: dict[str, str] = {}
+    for path, meta in files:
+        ident = sweep_identity(meta)
+        if ident is not None:
+            seen.setdefault(ident, path)
+    if len(seen) > 1:
+        (a, b) = list(seen.values())[:2]
+        raise UserError(f"{b} comes from another sweep than {a} (another name or other axes): a results folder holds one sweep's files")
+
+
 def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
     """A trials or metrics file, checked against the contract: its columns there, of their types,
     its key columns never null. Anything else is one UserError naming the file."""
@@ -344,6 +419,7 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     if not files:
         return METRICS_SCHEMA.empty_table()
     tables = [read_contract(fs, p, "metrics") for p in files]
+    check_one_sweep([(p, t.schema.metadata) for p, t in zip(files, tables)])
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])
 
@@ -351,21 +427,18 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
 # ----------------------------------------------------------------------------- figures
 
 
-def figures_path(root: str, trial_id: str, measure: str) -> str:
-    return join(root, FIGURES_DIR, trial_id, f"{measure}.parquet")
+def figures_path(root: str, trial_id: str, measure: str, step: int) -> str:
+    return join(root, FIGURES_DIR, trial_id, measure, f"{step:012d}.parquet")
 
 
 def write_figures(fs: pafs.FileSystem, root: str, trial_id: str, measure: str, rows: list[dict[str, Any]], metadata: dict[str, str]) -> None:
-    """Put a measure's rows of one trial into its figures file, replacing any row of the same step:
-    measuring a snapshot again replaces its row, never duplicates it. One file per (trial, measure),
-    so measures of different trials or kinds never write the same file."""
-    path = figures_path(root, trial_id, measure)
+    """A measure's rows of one trial, one file per snapshot step: measuring a snapshot again
+    replaces its file, never duplicates its row, and measures of different steps, trials or kinds
+    (Ray tasks running side by side) never write the same file."""
     schema = figures_schema()
-    kept: dict[int, dict[str, Any]] = {}
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        kept = {r["step"]: r for r in read_table(fs, path).to_pylist()}
-    kept.update({r["step"]: {**r, "trial_id": trial_id, "measure": measure} for r in rows})
-    write_atomic(table([kept[s] for s in sorted(kept)], schema, metadata), fs, path)
+    for r in rows:
+        row = {**r, "trial_id": trial_id, "measure": measure}
+        write_atomic(table([row], schema, metadata), fs, figures_path(root, trial_id, measure, int(r["step"])))
 
 
 def read_figures(fs: pafs.FileSystem, root: str) -> pa.Table:

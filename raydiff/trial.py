@@ -25,7 +25,7 @@ from raydiff.config import ExperimentConfig
 from raydiff.data import load
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
-from raydiff.training.refine import crossed, merge_interim, raw_memorization, refine
+from raydiff.training.refine import crossings, merge_interim, raw_memorization, refine
 from raydiff.training.reports import Onsets, diverged_report, evaluation_report, history_row, interim_report, static_fields
 from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
 from raydiff.training.state import TrainState, resolve_device
@@ -67,6 +67,7 @@ def train(
     schedule = upcoming_evaluations(cfg, ts.step, ts.history)
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
     off_loop = cfg.eval.figures == "snapshots"  # figures measured on snapshots, not here
+    saved: list[int] = []  # snapshot steps not reported yet
     t_start = time.perf_counter() - ts.wall_s
     last: dict[str, Any] = {}
     while schedule:
@@ -81,8 +82,8 @@ def train(
             if ts.step in snap_at:  # a copy of the evaluated weights: cheap beside one evaluation
                 snaps.append((ts.step, time.perf_counter() - t_start, {k: v.detach().clone() for k, v in eval_net.state_dict().items()}))
             if ts.step in fidelity_at and ts.step != next_eval and off_loop:
-                if snapshot is not None:
-                    snapshot(ts.step, eval_net.state_dict())
+                if snapshot is not None and snapshot(ts.step, eval_net.state_dict()):
+                    saved.append(ts.step)
             elif ts.step in fidelity_at and ts.step != next_eval:
                 m = evaluator.fidelity(eval_net, ts.step)
                 interim.append(({**history_row(ts.step, b, time.perf_counter() - t_start, m), "fidelity_only": True}, m))
@@ -93,12 +94,16 @@ def train(
                 return last
         # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
         if off_loop and snapshot is not None and evaluator.figure_due(ts.step in fidelity_at):
-            snapshot(ts.step, eval_net.state_dict())
+            if snapshot(ts.step, eval_net.state_dict()):
+                saved.append(ts.step)
         metrics = evaluator(eval_net, ts.step, fid=ts.step in fidelity_at)
+        if saved:  # the snapshots saved since the last report: whoever measures them hears of them here
+            metrics["snapshots"], saved = list(saved), []
         if cfg.raw_tests:  # the EMA lags the raw weights: test them too (ExperimentConfig.raw_tests)
             metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics, cfg.raw_tests))
-        if snaps and crossed(ts.history, metrics.get("mem_frac"), threshold):
-            interim += refine(evaluator, eval_net, snaps, threshold, b)
+        fresh = crossings(cfg, ts.history, metrics) if snaps else ()
+        if fresh:  # a test the stop waits on has just crossed: narrow its bracket from the snapshots
+            interim += refine(evaluator, eval_net, snaps, threshold, b, fresh, cfg.eval.refine_fraction)
         ts.wall_s = time.perf_counter() - t_start
         # report: the interim rows first, in step order (no checkpoint, no decision), then this evaluation
         for i_row, i_metrics in merge_interim(interim):

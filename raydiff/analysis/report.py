@@ -26,13 +26,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.analysis import figures, html
+from raydiff.analysis import figures, html, images
 from raydiff.analysis.fidelity import fidelity_label
 from raydiff.analysis.fits import PowerLawFit
 from raydiff.analysis.scaling import Analysis, analyze_sweep
 from raydiff.analysis.text import report_text
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep, load_sweep
+from raydiff.trackers import fit_metrics, log_analysis
 
 FITS_SCHEMA = pa.schema(
     [
@@ -78,6 +79,8 @@ def fits_dict(an: Analysis) -> dict:
         "replicate_sigma": an.replicate_sigma,
         "definitions": [d.to_dict() for d in an.definitions],
         "fidelity": an.fidelity.to_dict() if an.fidelity else None,
+        "headline": an.headline,
+        "findings": [f.to_dict() for f in an.findings],
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip
@@ -141,13 +144,44 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png")
+FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png", "images_vs_typicality.png")
 
 
 def default_out(uri: str) -> Path:
     if "://" in uri:  # a remote results folder: write locally, named after the sweep
         return Path("analysis-" + uri.rstrip("/").rsplit("/", 1)[-1])
     return Path(uri).expanduser() / "analysis"
+
+
+# bootstrap resamples: 0 (no intervals), or enough that each 2.5% tail of a 95% interval holds
+# one resample, and few enough that the fits end (each resample is one fit, a tobit one too)
+BOOT_MIN, BOOT_MAX = 40, 20_000
+
+
+def check_boot(n_boot: int) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not (n_boot == 0 or BOOT_MIN <= n_boot <= BOOT_MAX):
+        raise UserError(f"must be 0 (no intervals) or {BOOT_MIN}..{BOOT_MAX:,} resamples (got {n_boot!r})", key="--boot")
+
+
+def check_out(out: Path, uri: str) -> None:
+    """The output folder must not be a results folder, nor a folder of one holding other files:
+    analyze writes fits, figures and report.html there, and clears its own earlier figures."""
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder for the figures and fits", key="--out")
+    local = pafs.LocalFileSystem()
+    for d in [out, *out.parents]:
+        if d.is_dir() and results.is_results_dir(local, str(d)):
+            inside = d != out
+            earlier = (out / "fits.json").exists() or not out.exists() or not any(out.iterdir())
+            if not inside or not earlier:
+                what = "is the results folder" if not inside else "is a folder of the results folder"
+                raise UserError(
+                    f"{out} {what} {d}, whose files analyze would overwrite; give a new folder"
+                    " (default: RESULTS/analysis)",
+                    key="--out",
+                )  # fmt: skip
+            return
 
 
 def analyze(
@@ -159,11 +193,14 @@ def analyze(
     n_boot: int = 2000,
     copies: list[str] | None = None,
     out: TextIO | None = None,
+    trackers: tuple[str, ...] = (),
 ) -> Path:
-    """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
+    """Load, fit, print, and write fits, figures and report.html into `out_dir`; with `trackers`
+    (mlflow, wandb), also log them as one run of the sweep there (raydiff.trackers)."""
     out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
-    if n_boot < 0:
-        raise UserError(f"--boot must be ≥ 0 (got {n_boot})")
+    check_boot(n_boot)
+    out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
+    check_out(out_path, uri)
     sweep: Sweep = load_sweep(uri)
     if not sweep.trials and not sweep.running:  # no fit, no figure: refuse rather than write empty files
         planned = f" of {sweep.planned} planned" if sweep.planned is not None else ""
@@ -174,7 +211,6 @@ def analyze(
         if missing:
             raise UserError(f"--copies: no trial {', '.join(missing)} in this sweep (trials: {', '.join(sorted(known))})")
     an = analyze_sweep(sweep, censored=censored, interpolate=interpolate, n_boot=n_boot)
-    out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -188,7 +224,23 @@ def analyze(
     for note in fig_notes:
         print(f"note: {note}", file=out)
     written += [p for _, p in figs]
-    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes))
+    # the ledger (samples/): which images were copied first, by each test (None: no ledger kept)
+    ledger_report = images.images_report(sweep, out_path, n_boot=min(n_boot, 1000))
+    if ledger_report is not None:
+        for line in ledger_report.findings:
+            print(f"finding: {line}", file=out)
+        for note in ledger_report.notes:
+            print(f"note: {note}", file=out)
+        written += ledger_report.files
+    sections = ledger_report.html if ledger_report is not None else ""
+    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes, sections=sections))
     for p in written:
         print(f"wrote {p}", file=out)
+    if trackers:
+        params = {"onset": an.definition_label, "censored": an.censored_mode, "interpolate": interpolate, "n_boot": n_boot,
+                  "results": uri, "git_commit": an.sweep.git_commit or ""}  # fmt: skip
+        name = uri.rstrip("/").rsplit("/", 1)[-1]  # the sweep folder: its trials' MLflow experiment, W&B project
+        findings = "\n".join([report_text(an), *(f"note: {n}" for n in fig_notes)])
+        for line in log_analysis(trackers, name, out_path, fit_metrics(fits_rows(an)), params, findings):
+            print(f"logged {line}", file=out, flush=True)
     return out_path

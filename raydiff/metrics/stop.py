@@ -77,7 +77,7 @@ def decide(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, in
     found = onsets(result, stop) if found is None else found
     tau = stop_onset(found, stop)
     if tau is not None:
-        until = tau + math.ceil(stop.continue_for * tau)
+        until = stop_step(tau, stop.continue_for)
         at_budget = step is not None and budget is not None and step >= budget
         if step is not None and (step >= until or at_budget):
             rule = f"mem_frac ≥ {stop.mem_frac_threshold:g} at {stop.patience} consecutive evaluations"
@@ -90,6 +90,11 @@ def decide(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, in
     if step is not None and budget is not None and step >= budget:
         return StopDecision("budget", f"step budget of {budget} spent without onset")
     return None
+
+
+def stop_step(tau: int, continue_for: float) -> int:
+    """Where a trial that fired at τ stops: τ + ⌈continue_for · τ⌉ (stop.continue_for)."""
+    return tau + math.ceil(continue_for * tau)
 
 
 def reported(result: Mapping[str, Any]) -> StopDecision | None:

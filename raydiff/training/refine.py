@@ -13,26 +13,30 @@ from typing import Any
 import torch
 
 from raydiff import measures
+from raydiff.config import ExperimentConfig
 from raydiff.evaluation import Evaluator
 from raydiff.training.reports import history_row
 
 
-def crossed(history: list[dict[str, Any]], mem_frac: float | None, threshold: float) -> bool:
-    """mem_frac has just risen to the threshold: this evaluation is at or above it, the last
-    measured one before it (if any) below. That bracket is what refinement narrows."""
-    if mem_frac is None or not math.isfinite(mem_frac) or mem_frac < threshold:
+def crossed(history: list[dict[str, Any]], value: float | None, threshold: float, field: str = "mem_frac") -> bool:
+    """A test's fraction (`field` of the history rows) has just risen to the threshold: this
+    evaluation is at or above it, the last measured one before it (if any) below. That bracket is
+    what refinement narrows."""
+    if value is None or not math.isfinite(value) or value < threshold:
         return False
-    before = [h["mem_frac"] for h in history if h.get("mem_frac") is not None]
+    before = [h[field] for h in history if h.get(field) is not None]
     return not before or not (math.isfinite(before[-1]) and before[-1] >= threshold)
 
 
-def bisect_crossing(n: int, above: Callable[[int], bool]) -> int:
+def bisect_crossing(n: int, above: Callable[[int], bool], narrow: Callable[[int, int], bool] | None = None) -> int:
     """Binary search over n snapshots in time order, bracketed by an evaluation below the threshold
     before them and one above after them: the index of the first snapshot found above (n: none),
-    for ⌈log₂(n + 1)⌉ calls of `above`. Every snapshot evaluated before that index is below and
-    every one after it above, so the one onset rule, run over the merged history, lands on it."""
+    for ⌈log₂(n + 1)⌉ calls of `above`, or fewer once `narrow(lo, hi)` says the bracket between
+    snapshot indices lo and hi (−1 and n: the evaluations) is narrow enough. Every snapshot
+    evaluated before that index is below and every one after it above, so the one onset rule,
+    run over the merged history, lands on it."""
     lo, hi = -1, n
-    while hi - lo > 1:
+    while hi - lo > 1 and not (narrow is not None and narrow(lo, hi)):
         mid = (lo + hi) // 2
         if above(mid):
             hi = mid
@@ -41,23 +45,54 @@ def bisect_crossing(n: int, above: Callable[[int], bool]) -> int:
     return hi
 
 
-def refine(evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: float, b: int) -> list[tuple[dict, dict]]:
-    """Evaluate (memorization only) the snapshots a binary search for the crossing visits."""
+def crossings(cfg: ExperimentConfig, history: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(test, history field) of each memorization test the stop rule waits on (stop.on's ratio
+    definitions on the evaluated weights; by default the trial's first test, mem_frac) whose value
+    has just risen to the threshold at this evaluation: the brackets refinement narrows."""
+    threshold = cfg.stop.mem_frac_threshold
+    if cfg.stop.on:
+        tests = [measures.definition(d) for d in cfg.stop.on]
+        fields = [(d.measure, d.field) for d in tests if d.rule == "ratio" and not d.raw]
+    else:
+        fields = [(cfg.memorization_tests[0], "mem_frac")] if cfg.memorization_tests else []
+    return tuple((t, f) for t, f in fields if crossed(history, metrics.get(f), threshold, f))
+
+
+def refine(
+    evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: float, b: int,
+    fresh: tuple[tuple[str, str], ...] = (), fraction: float | None = None,
+) -> list[tuple[dict, dict]]:  # fmt: skip
+    """Evaluate (the crossing memorization tests only) the snapshots a binary search for each
+    crossing visits; a snapshot one search evaluated serves the others. `fresh`: (test, field)
+    pairs (`crossings`; default: mem_frac's test). `fraction`: eval.refine_fraction."""
+    fresh = fresh or (("", "mem_frac"),)
+    tests = tuple(t for t, _ in fresh if t) or None
     scratch = copy.deepcopy(net)
     done: dict[int, dict[str, Any]] = {}
+    steps = [s[0] for s in snaps]
 
-    def above(i: int) -> bool:
-        scratch.load_state_dict(snaps[i][2])
-        done[i] = evaluator(scratch, snaps[i][0], memorization_only=True)
-        v = done[i].get("mem_frac")
-        return v is not None and math.isfinite(v) and v >= threshold
+    def value(i: int, field: str) -> float | None:
+        if i not in done:
+            scratch.load_state_dict(snaps[i][2])
+            done[i] = evaluator(scratch, snaps[i][0], memorization_only=True, tests=tests)
+        return done[i].get(field)
 
-    bisect_crossing(len(snaps), above)
+    def narrow(lo: int, hi: int) -> bool:  # the bracket's width against τ̂, its upper end
+        if fraction is None or hi >= len(steps) or lo < 0:
+            return False
+        return steps[hi] - steps[lo] <= fraction * steps[hi]
+
+    for _, field in fresh:
+        bisect_crossing(len(snaps), lambda i, f=field: _at_least(value(i, f), threshold), narrow)
     out = []
     for i in sorted(done):
         step, wall_s, _ = snaps[i]
         out.append(({**history_row(step, b, wall_s, done[i]), "refined": True}, done[i]))
     return out
+
+
+def _at_least(v: Any, bound: float) -> bool:
+    return v is not None and math.isfinite(v) and v >= bound
 
 
 FIDELITY_KEYS = ("fid", "fid_train", "sliced_wasserstein", "swd_samples", "fid_extractor", "fid_split", "fid_samples", "fid_reference")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from raydiff.config import ExperimentConfig
-from raydiff.metrics.stop import onset_in_sight
+from raydiff.metrics.stop import onset_in_sight, stop_step
 from raydiff.training.reports import Onsets
 
 
@@ -31,11 +31,14 @@ def upcoming_evaluations(
     function of the history, so a trial restored from a checkpoint resumes the same steps."""
     if schedule is None:
         schedule = [s for s in eval_schedule(cfg, cfg.budget_steps) if s > step]
-    soon = step + cfg.eval_every_steps
-    if not schedule or soon >= schedule[0]:
+    if not schedule:
         return schedule
     onset = onset or Onsets.of(cfg, history)  # the last evaluation's, where the loop has them
-    if onset_in_sight(onset.series, cfg.stop, cfg.eval.approach_fraction, onset.found):
+    if onset.tau is not None and cfg.stop.continue_for:  # the stop comes exactly at τ + continue_for × τ
+        until = stop_step(onset.tau, cfg.stop.continue_for)
+        return [until, *schedule] if step < until < schedule[0] else schedule
+    soon = step + cfg.eval_every_steps
+    if soon < schedule[0] and onset_in_sight(onset.series, cfg.stop, cfg.eval.approach_fraction, onset.found):
         return [soon, *schedule]
     return schedule
 

@@ -9,7 +9,7 @@ import sys
 
 from raydiff.config import SearchSpace
 from raydiff.errors import UserError
-from raydiff.location import locate
+from raydiff.location import SweepLocation, locate
 from raydiff.models import model_name, param_count
 from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
 from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION, assumptions_text, cost_rows, sweep_cost
@@ -96,6 +96,16 @@ def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H10
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     for r in [cols, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=out)
+
+
+def check_plan(space: SearchSpace, loc: SweepLocation) -> None:
+    """What a real run would refuse about its results folder, said by the dry run too: a sweep of
+    that name already there. Local storage only: the dry run plans offline, and never probes a store."""
+    if "://" in loc.storage:
+        return
+    from raydiff.preflight import check_sweep_name
+
+    check_sweep_name(loc, resume=False)
 
 
 def print_plan(
