@@ -50,7 +50,7 @@ from raydiff.evaluation import sequential_looks, settling_round
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
-from raydiff.training.refine import bisect_crossing, crossed, merge_interim
+from raydiff.training.refine import bisect_crossing, crossings, merge_interim
 from raydiff.training.reports import Onsets, history_row
 from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
 from raydiff.tune.planner import prior_tau
@@ -271,17 +271,9 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         if raw:  # training.refine.raw_memorization: those tests on the raw weights
             events.append(Event(step, "raw", sequential_count(cfg, [f] * len(raw)), raw))
             metrics.update(tested(step, raw, raw_weights=True))
-        if snaps and crossed(history, metrics.get("mem_frac"), theta):  # training.refine.refine's binary search
-
-            def above(i: int) -> bool:
-                s = snaps[i]
-                fs = assumed_mem_frac(s, tau, theta)
-                events.append(Event(s, "refinement", sequential_count(cfg, [fs] * len(tests)), tests))
-                m = {**tested(s, tests), "train_loss": nan, "test_loss": nan}
-                interim.append(({**history_row(s, b, 0.0, m), "refined": True}, m))
-                return fs >= theta
-
-            bisect_crossing(len(snaps), above)
+        fresh = crossings(cfg, history, metrics) if snaps else ()
+        if fresh:  # training.refine.refine: a binary search per crossing test, sharing the snapshots it evaluates
+            interim += refinement(cfg, snaps, fresh, tested, events)
         history += [row for row, _ in merge_interim(interim)]
         history.append(history_row(step, b, 0.0, metrics))
         onset = Onsets.of(cfg, history)
@@ -291,6 +283,34 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         schedule = upcoming_evaluations(cfg, step, history, schedule, onset)
     status = decision.status if decision is not None else "budget"
     return Run(float(tau), step, status, onset.tau, tuple(sorted(events, key=lambda e: e.step)))
+
+
+def refinement(cfg: ExperimentConfig, snaps: list[int], fresh, tested, events: list[Event]) -> list[tuple[dict, dict]]:
+    """training.refine.refine on the assumed curve: the snapshots (steps) its binary searches visit,
+    one memorization-only evaluation each (of the crossing tests), stopping once the bracket is
+    within eval.refine_fraction of its upper end. (refine's search, copied: it runs an Evaluator.)"""
+    theta, fraction, nan = cfg.stop.mem_frac_threshold, cfg.eval.refine_fraction, float("nan")
+    names = tuple(t for t, _ in fresh if t) or cfg.memorization_tests
+    done: dict[int, dict[str, Any]] = {}
+
+    def value(i: int, field: str) -> float | None:
+        if i not in done:
+            done[i] = {**tested(snaps[i], names), "train_loss": nan, "test_loss": nan}
+        return done[i].get(field)
+
+    def narrow(lo: int, hi: int) -> bool:  # the bracket's width against τ̂, its upper end
+        if fraction is None or hi >= len(snaps) or lo < 0:
+            return False
+        return snaps[hi] - snaps[lo] <= fraction * snaps[hi]
+
+    for _, col in fresh:
+        bisect_crossing(len(snaps), lambda i, c=col: (v := value(i, c)) is not None and v >= theta, narrow)
+    out = []
+    for i in sorted(done):
+        f = done[i].get(fresh[0][1])
+        events.append(Event(snaps[i], "refinement", sequential_count(cfg, [f] * len(names)), names))
+        out.append(({**history_row(snaps[i], cfg.batch, 0.0, done[i]), "refined": True}, done[i]))
+    return out
 
 
 # ------------------------------------------------------------------------------ FLOPs of a run
