@@ -105,11 +105,10 @@ def cmd_sweep(args) -> int:
         from raydiff.preflight import preflight
         from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
         from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
-        from raydiff.trackers import needs_package
+        from raydiff.trackers import needs_packages
 
         loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
-        for name in log_to:  # a --log-to whose package is missing fails here too
-            needs_package(name)
+        needs_packages(log_to)  # a --log-to whose package is missing fails here too
         unseen: list[str] = []  # data this machine cannot open: the cluster's nodes may have it
         preflight(space, unseen=unseen)
         gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}

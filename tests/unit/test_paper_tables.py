@@ -35,6 +35,11 @@ BONNAIRE_N = [128 * 2**k for k in range(9)]  # 128 … 32,768
 BONNAIRE = [
     Row("images: CelebA, 32×32, gray", "data.shape", (32, 1), "paper; code: Utils/cfg.py (IMG_SHAPE)"),
     Row("training set: the first n images", "sorted({p.data.n_train for p in points})", BONNAIRE_N, "paper (n from 128 to 32,768)"),
+    Row("CelebA's aligned faces, all 202,599, in file order (natsorted 000001.jpg …)",
+        "(cfg.data.hf_name, cfg.data.hf_config, cfg.data.split, cfg.data.order)",
+        ("flwrlabs/celeba", "img_align+identity+attr", "train+valid+test", "rows"), "code: Utils/loader.py (CelebADataset)"),
+    Row("Resize(32), then CenterCrop(32), then Grayscale(1)", "(cfg.data.crop, cfg.data.image_size, cfg.data.channels)",
+        ("center", 32, 1), "code: Utils/loader.py (load_CelebA)"),
     Row("held out: the last 2,048 images", "data.n_test", 2048, "code: Utils/loader.py (load_CelebA_pt, ntest)"),
     Row("pixels: [0, 1] minus the training mean per channel", "data.normalization", "centered",
         "code: Utils/loader.py (CENTER, not STANDARDIZE)"),
