@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
-    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 40..20000 (default 2000)")
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 10..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.set_defaults(fn=cmd_analyze)
 
