@@ -1,4 +1,4 @@
-"""`raydiff sweep | analyze | train`: parse, validate, call. Nothing else lives here.
+"""`raydiff sweep | prestage | status | analyze | measure | train`: parse, validate, call. Nothing else lives here.
 
 A user error (UserError) ends as one line on stderr and exit code 2, never a traceback.
 """
@@ -48,13 +48,18 @@ def check_flags(args) -> None:
             raise UserError("is empty; leave the flag out for its default", key=f"--{flag.replace('_', '-')}")
     for flag, (lo, hi) in FLAG_BOUNDS.items():
         value = getattr(args, flag, None)
-        if value is not None and not lo <= value <= hi:
-            raise UserError(f"must be in {lo:,}..{hi:,} (got {value:,})", key=f"--{flag}")
+        if value is not None and not lo <= value <= hi:  # NaN too
+            raise UserError(f"must be in {_num(lo)}..{_num(hi)} (got {_num(value)})", key=f"--{flag.replace('_', '-')}")
+
+
+def _num(v: float) -> str:
+    """4,096 and 1,000,000,000,000 as counts are written; 0.5, nan and inf as they are."""
+    return f"{int(v):,}" if isinstance(v, int) or (v == v and abs(v) < 1e16 and float(v).is_integer()) else f"{v:g}"
 
 
 POSITIONALS = {"space": "search-space YAML or packaged name", "results": "results folder"}
 # integer flags and their ranges: an unbounded one would be accepted and then never end
-FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000)}
+FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000), "tau": (1, 1e12), "gpu_tflops": (1e-3, 1e6), "gpu_utilization": (1e-6, 1)}
 
 
 def cmd_sweep(args) -> int:
@@ -64,10 +69,22 @@ def cmd_sweep(args) -> int:
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
         raise UserError("--json goes with --dry-run (a sweep's results are Parquet)", key="--json")
+    for flag, value in (("--tau", args.tau), ("--gpu-tflops", args.gpu_tflops), ("--gpu-utilization", args.gpu_utilization), ("--json-cost", args.json_cost or None)):
+        if value is not None and not args.dry_run:
+            raise UserError(f"{flag} goes with --dry-run (it sets the cost shown before a sweep runs)", key=flag)
+    if args.tau is not None and not args.tau > 0:
+        raise UserError(f"must be a positive number of steps (got {args.tau:g})", key="--tau")
+    if args.gpu_tflops is not None and not args.gpu_tflops > 0:
+        raise UserError(f"must be > 0 TFLOP/s (got {args.gpu_tflops:g})", key="--gpu-tflops")
+    if args.gpu_utilization is not None and not 0 < args.gpu_utilization <= 1:
+        raise UserError(f"must be in (0, 1] (got {args.gpu_utilization:g})", key="--gpu-utilization")
+    if args.json and args.json_cost:
+        raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
-    if args.json and args.cluster:
-        raise UserError("adds columns to the dry run's table, and --json prints configs only: give one of --cluster and --json", key="--cluster")
+    if (args.json or args.json_cost) and args.cluster:
+        flag = "--json" if args.json else "--json-cost"
+        raise UserError(f"adds columns to the dry run's table, and {flag} prints JSON lines only: give one of --cluster and {flag}", key="--cluster")
     gcs_endpoint(args.address)  # the form of --address, on a dry run too
     if args.storage is not None:
         check_storage_form(args.storage)
@@ -92,17 +109,21 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         from raydiff.location import locate
         from raydiff.preflight import preflight
-        from raydiff.tune.dryrun import check_plan, print_json, print_plan
+        from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
+        from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
         from raydiff.tune.loggers import logger_callbacks
 
         loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
         logger_callbacks(log_to, loc.name)  # a --log-to whose package is missing fails here too
         preflight(space)
         check_plan(space, loc)  # what a real run would refuse about its results folder
+        gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
         if args.json:
             print_json(space)
+        elif args.json_cost:
+            print_cost_json(space, args.tau, **gpu)
         else:
-            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster)
+            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster, tau=args.tau, **gpu)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -159,6 +180,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from raydiff.remeasure import measure_sweep
+
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
+    trials = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
+    rows = measure_sweep(args.results, names, trials, device=args.device)
+    print(f"raydiff: {rows} figure row(s) written under {args.results}/figures")
+    return 0
+
+
 def cmd_train(args) -> int:
     """One trial in this process, no Ray: for debugging a config and for benchmarks."""
     import torch
@@ -201,7 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="results root: a local path or s3://bucket/prefix (default: ./results)")
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
-    s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the trial table and each trial's cost to its expected stop (FLOPs by kind, the measurement"
+                   " share, GPU-hours), and exit without starting Ray")
+    s.add_argument("--tau", type=float, metavar="STEPS",
+                   help="with --dry-run: assume every trial's onset at this step for the cost (default: the space's prior,"
+                   " sweep.budget_planner.prior, e.g. marion2026_cifar10's 20,000 · (N/2048) · (16/B) · (1e-4/η) steps)")
+    s.add_argument("--gpu-tflops", type=float, metavar="TFLOPS",
+                   help="with --dry-run: the GPU's peak TFLOP/s for GPU-hours (default 989: an H100 SXM's dense BF16)")
+    s.add_argument("--gpu-utilization", type=float, metavar="FRACTION",
+                   help="with --dry-run: the fraction of that peak a trial sustains (default 0.4)")
+    s.add_argument("--json-cost", action="store_true",
+                   help="with --dry-run: one JSON object per trial, its cost (FLOPs by kind, share, GPU-hours), then the totals")
     s.add_argument("--cluster", metavar="FILE",
                    help="with --dry-run: where each trial can run on this cluster file (cluster/aws.yaml, kuberay.yaml,"
                    " slurm.sbatch) and how many run at once")
@@ -237,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 10..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.set_defaults(fn=cmd_analyze)
+
+    m = sub.add_parser("measure", help="measure a sweep's figures (FID, SWD, …) on the EMA snapshots its trials saved")
+    m.add_argument("results", help="results folder: <storage>/<sweep>")
+    m.add_argument("--metrics", metavar="NAME[,NAME]", help="figure measures to measure (default: every registered one: fid, swd, …)")
+    m.add_argument("--trials", metavar="TRIAL[,TRIAL]", help="only these trials (default: every trial with snapshots)")
+    m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to measure (default: auto)")
+    m.set_defaults(fn=cmd_measure)
 
     t = sub.add_parser("train", help="run one trial of a search space here, without Ray")
     t.add_argument("space", nargs="?", help="search-space YAML or packaged name")

@@ -18,12 +18,13 @@ import torch
 
 from raydiff import data, results
 from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
+from raydiff.config.sections import needs
 from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_network, param_count
-from raydiff.trial import resolve_device
+from raydiff.training.state import resolve_device
 from raydiff.tune.capacity import rule_of
 
 
@@ -52,7 +53,7 @@ def preflight(
                 _in_trial(point, check_memory, exp, machine_memory())
         if space.search is None:
             check_rules_match(space, trials)
-        for embedding in sorted({e.eval.embedding for _, e in trials if e.eval.memorization_space != "pixel"}):
+        for embedding in sorted({e.eval.embedding for _, e in trials if "embedding" in needs(e.memorization_tests)}):
             check_embedding(embedding)
         if in_process:
             for device in sorted({e.train.device for _, e in trials}):

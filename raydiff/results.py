@@ -27,10 +27,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydiff import measures
 from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
+FIGURES_DIR = "figures"  # figures/<trial>/<measure>/<step>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
@@ -117,6 +119,36 @@ METRICS_SCHEMA = pa.schema(
         ("resumed_from_step", pa.int64()),
     ]
 )
+
+
+ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
+
+# a figure measured off the loop, on a snapshot: keyed by (trial_id, step, measure); its provenance
+# (protocol: feature network, reference, resize; the sample count) beside the measure's own columns
+FIGURES_KEYS = ("trial_id", "step", "measure")
+FIGURES_BASE = [
+    ("trial_id", pa.string()), ("step", pa.int64()), ("measure", pa.string()), ("images_seen", pa.int64()),
+    ("protocol", pa.string()), ("n_samples", pa.int64()), ("snapshot_step", pa.int64()), ("measure_s", pa.float64()),
+]  # fmt: skip
+
+
+def figures_schema() -> pa.Schema:
+    """The figures files' columns: the keys and provenance, then every fidelity measure's columns."""
+    cols = [(c.name, ARROW_TYPES[c.type]) for n in measures.names("fidelity") for c in measures.get(n).columns]
+    return pa.schema(FIGURES_BASE + list(dict(cols).items()))
+
+
+def metrics_schema() -> pa.Schema:
+    """METRICS_SCHEMA and, after it, the metric columns of every measure registered beyond the
+    built-in ones (raydiff/measures: `Measure.columns`, a raw variant's too)."""
+    extra = [(c.name, ARROW_TYPES[c.type]) for c in measures.iter_columns() if c.name not in METRICS_SCHEMA.names]
+    return pa.schema(list(METRICS_SCHEMA) + list(dict(extra).items()))
+
+
+def trials_schema() -> pa.Schema:
+    """TRIALS_SCHEMA and a τ column (`tau_mem_<definition>_step`) per onset definition registered beyond it."""
+    extra = [(d.tau_column, pa.int64()) for d in measures.definitions() if d.tau_column not in TRIALS_SCHEMA.names]
+    return pa.schema(list(TRIALS_SCHEMA) + extra)
 
 
 # the contract's columns (those above "beyond the contract"): a file without them is not ours
@@ -340,7 +372,7 @@ def check_one_sweep(files: list[tuple[str, dict | None]]) -> None:
 def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
     """A trials or metrics file, checked against the contract: its columns there, of their types,
     its key columns never null. Anything else is one UserError naming the file."""
-    schema, required = (TRIALS_SCHEMA, TRIALS_REQUIRED) if kind == "trials" else (METRICS_SCHEMA, METRICS_REQUIRED)
+    schema, required = (trials_schema(), TRIALS_REQUIRED) if kind == "trials" else (metrics_schema(), METRICS_REQUIRED)
     t = read_table(fs, path)
     missing = [c for c in required if c not in t.column_names]
     if missing:
@@ -388,3 +420,37 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     check_one_sweep([(p, t.schema.metadata) for p, t in zip(files, tables)])
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figures_path(root: str, trial_id: str, measure: str, step: int) -> str:
+    return join(root, FIGURES_DIR, trial_id, measure, f"{step:012d}.parquet")
+
+
+def write_figures(fs: pafs.FileSystem, root: str, trial_id: str, measure: str, rows: list[dict[str, Any]], metadata: dict[str, str]) -> None:
+    """A measure's rows of one trial, one file per snapshot step: measuring a snapshot again
+    replaces its file, never duplicates its row, and measures of different steps, trials or kinds
+    (Ray tasks running side by side) never write the same file."""
+    schema = figures_schema()
+    for r in rows:
+        row = {**r, "trial_id": trial_id, "measure": measure}
+        write_atomic(table([row], schema, metadata), fs, figures_path(root, trial_id, measure, int(r["step"])))
+
+
+def read_figures(fs: pafs.FileSystem, root: str) -> pa.Table:
+    """Every figures row of the sweep (an empty table when nothing was measured off the loop)."""
+    d = join(root, FIGURES_DIR)
+    schema = figures_schema()
+    if fs.get_file_info(d).type != pafs.FileType.Directory:
+        return schema.empty_table()
+    paths = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
+                   if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not i.base_name.startswith("."))  # fmt: skip
+    if not paths:
+        return schema.empty_table()
+    tables = []
+    for p in paths:
+        t = read_table(fs, p)
+        tables.append(t.cast(pa.schema([schema.field(c) if c in schema.names else t.schema.field(c) for c in t.column_names])))
+    return pa.concat_tables(tables, promote_options="default")

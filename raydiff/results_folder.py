@@ -112,6 +112,7 @@ def _load_sweep(uri: str) -> Sweep:
     evals: dict[str, list[dict]] = {}
     for row in metrics_t.to_pylist():
         evals.setdefault(row["trial_id"], []).append(row)
+    merge_figures(evals, results.read_figures(fs, root).to_pylist())
     done = {t["trial_id"] for t in trials}
     running = sorted(t for t in evals if t not in done)
     space, notes = _search_space(fs, root, meta)
@@ -140,6 +141,22 @@ def check_no_duplicates(trials_t, metrics_t, root: str) -> None:
                     break
                 seen.add(k)
             raise UserError(f"the metrics under {results.join(root, results.METRICS_DIR)} hold trial {dup[0]} step {dup[1]} more than once: each evaluation is one row")
+
+
+def merge_figures(evals: dict[str, list[dict]], figures: list[dict]) -> None:
+    """Figures measured off the loop on snapshots (results.read_figures) into the evaluation rows:
+    a snapshot on an evaluation's step fills that row's figure columns; one between evaluations
+    becomes a fidelity-only row of its own, in step order, as the loop's own would have been."""
+    provenance = set(results.FIGURES_KEYS) | {"protocol", "n_samples", "snapshot_step", "measure_s"}
+    for f in figures:
+        rows = evals.setdefault(f["trial_id"], [])
+        values = {k: v for k, v in f.items() if k not in provenance and v is not None}
+        row = next((r for r in rows if r["step"] == f["step"]), None)
+        if row is None:
+            rows.append({"trial_id": f["trial_id"], "step": f["step"], "fidelity_only": True, **values})
+            rows.sort(key=lambda r: r["step"])
+        else:
+            row.update(values)
 
 
 def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:

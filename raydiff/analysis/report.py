@@ -118,6 +118,7 @@ STATS_SCHEMA = pa.schema(
         ("tau_recorded", pa.int64()), ("tau_normalized", pa.float64()), ("censor_step", pa.int64()),
         ("mem_rate", pa.float64()), ("peak_fid", pa.float64()), ("peak_fid_step", pa.int64()),
         ("seed", pa.int64()), ("point", pa.string()), ("tau_gen", pa.int64()), ("tau_gen_censored", pa.bool_()),
+        ("mem_rate_note", pa.string()),
     ]
 )  # fmt: skip
 

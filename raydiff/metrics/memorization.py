@@ -71,10 +71,16 @@ def memorized_pixel(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1
 
 def memorized_cosine(sample_emb: torch.Tensor, train_emb: torch.Tensor, threshold: float = 0.6, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean [S]: max cosine similarity to any training embedding > threshold; and that max."""
+    best, _ = nearest_cosine(sample_emb, train_emb, chunk)
+    return best > threshold, best
+
+
+def nearest_cosine(sample_emb: torch.Tensor, train_emb: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample [S]: the largest cosine similarity to a training embedding [N, D], and that image's index."""
     a = torch.nn.functional.normalize(sample_emb.float(), dim=1)
     b = torch.nn.functional.normalize(train_emb.float().to(a.device), dim=1)
-    best = torch.cat([(a[i : i + chunk] @ b.T).max(dim=1).values for i in range(0, a.shape[0], chunk)])
-    return best > threshold, best
+    best = [(a[i : i + chunk] @ b.T).max(dim=1) for i in range(0, a.shape[0], chunk)]
+    return torch.cat([m.values for m in best]), torch.cat([m.indices for m in best])
 
 
 @dataclass(frozen=True)

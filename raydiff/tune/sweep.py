@@ -21,6 +21,7 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from raydiff import results
 from raydiff.config import SearchSpace
+from raydiff.config.sections import needs
 from raydiff.data import load
 from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
@@ -61,7 +62,7 @@ def prestage(space: SearchSpace) -> None:
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
                     cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
-        if exp.eval.memorization_space != "pixel" and exp.eval.embedding not in embeddings:
+        if "embedding" in needs(exp.memorization_tests) and exp.eval.embedding not in embeddings:
             embeddings.add(exp.eval.embedding)
             load_embedding(exp.eval.embedding, "cpu")
 
@@ -119,12 +120,18 @@ def run_sweep(
                 f.write(space.to_json().encode())
 
         sw = space.sweep
-        fn = tune.with_parameters(trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes))
+        fn = tune.with_parameters(
+            trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes), storage=loc.uri
+        )
         # each trial's request by its model (sweep.resources_by), computed on the driver
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
         callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        if any(e.eval.figures == "snapshots" for e in space.extremes()):  # figures measured as the snapshots land
+            from raydiff.tune.figures import FigureCallback
+
+            callbacks.append(FigureCallback(loc.uri, sw.measure_resources, out=out))
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's CSV/JSON/TensorBoard: --log-to names them
         storage_fs = None
