@@ -95,7 +95,13 @@ CLUSTER_FILES = [
     ("slurm.sbatch", "#!/bin/bash\n#SBATCH --nodes=0\n", "an allocation needs ≥ 1 node"),
     ("slurm.sbatch", "#!/bin/bash\n#SBATCH --nodes=99999999\n", "#SBATCH --nodes: must be a whole number in 0..10000"),
     ("notes.txt", "hello", "not a cluster file raydiff knows"),
+    ("big.yaml", "# " + "x" * (1 << 20) + "\n", "a cluster file is under 1,048,576"),
 ]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/nonexistent/aws.yaml", "."])
+def test_a_cluster_path_that_is_no_file(path):
+    refused(["sweep", "smoke", "--dry-run", "--cluster", path], "no such cluster file")
 
 
 @pytest.mark.parametrize("name, text, fragment", CLUSTER_FILES, ids=[f"{i}-{c[0]}" for i, c in enumerate(CLUSTER_FILES)])
