@@ -2,7 +2,8 @@
 
 A UNet2DModel with DDPMScheduler learns the first N 8×8 digits that ship with scikit-learn. Every
 `--every` steps DDIM generates 128 samples from fixed noise, and MemorizationMonitor measures the
-fraction that copy a training image; the loop stops at memorization onset.
+fraction that copy a training image; the loop stops at memorization onset, and prints which
+training images were copied, when first and how often (the monitor's ledger).
 
     pip install -e ".[diffusers]"
     python examples/diffusers_monitor.py --n 16
@@ -63,8 +64,13 @@ def main(argv: list[str] | None = None) -> int | None:
             print(f"step {step:5d}  loss {loss.item():.4f}  f_mem {r.f_mem:.3f} [{r.lo:.3f}, {r.hi:.3f}]", flush=True)
             if r.stop:
                 print(f"memorization onset at step {r.onset_step}: stopping")
-                return 0
-    print(f"no memorization onset within {args.steps} steps")
+                break
+    else:
+        print(f"no memorization onset within {args.steps} steps")
+    copied = monitor.ledger()  # [image, first_step, copies]: training images copied, in order of first copy
+    print(f"training images copied: {len(copied)} of {args.n}")
+    if len(copied):
+        print(copied.to_string(index=False))
     return 0
 
 

@@ -63,8 +63,8 @@ FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000), "tau": (1, 1e12),
 
 
 def cmd_sweep(args) -> int:
+    from raydiff.trackers import parse_log_to
     from raydiff.tune.connect import gcs_endpoint
-    from raydiff.tune.loggers import parse_log_to
 
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
@@ -111,19 +111,25 @@ def cmd_sweep(args) -> int:
         from raydiff.preflight import preflight
         from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
         from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
-        from raydiff.tune.loggers import logger_callbacks
+        from raydiff.trackers import needs_package
 
         loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
-        logger_callbacks(log_to, loc.name)  # a --log-to whose package is missing fails here too
-        preflight(space)
-        check_plan(space, loc)  # what a real run would refuse about its results folder
+        for name in log_to:  # a --log-to whose package is missing fails here too
+            needs_package(name)
+        unseen: list[str] = []  # data this machine cannot open: the cluster's nodes may have it
+        preflight(space, unseen=unseen)
         gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
+        check_plan(space, loc)  # what a real run would refuse about its results folder
         if args.json:
             print_json(space)
         elif args.json_cost:
             print_cost_json(space, args.tau, **gpu)
         else:
             print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster, tau=args.tau, **gpu)
+        remote = args.cluster or "://" in (args.storage or space.sweep.storage or "")
+        for text in unseen:
+            after = "" if remote else " (a sweep started on this machine would refuse)"
+            print(f"raydiff: warning: {text}{after}", file=sys.stderr)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -172,10 +178,14 @@ STORAGE_SCHEMES = ("s3", "gs")
 
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
+    from raydiff.trackers import PACKAGES, check_tracker, parse_log_to
 
+    log_to = parse_log_to(args.log_to, allowed=tuple(PACKAGES))
+    for name in log_to:  # a tracker that is down or refuses: one line before the analysis runs
+        check_tracker(name)
     analyze(
         args.results, args.out, censored=args.censored, interpolate=args.interpolate, n_boot=args.boot,
-        copies=args.copies.split(",") if args.copies else None,
+        copies=args.copies.split(",") if args.copies else None, trackers=log_to,
     )  # fmt: skip
     return 0
 
@@ -278,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
     a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 10..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
+    a.add_argument("--log-to", action="append", metavar="mlflow|wandb",
+                   help="also log the fits, findings and every file written as one run of the sweep's MLflow experiment"
+                   " or W&B project (needs that package)")  # fmt: skip
     a.set_defaults(fn=cmd_analyze)
 
     m = sub.add_parser("measure", help="measure a sweep's figures (FID, SWD, …) on the EMA snapshots its trials saved")

@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from raydiff.metrics.memorization import distance_ratio, fraction_with_interval, memorized_cosine, memorized_pixel
+from raydiff.metrics.memorization import distance_ratio, fraction_with_interval, memorized_cosine, memorized_pixel, nearest_two
 from raydiff.metrics.onset import mem_onset
 
 __all__ = ["MemorizationMonitor", "MonitorResult"]
@@ -85,6 +86,29 @@ def _other_scale(samples: tuple[float, float], train: tuple[float, float]) -> bo
     pixels = lambda a, b: -1e-6 <= a and 2.0 < b <= 255.0 + 1e-6  # noqa: E731
     return (unit(lo, hi) and pixels(tlo, thi)) or (pixels(lo, hi) and unit(tlo, thi))
 
+class _MonitorContext:
+    """What a registered memorization test asks of an evaluation, answered by a monitor: its
+    thresholds, the samples' pixel neighbours, a feature network's embeddings (train's cached)."""
+
+    def __init__(self, monitor: "MemorizationMonitor"):
+        self.monitor = monitor
+        th = dict(monitor.thresholds or {})
+        self.cfg = SimpleNamespace(eval=SimpleNamespace(
+            mem_ratio=th.get("pixel", monitor.ratio), mem_cosine=th.get("features", monitor.cosine),
+            mem_thresholds=tuple(th.items()),
+        ))  # fmt: skip
+
+    def neighbours(self, samples: torch.Tensor):
+        return nearest_two(samples.float(), self.monitor._train)
+
+    def embed(self, network: str, samples: torch.Tensor):
+        m = self.monitor
+        cache = m.__dict__.setdefault("_train_embeddings", {})
+        net = m._networks()[network]
+        if network not in cache:
+            cache[network] = net(m.train_images)
+        return net(samples), cache[network]
+
 
 @dataclass(frozen=True)
 class MonitorResult:
@@ -125,6 +149,13 @@ class MemorizationMonitor:
     device: torch.device | str | None = None
     report_to_tune: bool = False
     history: list[MonitorResult] = field(default_factory=list, init=False)
+    # the ledger: more registered memorization tests (raydiff.measures) beside the pixel test, each
+    # kept per training image (first step copied, copies); a cosine test needs its network among
+    # `networks` ({"dinov2": images → [S, D], …}; "embedding" is `embedding`), thresholds by test name
+    tests: tuple[str, ...] = ()
+    networks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+    thresholds: dict[str, float] | None = None
+    _ledger: dict[str, dict[int, list[int]]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         x = _check_images("train_images", self.train_images)
@@ -143,6 +174,7 @@ class MemorizationMonitor:
         self._range = _value_range(x)
         self._train = x.float().reshape(len(x), -1).to(self.device)  # [N, D]
         self._train_emb = self.embedding(x) if self.embedding is not None else None
+        self._check_tests()
 
     @torch.no_grad()
     def evaluate(self, samples: torch.Tensor, step: int) -> MonitorResult:
@@ -170,6 +202,7 @@ class MemorizationMonitor:
         result = MonitorResult(
             step, frac.value, frac.lo, frac.hi, nearest, rel, onset, onset is not None, f_feat, interval_feat,
         )  # fmt: skip
+        self._keep_ledger(x, step, nearest, rel, finite)
         self.history.append(result)
         if self.report_to_tune:
             self._report(result)
@@ -197,6 +230,58 @@ class MemorizationMonitor:
                     " training images' range (e.g. both in [-1, 1], or both in [0, 255])"
                 )  # fmt: skip
         return x
+
+    def ledger(self, test: str = "pixel"):
+        """Per training image that `test` has called copied so far: the first step a sample was a
+        copy of it and how many samples were (over all evaluations), as a pandas DataFrame
+        [image, first_step, copies] sorted by first step; image indexes train_images."""
+        import pandas as pd
+
+        if test != "pixel" and test not in self.tests:
+            raise ValueError(f"the monitor runs no test {test!r} (it runs: {', '.join(('pixel', *self.tests))})")
+        rows = sorted((first, image, n) for image, (first, n) in self._ledger.get(test, {}).items())
+        return pd.DataFrame(
+            {"image": [r[1] for r in rows], "first_step": [r[0] for r in rows], "copies": [r[2] for r in rows]}
+        ).astype("int64")
+
+    def _check_tests(self) -> None:
+        from raydiff import measures
+
+        known = measures.names("memorization")
+        for t in self.tests:
+            if t not in known:
+                raise ValueError(f"tests: unknown memorization test {t!r} (registered: {', '.join(known)})")
+            net = getattr(measures.get(t), "network", None)
+            if net and net not in self._networks():
+                raise ValueError(f"tests: {t!r} needs a feature network {net!r}: pass networks={{{net!r}: images → [S, D]}}")
+        for t, v in (self.thresholds or {}).items():
+            if t not in ("pixel", *self.tests) or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"thresholds: {t!r}: {v!r} is not a number for a test the monitor runs")
+
+    def _networks(self) -> dict[str, Callable]:
+        nets = dict(self.networks or {})
+        if self.embedding is not None:
+            nets.setdefault("embedding", self.embedding)
+        return nets
+
+    def _keep_ledger(self, x: torch.Tensor, step: int, nearest: np.ndarray, ratio: np.ndarray, finite: bool) -> None:
+        """Add this evaluation's copies to the ledger: the pixel test's from its ratios, each other
+        test's from its own verdicts (raydiff.measures) on the same samples."""
+        if not finite:
+            return
+        verdicts = {"pixel": (ratio < self.ratio, nearest)}
+        if self.tests:
+            from raydiff import measures
+
+            ctx = _MonitorContext(self)
+            for t in self.tests:
+                v = measures.get(t)().verdicts(ctx, x.to(self.device))
+                verdicts[t] = (np.asarray(v.copied, dtype=bool), np.asarray(v.nearest, dtype=np.int64))
+        for t, (copied, idx) in verdicts.items():
+            book = self._ledger.setdefault(t, {})
+            for image in idx[copied].tolist():
+                entry = book.setdefault(int(image), [step, 0])
+                entry[1] += 1
 
     @property
     def onset_step(self) -> int | None:

@@ -125,6 +125,22 @@ def _load_sweep(uri: str) -> Sweep:
     )  # fmt: skip
 
 
+def merge_figures(evals: dict[str, list[dict]], figures: list[dict]) -> None:
+    """Figures measured off the loop on snapshots (results.read_figures) into the evaluation rows:
+    a snapshot on an evaluation's step fills that row's figure columns; one between evaluations
+    becomes a fidelity-only row of its own, in step order, as the loop's own would have been."""
+    provenance = set(results.FIGURES_KEYS) | {"protocol", "n_samples", "snapshot_step", "measure_s"}
+    for f in figures:
+        rows = evals.setdefault(f["trial_id"], [])
+        values = {k: v for k, v in f.items() if k not in provenance and v is not None}
+        row = next((r for r in rows if r["step"] == f["step"]), None)
+        if row is None:
+            rows.append({"trial_id": f["trial_id"], "step": f["step"], "fidelity_only": True, **values})
+            rows.sort(key=lambda r: r["step"])
+        else:
+            row.update(values)
+
+
 def check_no_duplicates(trials_t, metrics_t, root: str) -> None:
     """Each trial once in trials.parquet, each (trial, step) once in the metrics: a duplicated
     row would be fitted as a second, identical trial and narrow every interval."""
@@ -141,22 +157,6 @@ def check_no_duplicates(trials_t, metrics_t, root: str) -> None:
                     break
                 seen.add(k)
             raise UserError(f"the metrics under {results.join(root, results.METRICS_DIR)} hold trial {dup[0]} step {dup[1]} more than once: each evaluation is one row")
-
-
-def merge_figures(evals: dict[str, list[dict]], figures: list[dict]) -> None:
-    """Figures measured off the loop on snapshots (results.read_figures) into the evaluation rows:
-    a snapshot on an evaluation's step fills that row's figure columns; one between evaluations
-    becomes a fidelity-only row of its own, in step order, as the loop's own would have been."""
-    provenance = set(results.FIGURES_KEYS) | {"protocol", "n_samples", "snapshot_step", "measure_s"}
-    for f in figures:
-        rows = evals.setdefault(f["trial_id"], [])
-        values = {k: v for k, v in f.items() if k not in provenance and v is not None}
-        row = next((r for r in rows if r["step"] == f["step"]), None)
-        if row is None:
-            rows.append({"trial_id": f["trial_id"], "step": f["step"], "fidelity_only": True, **values})
-            rows.sort(key=lambda r: r["step"])
-        else:
-            row.update(values)
 
 
 def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:

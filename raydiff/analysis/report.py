@@ -26,13 +26,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.analysis import figures, html
+from raydiff.analysis import figures, html, images
 from raydiff.analysis.fidelity import fidelity_label
 from raydiff.analysis.fits import PowerLawFit
 from raydiff.analysis.scaling import Analysis, analyze_sweep
 from raydiff.analysis.text import report_text
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep, load_sweep
+from raydiff.trackers import fit_metrics, log_analysis
 
 FITS_SCHEMA = pa.schema(
     [
@@ -78,6 +79,8 @@ def fits_dict(an: Analysis) -> dict:
         "replicate_sigma": an.replicate_sigma,
         "definitions": [d.to_dict() for d in an.definitions],
         "fidelity": an.fidelity.to_dict() if an.fidelity else None,
+        "headline": an.headline,
+        "findings": [f.to_dict() for f in an.findings],
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip
@@ -141,7 +144,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png")
+FIGURE_PATTERNS = ("tau_vs_*.png", "curves_*.png", "fidelity_vs_n.png", "copies_*.png", "images_vs_typicality.png")
 
 
 def default_out(uri: str) -> Path:
@@ -191,8 +194,10 @@ def analyze(
     n_boot: int = 2000,
     copies: list[str] | None = None,
     out: TextIO | None = None,
+    trackers: tuple[str, ...] = (),
 ) -> Path:
-    """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
+    """Load, fit, print, and write fits, figures and report.html into `out_dir`; with `trackers`
+    (mlflow, wandb), also log them as one run of the sweep there (raydiff.trackers)."""
     out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
     check_boot(n_boot)
     out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
@@ -220,7 +225,23 @@ def analyze(
     for note in fig_notes:
         print(f"note: {note}", file=out)
     written += [p for _, p in figs]
-    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes))
+    # the ledger (samples/): which images were copied first, by each test (None: no ledger kept)
+    ledger_report = images.images_report(sweep, out_path, n_boot=min(n_boot, 1000))
+    if ledger_report is not None:
+        for line in ledger_report.findings:
+            print(f"finding: {line}", file=out)
+        for note in ledger_report.notes:
+            print(f"note: {note}", file=out)
+        written += ledger_report.files
+    sections = ledger_report.html if ledger_report is not None else ""
+    written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes, sections=sections))
     for p in written:
         print(f"wrote {p}", file=out)
+    if trackers:
+        params = {"onset": an.definition_label, "censored": an.censored_mode, "interpolate": interpolate, "n_boot": n_boot,
+                  "results": uri, "git_commit": an.sweep.git_commit or ""}  # fmt: skip
+        name = uri.rstrip("/").rsplit("/", 1)[-1]  # the sweep folder: its trials' MLflow experiment, W&B project
+        findings = "\n".join([report_text(an), *(f"note: {n}" for n in fig_notes)])
+        for line in log_analysis(trackers, name, out_path, fit_metrics(fits_rows(an)), params, findings):
+            print(f"logged {line}", file=out, flush=True)
     return out_path

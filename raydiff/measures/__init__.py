@@ -5,7 +5,7 @@ Importing this package registers the built-in measures. Ask the registry (`names
 """
 
 # registration order is the order of columns and definitions: the pixel test first (the primary)
-from raydiff.measures import pixel, cosine, loss, fidelity  # noqa: F401, I001  (registers the built-in measures)
+from raydiff.measures import pixel, cosine, networks, loss, fidelity  # noqa: F401, I001  (registers the built-in measures)
 from raydiff.measures.base import (
     KINDS, ONSET_RULES, RAW, REGISTRY, Column, Definition, Measure, definition, definition_names, definitions, get,
     iter_columns, names, raw_column, register, series_of,

@@ -16,7 +16,8 @@ from typing import Any
 from ray import tune
 
 from raydiff import measures, results
-from raydiff.config import ExperimentConfig, SearchSpace
+from raydiff.config import ExperimentConfig, SearchSpace, normalized_time
+from raydiff.ledger import SamplesWriter
 from raydiff.metrics.stop import final_status
 from raydiff.models import model_name
 from raydiff.tune.dryrun import config_json
@@ -79,7 +80,7 @@ def trial_row(
         "steps_done": last.get("step", 0),
         "tau_mem_step": tau if status == "memorized" else None,
         "tau_mem_images": tau * b if (tau is not None and status == "memorized") else None,
-        "tau_mem_normalized": normalized_time(tau, n, b, lr, minima) if status == "memorized" else None,
+        "tau_mem_normalized": normalized_time(None if tau is None else float(tau), n, b, lr, minima) if status == "memorized" else None,
         "tau_mem_seconds": last.get("tau_mem_seconds") if status == "memorized" else None,
         "best_fid": best[0],
         "best_fid_step": best[1],
@@ -93,19 +94,13 @@ def trial_row(
     }
 
 
-def normalized_time(step: float | None, n: int, b: int, lr: float, minima: dict[str, float]) -> float | None:
-    """T = τ · (N_min / N) · (B / B_min) · (η / η_min) (Marion & Wu's collapse variable)."""
-    if step is None:
-        return None
-    return float(step) * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
-
-
 class ResultsCallback(tune.Callback):
     def __init__(self, space: SearchSpace, storage_uri: str, metadata: dict[str, str]):
         self.space = space
         self.uri = storage_uri  # <storage>/<sweep>
         self.metadata = metadata
         self.minima = space.minima()
+        self.samples = SamplesWriter(storage_uri, metadata)  # samples/<trial>/<step>.parquet: the ledger
         self._init_state()
 
     def _init_state(self) -> None:
@@ -131,6 +126,7 @@ class ResultsCallback(tune.Callback):
         # Tune may run such a trial again after a resume (its driver died before Tune saved that
         # the trial had ended): what it reports then changes neither file
         self.final = set(self.trials)
+        self.samples.files = {}  # listed again from the store when each trial next reports
         for row in results.read_metrics(fs, root).to_pylist():
             self.evals.setdefault(row["trial_id"], {})[row["step"]] = row
 
@@ -144,6 +140,7 @@ class ResultsCallback(tune.Callback):
         row = metric_row(trial.trial_id, result)
         if row is None:
             return
+        self.samples.add(trial.trial_id, result)  # the evaluation's ledger, if it carries one (keyed by step)
         rows = self.evals.setdefault(trial.trial_id, {})
         if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.metrics_schema(), ignore=("pid",)):
             return  # a finished trial's last result reported again (from a new process) after a resume
@@ -233,4 +230,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-__all__ = ["ResultsCallback", "metric_row", "normalized_time", "trial_row"]
+__all__ = ["ResultsCallback", "metric_row", "trial_row"]

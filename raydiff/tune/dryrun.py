@@ -57,16 +57,6 @@ def print_json(space: SearchSpace, out=None) -> None:
         print(config_json(exp), file=out)
 
 
-def check_plan(space: SearchSpace, loc: SweepLocation) -> None:
-    """What a real run would refuse about its results folder, said by the dry run too: a sweep of
-    that name already there. Local storage only: the dry run plans offline, and never probes a store."""
-    if "://" in loc.storage:
-        return
-    from raydiff.preflight import check_sweep_name
-
-    check_sweep_name(loc, resume=False)
-
-
 def print_cost_json(
     space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None
 ) -> None:
@@ -105,6 +95,16 @@ def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H10
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     for r in [cols, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=out)
+
+
+def check_plan(space: SearchSpace, loc: SweepLocation) -> None:
+    """What a real run would refuse about its results folder, said by the dry run too: a sweep of
+    that name already there. Local storage only: the dry run plans offline, and never probes a store."""
+    if "://" in loc.storage:
+        return
+    from raydiff.preflight import check_sweep_name
+
+    check_sweep_name(loc, resume=False)
 
 
 def print_plan(

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.errors import UserError

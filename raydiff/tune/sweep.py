@@ -21,11 +21,10 @@ from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
 from raydiff import results
 from raydiff.config import SearchSpace
-from raydiff.config.sections import needs
 from raydiff.data import load
 from raydiff.errors import SweepInterrupted, TrialsFailed, UserError
 from raydiff.location import SweepLocation, load_saved_space, locate, plain_name, resolve_storage
-from raydiff.metrics.embedding import load_embedding
+from raydiff.metrics.features import prestage as prestage_features
 from raydiff.metrics.fid import build_extractor, cleanfid_reference, has_precomputed
 from raydiff.preflight import preflight
 from raydiff.tune.callback import ResultsCallback
@@ -47,24 +46,26 @@ from raydiff.tune.trainable import CheckpointCadence, trainable
 from raydiff.tune.waiting import WaitingCallback
 
 def prestage(space: SearchSpace) -> None:
-    """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
+    """Fetch datasets and feature weights once, here, before trials would race to fetch them (an hf
+    dataset: its files into the Hugging Face cache, at its pinned revision)."""
     seen: set[tuple] = set()
-    embeddings: set[str] = set()
+    networks: set[tuple[str, str]] = set()
     for exp in space.extremes():
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        # each feature network the trial's memorization tests need (SSCD, DINOv2, CLIP, Inception)
+        prestage_features(exp, networks)
+        fid_on = exp.eval.fid_every or exp.eval.fid_every_steps
+        source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
+        key = (source, (exp.eval.fid_features, exp.eval.fid_mode) if fid_on else None)
         if key in seen:
             continue
         seen.add(key)
         data = load(exp.data)
         if exp.eval.fid_every or exp.eval.fid_every_steps:
-            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu", exp.eval.fid_mode)
             size = data.shape[1]
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
                     cleanfid_reference(exp.data.dataset, size, split, extractor.mode)
-        if "embedding" in needs(exp.memorization_tests) and exp.eval.embedding not in embeddings:
-            embeddings.add(exp.eval.embedding)
-            load_embedding(exp.eval.embedding, "cpu")
 
 
 def run_sweep(
@@ -88,7 +89,9 @@ def run_sweep(
         space = load_saved_space(loc)  # the one load of the saved space
     else:
         loc = locate(space, storage, name)
-    extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
+    # a missing package, or a tracking server that is down or refuses, fails here, before Ray starts;
+    # a tracker records each trial's resolved config as its parameters
+    extra_callbacks = logger_callbacks(log_to, loc.name, params_of=lambda config: space.experiment(overrides_of(config)).to_dict())
     preflight(space, loc, resume=resume)
     check_reachable(address or os.environ.get("RAY_ADDRESS"))  # a mistyped --address fails before any download
     prestage(space)
@@ -127,7 +130,7 @@ def run_sweep(
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out, width=width, planned=setup.n_trials), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         if any(e.eval.figures == "snapshots" for e in space.extremes()):  # figures measured as the snapshots land
             from raydiff.tune.figures import FigureCallback
 

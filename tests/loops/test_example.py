@@ -37,8 +37,15 @@ def test_the_diffusers_example_stops_at_memorization_onset(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    onset = re.fullmatch(r"memorization onset at step (\d+): stopping", lines[-1])
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("memorization onset"))
+    onset = re.fullmatch(r"memorization onset at step (\d+): stopping", lines[at])
     assert onset, proc.stdout
+    # then the ledger: the training images copied, each with its first step (by the onset) and copies
+    copied = re.fullmatch(r"training images copied: (\d+) of 16", lines[at + 1])
+    assert copied and int(copied.group(1)) >= 1, proc.stdout
+    assert lines[at + 2].split() == ["image", "first_step", "copies"]
+    table = [[int(v) for v in ln.split()] for ln in lines[at + 3 :]]
+    assert len(table) == int(copied.group(1)) and all(0 <= i < 16 and s <= int(onset.group(1)) and c >= 1 for i, s, c in table)
     fracs = [float(m.group(1)) for ln in lines if (m := re.search(r"f_mem (\S+) \[", ln))]
     assert fracs[0] < 0.1 <= fracs[-1] and fracs[-2] >= 0.1  # generalizing first; the onset confirmed (patience 2)
     assert int(onset.group(1)) < MAX_STEPS
