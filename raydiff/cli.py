@@ -48,13 +48,18 @@ def check_flags(args) -> None:
             raise UserError("is empty; leave the flag out for its default", key=f"--{flag.replace('_', '-')}")
     for flag, (lo, hi) in FLAG_BOUNDS.items():
         value = getattr(args, flag, None)
-        if value is not None and not lo <= value <= hi:
-            raise UserError(f"must be in {lo:,}..{hi:,} (got {value:,})", key=f"--{flag}")
+        if value is not None and not lo <= value <= hi:  # NaN too
+            raise UserError(f"must be in {_num(lo)}..{_num(hi)} (got {_num(value)})", key=f"--{flag.replace('_', '-')}")
+
+
+def _num(v: float) -> str:
+    """4,096 and 1,000,000,000,000 as counts are written; 0.5, nan and inf as they are."""
+    return f"{int(v):,}" if isinstance(v, int) or (v == v and abs(v) < 1e16 and float(v).is_integer()) else f"{v:g}"
 
 
 POSITIONALS = {"space": "search-space YAML or packaged name", "results": "results folder"}
 # integer flags and their ranges: an unbounded one would be accepted and then never end
-FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000)}
+FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000), "tau": (1, 1e12), "gpu_tflops": (1e-3, 1e6), "gpu_utilization": (1e-6, 1)}
 
 
 def cmd_sweep(args) -> int:
@@ -77,8 +82,9 @@ def cmd_sweep(args) -> int:
         raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
-    if args.json and args.cluster:
-        raise UserError("adds columns to the dry run's table, and --json prints configs only: give one of --cluster and --json", key="--cluster")
+    if (args.json or args.json_cost) and args.cluster:
+        flag = "--json" if args.json else "--json-cost"
+        raise UserError(f"adds columns to the dry run's table, and {flag} prints JSON lines only: give one of --cluster and {flag}", key="--cluster")
     gcs_endpoint(args.address)  # the form of --address, on a dry run too
     if args.storage is not None:
         check_storage_form(args.storage)
@@ -279,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
-    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 40..20000 (default 2000)")
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 10..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.add_argument("--log-to", action="append", metavar="mlflow|wandb",
                    help="also log the fits, findings and every file written as one run of the sweep's MLflow experiment"
