@@ -72,12 +72,6 @@ def cmd_sweep(args) -> int:
     for flag, value in (("--tau", args.tau), ("--gpu-tflops", args.gpu_tflops), ("--gpu-utilization", args.gpu_utilization), ("--json-cost", args.json_cost or None)):
         if value is not None and not args.dry_run:
             raise UserError(f"{flag} goes with --dry-run (it sets the cost shown before a sweep runs)", key=flag)
-    if args.tau is not None and not args.tau > 0:
-        raise UserError(f"must be a positive number of steps (got {args.tau:g})", key="--tau")
-    if args.gpu_tflops is not None and not args.gpu_tflops > 0:
-        raise UserError(f"must be > 0 TFLOP/s (got {args.gpu_tflops:g})", key="--gpu-tflops")
-    if args.gpu_utilization is not None and not 0 < args.gpu_utilization <= 1:
-        raise UserError(f"must be in (0, 1] (got {args.gpu_utilization:g})", key="--gpu-utilization")
     if args.json and args.json_cost:
         raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
