@@ -379,15 +379,25 @@ class Evaluator:
         return out
 
 
-def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, list]:
-    """One evaluation's per-sample record, a list per field: each sample's index in the evaluation's
-    sample set and, per memorization test, its nearest training image, score and verdict."""
-    n = len(next(iter(verdicts.values())).copied)
-    out: dict[str, list] = {"step": [step] * n, "sample": list(range(n))}
-    for name, v in verdicts.items():
-        out[f"nearest_{name}"] = v.nearest.tolist()
-        out[f"score_{name}"] = v.score.float().tolist()
-        out[f"copied_{name}"] = v.copied.bool().tolist()
+def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, Any]:
+    """One evaluation's per-sample record (raydiff/ledger.py writes it): its step and, as
+    equal-length lists, each sample's index in the evaluation's sample set and, per memorization
+    test, its nearest training image, score and verdict (`nearest_<test>`, `score_<test>`,
+    `copied_<test>`)."""
+    out: dict[str, Any] = {"step": int(step)}
+    n = None
+    for test, v in verdicts.items():
+        cols = {
+            f"nearest_{test}": np.asarray(v.nearest, dtype=np.int64).reshape(-1).tolist(),
+            f"score_{test}": np.asarray(v.score, dtype=np.float64).reshape(-1).tolist(),
+            f"copied_{test}": np.asarray(v.copied, dtype=bool).reshape(-1).tolist(),
+        }
+        lengths = {len(c) for c in cols.values()}
+        if len(lengths) != 1 or (n is not None and lengths != {n}):
+            raise ValueError(f"the verdicts of {test!r} do not cover the same samples as the others")
+        n = lengths.pop()
+        out.update(cols)
+    out["sample"] = list(range(n or 0))
     return out
 
 

@@ -4,7 +4,7 @@ by each memorization test, at each evaluation.
     <storage>/<sweep>/samples/<trial>/<step, 12 digits>.parquet   one row per sample of one evaluation
     <storage>/<sweep>/samples/<trial>/budget.json                 evaluations left out by the byte budget
 
-An evaluation puts its ledger into its report under `LEDGER_KEY` (`ledger_of` builds it from the
+An evaluation puts its ledger into its report under `LEDGER_KEY` (`evaluation.ledger` builds it from the
 tests' verdicts); the results callback turns it into rows (`ledger_rows`) and `SamplesWriter`
 writes them. A file per evaluation keeps each report's write small (a trial's ledger grows by
 S rows an evaluation, too many to rewrite whole at every report as metrics/ is). Files are
@@ -58,28 +58,6 @@ def samples_schema() -> pa.Schema:
     cols = [("trial_id", pa.string()), ("step", pa.int64()), ("sample", pa.int64())]
     cols += [(column(f, t), FIELD_TYPES[f]) for t in tests() for f in FIELDS]
     return pa.schema(cols)
-
-
-def ledger_of(step: int, verdicts: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's ledger of one evaluation: test name → its `Verdicts` on the same S samples
-    (torch tensors or arrays) → equal-length lists, with the step."""
-    import numpy as np
-
-    out: dict[str, Any] = {"step": int(step)}
-    n = None
-    for test, v in verdicts.items():
-        cols = {
-            column("nearest", test): np.asarray(v.nearest, dtype=np.int64).reshape(-1).tolist(),
-            column("score", test): np.asarray(v.score, dtype=np.float64).reshape(-1).tolist(),
-            column("copied", test): np.asarray(v.copied, dtype=bool).reshape(-1).tolist(),
-        }
-        lengths = {len(c) for c in cols.values()}
-        if len(lengths) != 1 or (n is not None and lengths != {n}):
-            raise ValueError(f"the verdicts of {test!r} do not cover the same samples as the others")
-        n = lengths.pop()
-        out.update(cols)
-    out["sample"] = list(range(n or 0))
-    return out
 
 
 def ledger_rows(trial_id: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
+from raydiff.evaluation import ledger as evaluation_ledger
 from raydiff import ledger, measures
 from raydiff.metrics.memorization import nearest_two
 
@@ -60,7 +61,7 @@ def reports(seed: int = 0) -> list[dict]:
     out = []
     for step in STEPS:
         x = planted_samples(train, step, rng)
-        out.append({"step": step, "train_loss": 0.0, "ledger": ledger.ledger_of(step, {n: t.verdicts(ctx, x) for n, t in tests.items()})})
+        out.append({"step": step, "train_loss": 0.0, "ledger": evaluation_ledger(step, {n: t.verdicts(ctx, x) for n, t in tests.items()})})
     return out
 
 
