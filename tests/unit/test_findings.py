@@ -33,7 +33,7 @@ ROWS = [  # claim, the sweep that reproduces it, the one that contradicts it
     ("peak fidelity improves with larger η", "R", "C"),
     ("larger models memorize sooner", "R", "C"),
     ("train and test distributional distances are nearly equal", "R", "C"),
-    ("SWD and FID show a double descent during training", "RB", "C"),
+    ("the fidelity distances (SWD, Fréchet) descend, rise and descend again in training", "RB", "C"),
     ("τ_mem ∝ n", "R", "C"),
     ("τ_gen ≈ constant in n", "R", "C"),
     ("τ_mem falls with the U-Net's width", "R", "C"),
