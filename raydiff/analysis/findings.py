@@ -114,14 +114,15 @@ def _coef(fit: PowerLawFit | None, axis: str) -> tuple[float, float, float] | No
     return c.value, c.lo, c.hi
 
 
-def _exponent_claim(an: "Analysis", axis: str, sym: str, **side_kw) -> Outcome:
+def _exponent_claim(an: "Analysis", axis: str, sym: str, *, below: float | None = None, equals: float | None = None) -> Outcome:
+    """A claim on τ_mem's exponent on `axis` in the joint fit: below a bound, or equal to a value."""
     stat = f"{sym} ({SYMBOLS[axis]}) of τ_mem [{an.headline}]"
     if axis not in an.axes:
         return untestable(stat, f"the sweep does not vary {SYMBOLS[axis]}")
     c = _coef(an.joint, axis)
     if c is None:
         return untestable(stat, an.joint_note or "no joint fit")
-    return side(stat, *c, **side_kw) if side_kw else covers(stat, *c, 1.0)
+    return covers(stat, *c, equals) if equals is not None else side(stat, *c, below=below)
 
 
 # --------------------------------------------------------------------------- Marion & Wu
@@ -265,7 +266,7 @@ def double_descent(an: "Analysis", n_boot: int) -> Outcome:
 
 
 def tau_mem_linear_in_n(an: "Analysis", n_boot: int) -> Outcome:
-    return _exponent_claim(an, "n_train", "α")
+    return _exponent_claim(an, "n_train", "α", equals=1.0)
 
 
 def tau_gen_constant(an: "Analysis", n_boot: int) -> Outcome:
