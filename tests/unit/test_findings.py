@@ -12,7 +12,9 @@ from raydiff.analysis import findings as fl
 from raydiff.analysis.scaling import analyze_sweep
 from raydiff.results_folder import load_sweep
 
-GRID = dict(n=(64, 128, 256), b=(16, 32), lr=(1e-4, 4e-4), p=(40_000, 160_000), sigma=0.03, fid_every=2, tau_gen=40.0, gen_sigma=0.03)
+# continue_evals: each trial evaluates past its onset (as stop.continue_for makes it), so its memorization rate is measurable
+GRID = dict(n=(64, 128, 256), b=(16, 32), lr=(1e-4, 4e-4), p=(40_000, 160_000), sigma=0.03, fid_every=2, tau_gen=40.0, gen_sigma=0.03,
+            continue_evals=8)
 # reproduces every finding but "flat in B" and the double descent (τ ∝ 1/B ties the synthetic rate to B)
 REPRODUCE = dict(alpha=1.0, beta=-1.0, gamma=-0.3, delta=-0.5, fid_train_gap=0.02,
                  fid_exponents={"n_train": -0.5, "params": -0.3, "batch_size": 0.3, "lr": -0.3})
