@@ -217,3 +217,12 @@ def test_feature_precision_is_validated():
         experiment_from_dict({"eval": {"feature_precision": "fp16x"}}).validate()
     with pytest.raises(ValueError, match="precision"):
         fidlib.feature_autocast("cpu", "half")
+
+
+def test_smoke_cifar_space_packs_four_cifar_size_trials_on_one_gpu():
+    from raydiff.config import load_search_space, packaged_search_space
+
+    space = load_search_space(packaged_search_space("smoke_cifar"))
+    points = space.points()
+    assert len(points) == 4 and space.sweep.resources.gpu == 0.25
+    assert space.base.data.shape == (32, 3) and space.base.model.attn_resolutions
