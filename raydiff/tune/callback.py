@@ -108,10 +108,13 @@ class ResultsCallback(tune.Callback):
         self.last: dict[str, dict[str, Any]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.final: set[str] = set()  # trials that ended in an earlier run of this sweep: their rows stand
+        # files the store refused (a trial id for its metrics file, TRIALS_FILE for trials.parquet):
+        # their rows stay here and are written again at every later write, once the store is back
+        self.unwritten: dict[str, str] = {}  # file key → the store's error, first line
 
     def __getstate__(self):  # rows live in the files, not in the pickled experiment state
         state = self.__dict__.copy()
-        state.update(evals={}, last={}, trials={})
+        state.update(evals={}, last={}, trials={}, unwritten={})
         return state
 
     def setup(self, **info) -> None:
@@ -168,15 +171,41 @@ class ResultsCallback(tune.Callback):
         self.trials[trial.trial_id] = row
         if before is not None and _same(before, row, results.trials_schema()):
             return  # finished again after a resume, identically: leave the file as it is
-        fs, root = results.filesystem(self.uri)
-        rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
-        results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
+        self._write(results.TRIALS_FILE)
 
     def _write_metrics(self, trial_id: str) -> None:
+        self._write(trial_id)
+
+    def _write(self, key: str) -> None:
+        """Write one file (and retry those the store refused before); a store that does not
+        answer keeps the rows here, and the sweep goes on: its trials need no store to train."""
+        for k in [key, *[k for k in self.unwritten if k != key]]:
+            try:
+                self._write_file(k)
+            except OSError as e:
+                if not self.unwritten:
+                    print(f"raydiff: storage {self.uri} refused a write ({results.first_line(e)}); rows kept, retried at every result", flush=True)
+                self.unwritten[k] = results.first_line(e)
+                return  # the store is down: the others wait for the next write
+            self.unwritten.pop(k, None)
+
+    def _write_file(self, key: str) -> None:
         fs, root = results.filesystem(self.uri)
-        rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
-        path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
+        if key == results.TRIALS_FILE:
+            rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
+            results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
+            return
+        rows = [self.evals[key][s] for s in sorted(self.evals[key])]
+        path = results.join(root, results.METRICS_DIR, f"{key}.parquet")
         results.write_atomic(results.table(rows, results.metrics_schema(), self.metadata), fs, path)
+
+    def flush(self) -> None:
+        """Write what the store refused so far (at the sweep's end); leaves `unwritten` empty or not."""
+        if self.unwritten:
+            self._write(next(iter(self.unwritten)))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.flush()
 
 
 def _error_text(trial) -> str | None:
