@@ -451,10 +451,10 @@ class EvalConfig:
             raise ConfigError(f"must be in (0, 1) (got {self.refine_fraction})", key="eval.refine_fraction")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
-        if self.sequential_round is not None and not 1 <= self.sequential_round <= self.num_samples:
-            raise ConfigError(
-                f"must be in 1..eval.num_samples ({self.num_samples}) (got {self.sequential_round})", key="eval.sequential_round"
-            )
+        if self.sequential_round is not None and self.sequential_round < 1:
+            # a round of num_samples or more is one look at all of them (a space's round survives
+            # an override of num_samples)
+            raise ConfigError(f"must be ≥ 1 (got {self.sequential_round})", key="eval.sequential_round")
         positive("eval.sample_batch", self.sample_batch)
         if self.mem_sample_steps is not None:
             positive("eval.mem_sample_steps", self.mem_sample_steps)
