@@ -17,7 +17,7 @@ import torch
 from benchmarks.common import Section
 from raydiff.config import experiment_from_dict
 from raydiff.data import ImageData
-from raydiff.trial import TrainState
+from raydiff.training.state import TrainState
 
 PRESETS = ["digits-tiny", "marion-2.9m", "marion-7.9m", "marion-25.8m", "marion-92.7m", "marion-201.3m"]
 QUICK = ["digits-tiny", "marion-2.9m"]
@@ -54,7 +54,7 @@ def run(quick: bool) -> Section:
     for preset in QUICK if quick else PRESETS:
         params, nbytes, seconds = one_checkpoint(preset)
         rows.append([preset, f"{params:,}", f"{nbytes / 2**20:,.1f}", f"{seconds:.2f}", f"{nbytes / params:.1f}"])
-    evals = 30  # the paper grid's trials evaluate 25–34 times (README, Marion & Wu)
+    evals = 30  # the paper grid's trials evaluate 25–34 times (docs/clusters.md)
     saved = evals // 4 + 2  # every 4th, plus onset and stop (10-minute floor aside)
     big = rows[-1]
     headline = (f"{big[0]}: {big[2]} MiB in {big[3]} s per checkpoint; the default cadence saves ~{saved} of {evals}"

@@ -17,7 +17,8 @@ from benchmarks.common import Section, alternate, config, default_space, median,
 from raydiff.data import load, to_model_range
 from raydiff.diffusion.ddpm import DDPM
 from raydiff.models import build_unet
-from raydiff.trial import eval_schedule, train
+from raydiff.training.schedule import eval_schedule
+from raydiff.trial import train
 
 
 def busy_rate(rows: list[dict]) -> float:

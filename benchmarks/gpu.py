@@ -7,7 +7,7 @@
 
 Measures, with the Marion & Wu presets (marion-2.9m, -25.8m, -92.7m; fallback to whatever
 marion-* presets exist) on 32×32×3 data resident on the GPU, rectified flow, Adam (fused), bf16
-autocast, raydiff's own training step (`raydiff.trial.OptimizerStep`: loss, clip, Adam, EMA):
+autocast, raydiff's own training step (`raydiff.training.step.OptimizerStep`: loss, clip, Adam, EMA):
   1. training steps/s and model FLOP utilisation (FLOPs of one step counted by
      torch.utils.flop_counter; MFU = FLOPs × steps/s / the GPU's peak bf16 FLOP/s) at B=16, 128;
      for the smallest preset also with `train.compile` default and reduce-overhead (CUDA graphs),
@@ -64,7 +64,7 @@ def experiment(preset: str, batch: int, cpu: bool, **eval_over):
 def setup(cfg):
     from raydiff.data import load
     from raydiff.diffusion import build_process
-    from raydiff.trial import TrainState, resolve_device
+    from raydiff.training.state import TrainState, resolve_device
 
     device = resolve_device(cfg.train.device)
     data = load(cfg.data)
@@ -74,7 +74,7 @@ def setup(cfg):
 
 def make_step(cfg, device, process, ts, data):
     """raydiff's own training step (the one a trial runs), train.compile included."""
-    from raydiff.trial import OptimizerStep
+    from raydiff.training.step import OptimizerStep
 
     return OptimizerStep(cfg, ts, process, data, device)
 

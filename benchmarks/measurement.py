@@ -25,7 +25,9 @@ from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.memorization import fraction_with_interval, memorized_pixel
 from raydiff.models import build_unet
-from raydiff.trial import TrainState, eval_schedule, train
+from raydiff.training.state import TrainState
+from raydiff.training.schedule import eval_schedule
+from raydiff.trial import train
 
 
 def grid_tax(quick: bool) -> Section:

@@ -33,7 +33,9 @@ from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.onset import mem_onset
 from raydiff.models import build_unet
-from raydiff.trial import bisect_crossing, crossed, eval_schedule, refine_steps, train
+from raydiff.training.refine import bisect_crossing, crossed
+from raydiff.training.schedule import eval_schedule, refine_steps
+from raydiff.trial import train
 
 Curve = tuple[list[int], list[float]]  # dense steps, mem_frac
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import Section, alternate, config, default_space, median, smoke_space
 from benchmarks.framework import bare_rate, busy_rate, raydiff_rate
-from raydiff.trial import eval_schedule
+from raydiff.training.schedule import eval_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,8 @@ def threads_speedup(cfg, steps: int, reps: int) -> float:
 
     from raydiff.data import load
     from raydiff.diffusion import build_process
-    from raydiff.trial import OptimizerStep, TrainState
+    from raydiff.training.step import OptimizerStep
+    from raydiff.training.state import TrainState
 
     data, device = load(cfg.data), torch.device("cpu")
     ts = TrainState(cfg, data, device)

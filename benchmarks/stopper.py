@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from benchmarks.common import Section, config, default_space, smoke_space
 from benchmarks.trials import grid_runs
-from raydiff.trial import eval_schedule
+from raydiff.training.schedule import eval_schedule
 
 
 def run(quick: bool) -> Section:

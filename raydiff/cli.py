@@ -1,4 +1,4 @@
-"""`raydiff sweep | analyze | train`: parse, validate, call. Nothing else lives here.
+"""`raydiff sweep | prestage | status | analyze | measure | train`: parse, validate, call. Nothing else lives here.
 
 A user error (UserError) ends as one line on stderr and exit code 2, never a traceback.
 """
@@ -38,14 +38,50 @@ def resolve_space_path(arg: str | None) -> Path:
 # and `--dry-run` no Ray.
 
 
+def check_flags(args) -> None:
+    """Every flag's value on its own, whatever the command goes on to do: a value given but empty
+    (which would read as "not given" and fall back to a default silently), a bound passed."""
+    for flag, value in vars(args).items():
+        if isinstance(value, str) and not value.strip():
+            if flag in POSITIONALS:
+                raise UserError(f"is empty; give a {POSITIONALS[flag]}", key=flag)
+            raise UserError("is empty; leave the flag out for its default", key=f"--{flag.replace('_', '-')}")
+    for flag, (lo, hi) in FLAG_BOUNDS.items():
+        value = getattr(args, flag, None)
+        if value is not None and not lo <= value <= hi:
+            raise UserError(f"must be in {lo:,}..{hi:,} (got {value:,})", key=f"--{flag}")
+
+
+POSITIONALS = {"space": "search-space YAML or packaged name", "results": "results folder"}
+# integer flags and their ranges: an unbounded one would be accepted and then never end
+FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000)}
+
+
 def cmd_sweep(args) -> int:
+    from raydiff.tune.connect import gcs_endpoint
     from raydiff.tune.loggers import parse_log_to
 
     log_to = parse_log_to(args.log_to)
     if args.json and not args.dry_run:
         raise UserError("--json goes with --dry-run (a sweep's results are Parquet)", key="--json")
+    for flag, value in (("--tau", args.tau), ("--gpu-tflops", args.gpu_tflops), ("--gpu-utilization", args.gpu_utilization), ("--json-cost", args.json_cost or None)):
+        if value is not None and not args.dry_run:
+            raise UserError(f"{flag} goes with --dry-run (it sets the cost shown before a sweep runs)", key=flag)
+    if args.tau is not None and not args.tau > 0:
+        raise UserError(f"must be a positive number of steps (got {args.tau:g})", key="--tau")
+    if args.gpu_tflops is not None and not args.gpu_tflops > 0:
+        raise UserError(f"must be > 0 TFLOP/s (got {args.gpu_tflops:g})", key="--gpu-tflops")
+    if args.gpu_utilization is not None and not 0 < args.gpu_utilization <= 1:
+        raise UserError(f"must be in (0, 1] (got {args.gpu_utilization:g})", key="--gpu-utilization")
+    if args.json and args.json_cost:
+        raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
+    if args.json and args.cluster:
+        raise UserError("adds columns to the dry run's table, and --json prints configs only: give one of --cluster and --json", key="--cluster")
+    gcs_endpoint(args.address)  # the form of --address, on a dry run too
+    if args.storage is not None:
+        check_storage_form(args.storage)
     if args.resume:
         if args.space is not None:
             raise UserError("give either a search space or --resume NAME, not both")
@@ -61,16 +97,27 @@ def cmd_sweep(args) -> int:
         return 0
     space = load_search_space(resolve_space_path(args.space))
     if args.mode:
+        if space.search is not None:
+            raise UserError("varies a grid's axes; this space is an Optuna search (search:), which draws its trials", key="--mode")
         space = space.with_mode(args.mode)
     if args.dry_run:
+        from raydiff.location import locate
         from raydiff.preflight import preflight
-        from raydiff.tune.dryrun import print_json, print_plan
+        from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
+        from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
+        from raydiff.tune.loggers import logger_callbacks
 
+        loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
+        logger_callbacks(log_to, loc.name)  # a --log-to whose package is missing fails here too
         preflight(space)
+        gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
+        check_plan(space, loc)  # what a real run would refuse about its results folder
         if args.json:
             print_json(space)
+        elif args.json_cost:
+            print_cost_json(space, args.tau, **gpu)
         else:
-            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster)
+            print_plan(space, storage=args.storage, name=args.name, cluster=args.cluster, tau=args.tau, **gpu)
         return 0
     from raydiff.tune.sweep import run_sweep
 
@@ -103,6 +150,20 @@ def cmd_status(args) -> int:
     return 0
 
 
+def check_storage_form(storage: str) -> None:
+    """A local folder, or s3:// / gs:// with a bucket; an S3 endpoint named in its query parses."""
+    from raydiff import results
+
+    if "://" in storage:
+        scheme, _, rest = storage.partition("://")
+        if scheme not in STORAGE_SCHEMES or not rest.split("?", 1)[0].strip("/"):
+            raise UserError(f"must be a local folder or {' or '.join(s + '://BUCKET[/PREFIX]' for s in STORAGE_SCHEMES)} (got {storage!r})", key="--storage")
+        results.store_endpoint(storage)
+
+
+STORAGE_SCHEMES = ("s3", "gs")
+
+
 def cmd_analyze(args) -> int:
     from raydiff.analysis.report import analyze
 
@@ -113,6 +174,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_measure(args) -> int:
+    from raydiff.remeasure import measure_sweep
+
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics else None
+    trials = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
+    rows = measure_sweep(args.results, names, trials, device=args.device)
+    print(f"raydiff: {rows} figure row(s) written under {args.results}/figures")
+    return 0
+
+
 def cmd_train(args) -> int:
     """One trial in this process, no Ray: for debugging a config and for benchmarks."""
     import torch
@@ -120,8 +191,6 @@ def cmd_train(args) -> int:
     from raydiff.preflight import preflight
     from raydiff.trial import train
 
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"must be ≥ 1 (got {args.threads})", key="--threads")
     space = load_search_space(resolve_space_path(args.space))
     points = space.points()
     if not 0 <= args.point < len(points):
@@ -157,7 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="results root: a local path or s3://bucket/prefix (default: ./results)")
     s.add_argument("--name", help="sweep name (default: sweep.name in the file)")
     s.add_argument("--resume", metavar="NAME", help="finish the unfinished trials of an interrupted sweep")
-    s.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the trial table and each trial's cost to its expected stop (FLOPs by kind, the measurement"
+                   " share, GPU-hours), and exit without starting Ray")
+    s.add_argument("--tau", type=float, metavar="STEPS",
+                   help="with --dry-run: assume every trial's onset at this step for the cost (default: the space's prior,"
+                   " sweep.budget_planner.prior, e.g. marion2026_cifar10's 20,000 · (N/2048) · (16/B) · (1e-4/η) steps)")
+    s.add_argument("--gpu-tflops", type=float, metavar="TFLOPS",
+                   help="with --dry-run: the GPU's peak TFLOP/s for GPU-hours (default 989: an H100 SXM's dense BF16)")
+    s.add_argument("--gpu-utilization", type=float, metavar="FRACTION",
+                   help="with --dry-run: the fraction of that peak a trial sustains (default 0.4)")
+    s.add_argument("--json-cost", action="store_true",
+                   help="with --dry-run: one JSON object per trial, its cost (FLOPs by kind, share, GPU-hours), then the totals")
     s.add_argument("--cluster", metavar="FILE",
                    help="with --dry-run: where each trial can run on this cluster file (cluster/aws.yaml, kuberay.yaml,"
                    " slurm.sbatch) and how many run at once")
@@ -190,9 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
                    " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
-    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 40..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.set_defaults(fn=cmd_analyze)
+
+    m = sub.add_parser("measure", help="measure a sweep's figures (FID, SWD, …) on the EMA snapshots its trials saved")
+    m.add_argument("results", help="results folder: <storage>/<sweep>")
+    m.add_argument("--metrics", metavar="NAME[,NAME]", help="figure measures to measure (default: every registered one: fid, swd, …)")
+    m.add_argument("--trials", metavar="TRIAL[,TRIAL]", help="only these trials (default: every trial with snapshots)")
+    m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to measure (default: auto)")
+    m.set_defaults(fn=cmd_measure)
 
     t = sub.add_parser("train", help="run one trial of a search space here, without Ray")
     t.add_argument("space", nargs="?", help="search-space YAML or packaged name")
@@ -209,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # named by the command it was given to: "see raydiff sweep --help"
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        check_flags(args)
         return args.fn(args)
     except UserError as e:
         print(f"raydiff: error: {_one_line(e)}", file=sys.stderr)

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from raydiff import measures
 from raydiff.config import ExperimentConfig
+from raydiff.config.sections import needs
 from raydiff.data import ImageData, from_model, to_model, train_mean
 from raydiff.diffusion import Process
+from raydiff.measures import Verdicts
 from raydiff.metrics import fid as fidlib
-from raydiff.metrics.memorization import Neighbours, fraction_with_interval, memorized_cosine, memorized_pixel, settled
+from raydiff.metrics.memorization import Neighbours, fraction_with_interval, nearest_two, settled
 from raydiff.metrics.swd import sliced_wasserstein
 
 
@@ -66,8 +69,78 @@ def sequential_looks(first: int, total: int) -> int:
     return looks
 
 
+def settling_round(first: int, total: int, threshold: float) -> int:
+    """The sequential test's first round, doubled until that round can settle on its own: with
+    none of its samples memorized, the interval at its Bonferroni share of the level lies below
+    `threshold` (0 of 32 cannot at 0.1 over three looks: its upper bound is 0.139; 0 of 64 over
+    two looks is 0.056). A round that cannot settle is a batch always drawn for nothing. Doubling
+    keeps the looks on the same sample counts as before (r, 2r, 4r, …), minus the first."""
+    while first < total and not settled(0, first, threshold, sequential_looks(first, total)):
+        first = min(total, 2 * first)
+    return first
+
+
+class MeasureContext:
+    """What the measures of one evaluation compute from (raydiff/measures: `compute(ctx)`,
+    `verdicts(ctx, samples)`): the evaluated network's samples, their nearest training images
+    (computed once per sample set), the trial's feature networks with the training images'
+    embeddings, the probes and the fidelity references."""
+
+    def __init__(self, evaluator: "Evaluator", net: nn.Module, samples: torch.Tensor | None = None):
+        self.cfg, self.evaluator, self.net, self.samples = evaluator.cfg, evaluator, net, samples
+        self._neighbours: dict[int, Neighbours] = {}
+        self._features: np.ndarray | None = None
+
+    def neighbours(self, samples: torch.Tensor) -> Neighbours:
+        """The two nearest training images of uint8 samples [S, C, H, W], in the model's pixel range."""
+        key = id(samples)
+        if key not in self._neighbours:
+            ev = self.evaluator
+            self._neighbours[key] = nearest_two(to_model(samples, *ev.norm).to(ev.device), ev.train_flat)
+        return self._neighbours[key]
+
+    def embed(self, network: str, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(samples' embeddings [S, D], the training images' [N, D]) in a feature network's space."""
+        net, train_emb = self.evaluator.networks[network]
+        return net(samples), train_emb
+
+    def probe_loss(self, split: str) -> float:
+        ev = self.evaluator
+        probe = ev.train_probe if split == "train" else ev.test_probe
+        with ev._autocast():
+            return probe.loss(ev.process, self.net)
+
+    def _fid_features(self) -> np.ndarray:
+        if self._features is None:
+            self._features = fidlib.batched_features(self.evaluator.extractor, self.samples)  # [S, D]
+        return self._features
+
+    def frechet(self) -> dict[str, Any]:
+        """FID against the references, of the context's samples."""
+        ev, cfg = self.evaluator, self.cfg.eval
+        gen = fidlib.Stats.of(self._fid_features())
+        return {
+            "fid": fidlib.frechet(gen, ev.fid_refs[cfg.fid_split]) if cfg.fid_split in ev.fid_refs else None,
+            "fid_train": fidlib.frechet(gen, ev.fid_refs["train"]) if "train" in ev.fid_refs else None,
+            "fid_extractor": f"{ev.extractor.name}/{ev.extractor.mode}", "fid_split": cfg.fid_split,
+            "fid_samples": int(cfg.fid_samples), "fid_reference": ev.fid_reference,
+        }  # fmt: skip
+
+    def sliced_wasserstein(self) -> dict[str, Any]:
+        """SWD of the context's first swd_samples samples to held-out images, in the FID features."""
+        ev, cfg = self.evaluator, self.cfg.eval
+        if ev.swd_ref is None:
+            return {}
+        feats = self._fid_features()
+        k = min(cfg.swd_samples, len(feats))
+        return {"sliced_wasserstein": sliced_wasserstein(feats[:k], ev.swd_ref, cfg.swd_projections, seed=cfg.sample_seed), "swd_samples": k}
+
+
 class Evaluator:
-    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device):
+    """Everything an evaluation needs, fixed at construction. `figures`: build for these fidelity
+    measures alone (raydiff measure on snapshots: no memorization test, no feature network for one)."""
+
+    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device, figures: tuple[str, ...] | None = None):
         self.cfg, self.process, self.device = cfg, process, device
         ev = cfg.eval
         c, h, w = data.shape
@@ -89,7 +162,7 @@ class Evaluator:
         )
 
         # the same initial noise and labels at every evaluation
-        n_gen = max(ev.num_samples, ev.fid_samples if (ev.fid_every or ev.fid_every_steps) else 0)
+        n_gen = max(ev.num_samples, ev.fid_samples if (figures is not None or ev.fid_every or ev.fid_every_steps) else 0)
         self.mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
         g = torch.Generator().manual_seed(ev.sample_seed)
         self.noise = torch.randn(n_gen, c, h, w, generator=g)
@@ -99,19 +172,30 @@ class Evaluator:
         else:
             self.labels = None
 
+        # the trial's measures (raydiff/measures), by kind; the first memorization test is mem_frac's
+        self.measured = cfg.measured if figures is None else tuple(figures)
+        self.tests = [measures.get(m)() for m in cfg.memorization_tests] if figures is None else []
+        # figures measured off the loop (eval.figures: snapshots) are not measured here
+        off_loop = figures is None and ev.figures == "snapshots"
+        self.others = {
+            m: measures.get(m)() for m in self.measured if measures.get(m).kind != "memorization" and not (off_loop and measures.get(m).kind == "fidelity")
+        }  # fmt: skip
+        self.first_round = settling_round(ev.sequential_round, ev.num_samples, cfg.stop.mem_frac_threshold) if ev.sequential_round else None
         self.extractor = None
         self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
-        if ev.fid_every or ev.fid_every_steps:
+        if "fid_features" in needs(tuple(self.others)) and (figures is not None or ev.fid_every or ev.fid_every_steps):
             self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
             self._references(data)
+        # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
+        self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
         self.embedding = None
-        if ev.memorization_space != "pixel":
+        if "embedding" in needs(tuple(t.name for t in self.tests)):
             from raydiff.metrics.embedding import load_embedding
 
             self.embedding = load_embedding(ev.embedding, device)
-            self.train_emb = self.embedding(data.x_train)  # [N, D]
+            self.networks["embedding"] = (self.embedding, self.embedding(data.x_train))
         self.count = 0
 
     def _references(self, data: ImageData) -> None:
@@ -167,91 +251,99 @@ class Evaluator:
             out.append(from_model(x.float(), *self.norm).cpu())
         return torch.cat(out)
 
+    def figure_due(self, fid: bool) -> bool:
+        """This evaluation is on the figure schedule: the fidelity schedule's step (`fid`), or
+        every fid_every-th evaluation (the cadence `__call__` follows)."""
+        ev = self.cfg.eval
+        return fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0)
+
     def _autocast(self):
         enabled = self.device.type == "cuda" and self.cfg.train.bf16
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     @torch.no_grad()
-    def __call__(self, net: nn.Module, step: int, memorization_only: bool = False, fid: bool = False) -> dict[str, Any]:
-        """All metrics; or, with memorization_only (the trial's bracket refinement), the
-        memorization test alone: no loss probes (NaN), no FID, and the FID cadence is not advanced."""
+    def __call__(
+        self, net: nn.Module, step: int, memorization_only: bool = False, fid: bool = False, tests: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Every measure of the trial; or, with memorization_only (the trial's bracket refinement,
+        the raw weights' test), the memorization tests alone (`tests`: these only): no loss probes
+        (NaN), no FID, and the FID cadence is not advanced."""
         ev = self.cfg.eval
         was_training = net.training
         net.eval()
         t0 = time.perf_counter()
         out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan}
-        if not memorization_only:
-            with self._autocast():
-                out["train_loss"] = self.train_probe.loss(self.process, net)
-                out["test_loss"] = self.test_probe.loss(self.process, net)
+        if not memorization_only and "loss" in self.others:
+            out.update(self.others["loss"].compute(MeasureContext(self, net)))
         # FID on its cadence (every fid_every-th evaluation), or where the fidelity schedule asks (`fid`)
-        do_fid = not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))
+        do_fid = self.extractor is not None and not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))
+        tests_run = [t for t in self.tests if tests is None or t.name in tests]
         fid_set = None
         if do_fid and self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
             samples = self.sample(net, max(ev.num_samples, ev.fid_samples))
-            mem_set, flags, nb = self._memorization(net, samples[: ev.num_samples])
+            mem_set, verdicts = self._memorization(net, tests_run, samples[: ev.num_samples])
             fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W]
         else:  # the memorization test's own samples (in rounds: eval.sequential_round), FID's the full count
-            mem_set, flags, nb = self._memorization(net)
+            mem_set, verdicts = self._memorization(net, tests_run)
             if do_fid:
                 fid_set = self.sample(net, ev.fid_samples)
         out["mem_samples"] = len(mem_set)
-        if "pixel" in flags:
-            frac = fraction_with_interval(flags["pixel"])  # exact Clopper–Pearson 95% interval
-            out.update(mem_frac=frac.value, mem_frac_lo=frac.lo, mem_frac_hi=frac.hi)
-            k = ev.save_samples
-            if k:
-                out["samples_npy_b64"] = encode_array(mem_set[:k].numpy())
-                out["samples_nn_index"] = nb.index[:k].cpu().tolist()
-                out["samples_nn_ratio"] = (nb.d1[:k] / nb.d2[:k]).cpu().tolist()
-        if "features" in flags:
-            frac = fraction_with_interval(flags["features"])  # exact Clopper–Pearson 95% interval
-            prefix = "mem_frac" if ev.memorization_space == "features" else "mem_frac_features"
-            out.update({prefix: frac.value, f"{prefix}_lo": frac.lo, f"{prefix}_hi": frac.hi})
+        for i, test in enumerate(tests_run):
+            frac = fraction_with_interval(verdicts[test.name].copied)  # exact Clopper–Pearson 95% interval
+            columns = {test.prefix: frac.value, f"{test.prefix}_lo": frac.lo, f"{test.prefix}_hi": frac.hi}
+            if i == 0 and test is self.tests[0]:  # mem_frac: the trial's first memorization test
+                columns.update(mem_frac=frac.value, mem_frac_lo=frac.lo, mem_frac_hi=frac.hi)
+            out.update(columns)
+        if "pixel" in verdicts and ev.save_samples:
+            k, v = ev.save_samples, verdicts["pixel"]
+            out["samples_npy_b64"] = encode_array(mem_set[:k].numpy())
+            out["samples_nn_index"] = v.nearest[:k].tolist()
+            out["samples_nn_ratio"] = v.score[:k].tolist()
+        if self.embedding is not None and "features" in verdicts:
             out["mem_embedding"] = self.embedding.name
+        if verdicts:
+            out["ledger"] = ledger(step, verdicts)
 
         out.update(fid=None, fid_train=None, sliced_wasserstein=None)
         if do_fid:
-            out.update(self._fidelity(fid_set))
+            out.update(self._fidelity(fid_set, net))
         out["eval_s"] = time.perf_counter() - t0
         if not memorization_only:
             self.count += 1
         net.train(was_training)
         return out
 
-
     def _memorization(
-        self, net: nn.Module, given: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Neighbours | None]:
-        """The memorization test(s) of eval.memorization_space on `given` samples, or on samples
-        generated here: all num_samples at once, or in rounds (eval.sequential_round, then each
-        round as many as all before it: r, 2r, 4r, … in total) until every test's interval is
-        settled (metrics/memorization.settled) or num_samples are used.
-        Returns (samples uint8 [S, C, H, W], space → memorized flags [S], pixel neighbours)."""
+        self, net: nn.Module, tests: list, given: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, Verdicts]]:
+        """The memorization tests on `given` samples, or on samples generated here: all
+        num_samples at once, or in rounds (the sequential test: `settling_round`, then each round
+        as many as all before it: r, 2r, 4r, … in total) until every test's interval is settled
+        (metrics/memorization.settled) or num_samples are used.
+        Returns (samples uint8 [S, C, H, W], test name → its verdicts on them)."""
         ev = self.cfg.eval
-        spaces = [s for s in ("pixel", "features") if ev.memorization_space in (s, "both")]
         total = len(given) if given is not None else ev.num_samples
-        first = ev.sequential_round if (given is None and ev.sequential_round) else total
+        first = self.first_round if (given is None and self.first_round) else total
         looks, threshold = sequential_looks(first, total), self.cfg.stop.mem_frac_threshold
         sets: list[torch.Tensor] = []
-        flags: dict[str, list[torch.Tensor]] = {s: [] for s in spaces}
-        nbs: list[Neighbours] = []
+        found: dict[str, list[Verdicts]] = {t.name: [] for t in tests}
         n = 0
-        while n < total:
+        while n < total and tests:
             size = min(total - n, max(first, n))  # r, then doubling the count so far
             x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n)
             sets.append(x)
-            if "pixel" in flags:
-                f, nb = memorized_pixel(to_model(x, *self.norm).to(self.device), self.train_flat, ev.mem_ratio)
-                flags["pixel"].append(f.cpu())
-                nbs.append(nb)
-            if "features" in flags:
-                flags["features"].append(memorized_cosine(self.embedding(x), self.train_emb, ev.mem_cosine)[0].cpu())
+            ctx = MeasureContext(self, net, x)
+            for t in tests:
+                found[t.name].append(t.verdicts(ctx, x))
             n += len(x)
-            if first < total and all(settled(int(sum(int(f.sum()) for f in fs)), n, threshold, looks) for fs in flags.values()):
+            if first < total and all(settled(sum(int(v.copied.sum()) for v in vs), n, threshold, looks) for vs in found.values()):
                 break
-        nb = Neighbours(*(torch.cat([getattr(b, k) for b in nbs]) for k in ("d1", "d2", "index"))) if nbs else None
-        return torch.cat(sets), {s: torch.cat(fs) for s, fs in flags.items()}, nb
+        if not sets:
+            return torch.empty(0, dtype=torch.uint8), {}
+        joined = {
+            name: Verdicts(*(torch.cat([getattr(v, f) for v in vs]) for f in ("copied", "nearest", "score"))) for name, vs in found.items()
+        }
+        return torch.cat(sets), joined
 
     @torch.no_grad()
     def fidelity(self, net: nn.Module, step: int) -> dict[str, Any]:
@@ -262,27 +354,30 @@ class Evaluator:
         net.eval()
         t0 = time.perf_counter()
         out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan, "fid": None, "fid_train": None, "sliced_wasserstein": None}
-        out.update(self._fidelity(self.sample(net, self.cfg.eval.fid_samples)))
+        out.update(self._fidelity(self.sample(net, self.cfg.eval.fid_samples), net))
         out["eval_s"] = time.perf_counter() - t0
         net.train(was_training)
         return out
 
-    def _fidelity(self, fid_set: torch.Tensor) -> dict[str, Any]:
-        """FID against the references, and SWD, of generated images uint8 [n, C, H, W]."""
-        ev, out = self.cfg.eval, {}
-        feats = fidlib.batched_features(self.extractor, fid_set)  # [fid_samples, D]
-        gen = fidlib.Stats.of(feats)
-        out["fid"] = fidlib.frechet(gen, self.fid_refs[ev.fid_split]) if ev.fid_split in self.fid_refs else None
-        out["fid_train"] = fidlib.frechet(gen, self.fid_refs["train"]) if "train" in self.fid_refs else None
-        if self.swd_ref is not None:
-            k = min(ev.swd_samples, len(feats))
-            out["sliced_wasserstein"] = sliced_wasserstein(feats[:k], self.swd_ref, ev.swd_projections, seed=ev.sample_seed)
-            out["swd_samples"] = k
-        out["fid_extractor"] = f"{self.extractor.name}/{self.extractor.mode}"
-        out["fid_split"] = ev.fid_split
-        out["fid_samples"] = int(ev.fid_samples)
-        out["fid_reference"] = self.fid_reference
+    def _fidelity(self, fid_set: torch.Tensor, net: nn.Module) -> dict[str, Any]:
+        """The trial's figures (FID, SWD: raydiff/measures' fidelity kind) of generated images uint8 [n, C, H, W]."""
+        ctx, out = MeasureContext(self, net, fid_set), {}
+        for m in self.others.values():
+            if m.kind == "fidelity":
+                out.update(m.compute(ctx))
         return out
+
+
+def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, list]:
+    """One evaluation's per-sample record, a list per field: each sample's index in the evaluation's
+    sample set and, per memorization test, its nearest training image, score and verdict."""
+    n = len(next(iter(verdicts.values())).copied)
+    out: dict[str, list] = {"step": [step] * n, "sample": list(range(n))}
+    for name, v in verdicts.items():
+        out[f"nearest_{name}"] = v.nearest.tolist()
+        out[f"score_{name}"] = v.score.float().tolist()
+        out[f"copied_{name}"] = v.copied.bool().tolist()
+    return out
 
 
 def encode_array(a: np.ndarray) -> str:

@@ -50,7 +50,10 @@ def plain_name(name: str) -> str:
 
 def sweep_exists(loc: SweepLocation) -> bool:
     fs, root = results.filesystem(loc.uri)
-    return fs.get_file_info(root).type != pafs.FileType.NotFound
+    try:
+        return fs.get_file_info(root).type != pafs.FileType.NotFound
+    except OSError as e:  # the store answered the probe, then refused or failed the request
+        raise UserError(f"cannot read storage {loc.storage}: {results.first_line(e)}") from None
 
 
 def load_saved_space(loc: SweepLocation) -> SearchSpace:

@@ -56,11 +56,64 @@ class _MonitorContext:
             cache[network] = net(m.train_images)
         return net(samples), cache[network]
 
+# ------------------------------------------------------------------ argument checks (misuse)
+
+
+def _check_number(name: str, v, lo: float, hi: float, *, lo_open: bool = True, hi_open: bool = False, integer: bool = False):
+    """A real number (an int where `integer`) in its interval, else a TypeError/ValueError."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(v, bool) or not isinstance(v, kinds):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'} (got {type(v).__name__})")
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    if not math.isfinite(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+        raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right} (got {v})")
+
+
+def _check_images(name: str, x) -> torch.Tensor:
+    """A batch [N, C, H, W] (or [N, D]) of real numbers, as a tensor."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array [N, C, H, W] (got {type(x).__name__})")
+    x = torch.as_tensor(x)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real numbers (got dtype {x.dtype})")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must be a batch [N, C, H, W] (got shape {list(x.shape)})")
+    return x
+
+
+def _check_device(device) -> torch.device:
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must name a torch device such as 'cpu', 'cuda' or 'cuda:0' (got {device!r})") from None
+    if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} does not exist here ({torch.cuda.device_count()} CUDA device(s))")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} does not exist here (no MPS)")
+    return d
+
+
+def _value_range(x: torch.Tensor) -> tuple[float, float]:
+    return float(x.min()), float(x.max())
+
+
+def _other_scale(samples: tuple[float, float], train: tuple[float, float]) -> bool:
+    """Samples on another scale than the training images: disjoint ranges (a span apart), or one
+    in [-1, 1] and the other in [0, 255] reaching past 2 (pixels against normalized values). A
+    model that diverges spreads its samples wide on both sides, and is measured, not refused."""
+    (lo, hi), (tlo, thi) = samples, train
+    span = max(thi - tlo, 1e-6)
+    if hi < tlo - span or lo > thi + span:
+        return True
+    unit = lambda a, b: -1.0 - 1e-6 <= a and b <= 1.0 + 1e-6  # noqa: E731
+    pixels = lambda a, b: -1e-6 <= a and 2.0 < b <= 255.0 + 1e-6  # noqa: E731
+    return (unit(lo, hi) and pixels(tlo, thi)) or (pixels(lo, hi) and unit(tlo, thi))
+
 
 @dataclass(frozen=True)
 class MonitorResult:
     step: int
-    f_mem: float  # memorized fraction of the samples (NaN: no samples, or non-finite ones)
+    f_mem: float  # memorized fraction of the samples (NaN: non-finite samples, a diverged model)
     lo: float  # its exact 95% interval
     hi: float
     nearest: np.ndarray  # [S] int64: each sample's nearest training image (index into train_images)
@@ -105,16 +158,20 @@ class MemorizationMonitor:
     _ledger: dict[str, dict[int, list[int]]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        x = torch.as_tensor(self.train_images)
-        if x.ndim < 2 or len(x) == 0:
-            raise ValueError(f"train_images must be a non-empty batch [N, ...] (got shape {list(x.shape)})")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1] (got {self.threshold})")
-        if self.patience < 1:
-            raise ValueError(f"patience must be ≥ 1 (got {self.patience})")
-        if not 0.0 < self.ratio < 1.0:
-            raise ValueError(f"ratio must be in (0, 1) (got {self.ratio})")
-        self.device = torch.device(self.device) if self.device is not None else x.device
+        x = _check_images("train_images", self.train_images)
+        if len(x) < 2:  # the ratio test compares a sample's two nearest training images
+            raise ValueError(f"train_images must hold at least 2 images for the ratio test (got {len(x)})")
+        if not bool(torch.isfinite(x.float()).all()):
+            raise ValueError("train_images hold NaN or infinite values")
+        _check_number("threshold", self.threshold, 0.0, 1.0)
+        _check_number("patience", self.patience, 0, 1e9, integer=True)
+        _check_number("ratio", self.ratio, 0.0, 1.0, hi_open=True)
+        _check_number("cosine", self.cosine, -1.0, 1.0, lo_open=False)
+        if self.embedding is not None and not callable(self.embedding):
+            raise TypeError(f"embedding must be callable, images → [S, D] features (got {type(self.embedding).__name__})")
+        self.device = _check_device(self.device) if self.device is not None else x.device
+        self._shape, self._dtype = tuple(x.shape[1:]), x.dtype
+        self._range = _value_range(x)
         self._train = x.float().reshape(len(x), -1).to(self.device)  # [N, D]
         self._train_emb = self.embedding(x) if self.embedding is not None else None
         self._check_tests()
@@ -123,12 +180,11 @@ class MemorizationMonitor:
     def evaluate(self, samples: torch.Tensor, step: int) -> MonitorResult:
         """The memorization test on `samples` ([S, C, H, W], the training images' range) at
         training step `step` (increasing from call to call), added to the history."""
+        _check_number("step", step, -1, math.inf, integer=True, hi_open=True)
         if self.history and step <= self.history[-1].step:
             raise ValueError(f"steps must increase (got {step} after {self.history[-1].step})")
-        x = torch.as_tensor(samples).float()
-        if x.ndim < 2 or x[0].numel() != self._train.shape[1]:
-            raise ValueError(f"samples must be [S, ...] shaped like train_images[0] (got shape {list(x.shape)})")
-        finite = bool(torch.isfinite(x).all()) and len(x) > 0
+        x = self._check_samples(samples)
+        finite = bool(torch.isfinite(x).all())
         if finite:
             flags, nb = memorized_pixel(x.to(self.device), self._train, self.ratio)
             frac = fraction_with_interval(flags)
@@ -203,6 +259,29 @@ class MemorizationMonitor:
             for image in idx[copied].tolist():
                 entry = book.setdefault(int(image), [step, 0])
                 entry[1] += 1
+
+    def _check_samples(self, samples) -> torch.Tensor:
+        """Samples as the training images are: same per-image shape and layout, a real dtype of
+        the same kind (uint8 with uint8), and, where finite, a value range that overlaps theirs
+        (samples in [-1, 1] against images in [0, 255] would count no copy, silently)."""
+        x = _check_images("samples", samples)
+        if len(x) == 0:
+            raise ValueError("samples is an empty batch: generate at least one sample")
+        if tuple(x.shape[1:]) != self._shape:
+            raise ValueError(f"samples must be [S, {', '.join(map(str, self._shape))}] shaped like train_images (got shape {list(x.shape)}): same channels, height, width and layout")
+        if (x.dtype == torch.uint8) != (self._dtype == torch.uint8):
+            raise TypeError(f"samples are {x.dtype} but train_images are {self._dtype}: give both in the same range and dtype")
+        x = x.float()
+        ok = torch.isfinite(x)
+        if bool(ok.any()):
+            lo, hi = float(x[ok].min()), float(x[ok].max())
+            if _other_scale((lo, hi), self._range):
+                tlo, thi = self._range
+                raise ValueError(
+                    f"samples span [{lo:.3g}, {hi:.3g}] but train_images span [{tlo:.3g}, {thi:.3g}]: give samples in the"
+                    " training images' range (e.g. both in [-1, 1], or both in [0, 255])"
+                )  # fmt: skip
+        return x
 
     @property
     def onset_step(self) -> int | None:

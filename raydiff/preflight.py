@@ -18,12 +18,14 @@ import torch
 
 from raydiff import data, results
 from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
+from raydiff.config.sections import needs
 from raydiff.config.space import point_text
 from raydiff.errors import ConfigError, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_network, param_count
-from raydiff.trial import resolve_device
+from raydiff.training.state import resolve_device
+from raydiff.tune.capacity import rule_of
 
 
 def preflight(
@@ -49,13 +51,15 @@ def preflight(
                 _in_trial(point, check_network, exp)
             if space.sweep.resources.gpu == 0:  # a CPU trial: it must fit in a node like this one
                 _in_trial(point, check_memory, exp, machine_memory())
-        for embedding in sorted({e.eval.embedding for _, e in trials if e.eval.memorization_space != "pixel"}):
+        if space.search is None:
+            check_rules_match(space, trials)
+        for embedding in sorted({e.eval.embedding for _, e in trials if "embedding" in needs(e.memorization_tests)}):
             check_embedding(embedding)
         if in_process:
             for device in sorted({e.train.device for _, e in trials}):
                 resolve_device(device)
         else:
-            check_devices(space)
+            check_devices(space, trials)
     except UserError as e:
         raise e.located(space.source) from None
     if location is not None:
@@ -186,10 +190,31 @@ def check_embedding(embedding: str) -> None:
         raise ConfigError(f"no such TorchScript file: {embedding} (a path or an http(s) URL)", key="eval.embedding")
 
 
-def check_devices(space: SearchSpace) -> None:
-    """Ray hides every GPU from a trial that asks for none, so device cuda needs sweep.resources.gpu."""
-    devices = {space.base.train.device, *space.grid.get("train.device", ())}
-    if "cuda" in devices and space.sweep.resources.gpu == 0:
+def check_rules_match(space: SearchSpace, trials: list[tuple[dict, ExperimentConfig]]) -> None:
+    """Every sweep.resources_by rule is the first match of some trial of the grid: a rule that
+    matches none (a preset not in the grid, a bound below every network, one shadowed by an
+    earlier rule) sets nothing, and its resources would silently not apply."""
+    rules = space.sweep.resources_by
+    used = set()
+    models = {}
+    for _, exp in trials:
+        params = param_count(exp.model, exp.data)
+        models[exp.model.preset or "(no preset)"] = params
+        used.add(rule_of(space.sweep, exp.model.preset, params))
+    for i in range(len(rules)):
+        if i not in used:
+            seen = ", ".join(f"{k} ({v:,} parameters)" for k, v in sorted(models.items()))
+            raise UserError(f"matches no trial of this grid (its models: {seen}); an earlier rule may take them first", key=f"sweep.resources_by[{i}]")
+
+
+def check_devices(space: SearchSpace, trials: list[tuple[dict, ExperimentConfig]] | None = None) -> None:
+    """Ray hides every GPU from a trial that asks for none, so device cuda needs a GPU in
+    sweep.resources or a resources_by rule. Every trial's device: the grid's, or each choice of
+    an Optuna search (its corners)."""
+    trials = _trials(space) if trials is None else trials
+    devices = {space.base.train.device, *space.grid.get("train.device", ()), *(e.train.device for _, e in trials)}
+    gpus = space.sweep.resources.gpu or any(r.gpu for r in space.sweep.resources_by)
+    if "cuda" in devices and not gpus:
         raise UserError(
             "is cuda, but sweep.resources.gpu is 0 and Ray gives such trials no GPU; "
             "set sweep.resources.gpu (e.g. 1) or train.device: auto",

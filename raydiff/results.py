@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterable
@@ -25,10 +27,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydiff import measures
 from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
+FIGURES_DIR = "figures"  # figures/<trial>/<measure>/<step>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
 
@@ -117,6 +121,36 @@ METRICS_SCHEMA = pa.schema(
 )
 
 
+ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string()}
+
+# a figure measured off the loop, on a snapshot: keyed by (trial_id, step, measure); its provenance
+# (protocol: feature network, reference, resize; the sample count) beside the measure's own columns
+FIGURES_KEYS = ("trial_id", "step", "measure")
+FIGURES_BASE = [
+    ("trial_id", pa.string()), ("step", pa.int64()), ("measure", pa.string()), ("images_seen", pa.int64()),
+    ("protocol", pa.string()), ("n_samples", pa.int64()), ("snapshot_step", pa.int64()), ("measure_s", pa.float64()),
+]  # fmt: skip
+
+
+def figures_schema() -> pa.Schema:
+    """The figures files' columns: the keys and provenance, then every fidelity measure's columns."""
+    cols = [(c.name, ARROW_TYPES[c.type]) for n in measures.names("fidelity") for c in measures.get(n).columns]
+    return pa.schema(FIGURES_BASE + list(dict(cols).items()))
+
+
+def metrics_schema() -> pa.Schema:
+    """METRICS_SCHEMA and, after it, the metric columns of every measure registered beyond the
+    built-in ones (raydiff/measures: `Measure.columns`, a raw variant's too)."""
+    extra = [(c.name, ARROW_TYPES[c.type]) for c in measures.iter_columns() if c.name not in METRICS_SCHEMA.names]
+    return pa.schema(list(METRICS_SCHEMA) + list(dict(extra).items()))
+
+
+def trials_schema() -> pa.Schema:
+    """TRIALS_SCHEMA and a τ column (`tau_mem_<definition>_step`) per onset definition registered beyond it."""
+    extra = [(d.tau_column, pa.int64()) for d in measures.definitions() if d.tau_column not in TRIALS_SCHEMA.names]
+    return pa.schema(list(TRIALS_SCHEMA) + extra)
+
+
 # the contract's columns (those above "beyond the contract"): a file without them is not ours
 TRIALS_REQUIRED = tuple(TRIALS_SCHEMA.names[: TRIALS_SCHEMA.get_field_index("node_id") + 1])
 METRICS_REQUIRED = tuple(METRICS_SCHEMA.names[: METRICS_SCHEMA.get_field_index("fid") + 1])
@@ -144,6 +178,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     key = (uri, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     if key not in _OPENED:
+        probe_store(uri)
         try:
             opened = pafs.FileSystem.from_uri(_delayed_open(uri))
         except (pa.ArrowInvalid, OSError) as e:
@@ -152,6 +187,51 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
             _OPENED.clear()
         _OPENED[key] = opened
     return _OPENED[key]
+
+
+PROBE_TIMEOUT_S = 5.0  # a store that does not take a connection in this long is down
+
+
+def store_endpoint(uri: str) -> tuple[str, int] | None:
+    """(host, port) of the S3-compatible endpoint a URI names (`?endpoint_override=` in its query,
+    else $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL); None: the cloud's own, found by its SDK."""
+    if not uri.startswith("s3://"):
+        return None
+    query = dict(q.partition("=")[::2] for q in uri.partition("?")[2].split("&") if q)
+    endpoint = query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    scheme = query.get("scheme") or (endpoint.split("://", 1)[0] if "://" in endpoint else "https")
+    hostport = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":") if re.search(r":\d+$", hostport) else (hostport, "", "")
+    try:
+        port_n = int(port) if port else (80 if scheme == "http" else 443)
+    except ValueError:
+        port_n = -1
+    if not host or not 0 < port_n < 65536:
+        raise UserError(f"storage {uri}: the S3 endpoint {endpoint!r} is not host[:port] or http(s)://host[:port]")
+    return host.strip("[]"), port_n
+
+
+def probe_store(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail in seconds, in one line, when the S3 endpoint a URI names does not answer (the SDK
+    would retry for a while and then raise a traceback's worth of curl errors)."""
+    endpoint = store_endpoint(uri)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(
+            f"storage {uri.split('?', 1)[0]} does not answer: nothing takes connections at"
+            f" {endpoint[0]}:{endpoint[1]} ({e.strerror or e}); start the store or fix AWS_ENDPOINT_URL"
+        ) from None
+
+
+def first_line(e: BaseException) -> str:
+    """A storage error's first sentence (the SDK's text runs on with curl codes and details)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split("; Details:")[0]
 
 
 def _delayed_open(uri: str) -> str:
@@ -264,10 +344,37 @@ def read_table(fs: pafs.FileSystem, path: str) -> pa.Table:
         raise UserError(f"corrupt or unreadable Parquet file {path}: {e}") from None
 
 
+def sweep_identity(metadata: dict | None) -> str | None:
+    """What makes a file one sweep's: the sweep's name and axes in the search space its schema
+    metadata carries (None: a file that carries none)."""
+    text = (metadata or {}).get(b"raydiff.search_space")
+    try:
+        d = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("sweep"), dict):
+        return None
+    search = d.get("search") if isinstance(d.get("search"), dict) else {}
+    return json.dumps([d["sweep"].get("name"), d.get("grid"), search.get("axes")], sort_keys=True, default=str)
+
+
+def check_one_sweep(files: list[tuple[str, dict | None]]) -> None:
+    """Refuse a results folder whose files come from more than one sweep (a metrics file copied in
+    from another): fitted together they would read as one sweep's trials."""
+    seen: dict[str, str] = {}
+    for path, meta in files:
+        ident = sweep_identity(meta)
+        if ident is not None:
+            seen.setdefault(ident, path)
+    if len(seen) > 1:
+        (a, b) = list(seen.values())[:2]
+        raise UserError(f"{b} comes from another sweep than {a} (another name or other axes): a results folder holds one sweep's files")
+
+
 def read_contract(fs: pafs.FileSystem, path: str, kind: str) -> pa.Table:
     """A trials or metrics file, checked against the contract: its columns there, of their types,
     its key columns never null. Anything else is one UserError naming the file."""
-    schema, required = (TRIALS_SCHEMA, TRIALS_REQUIRED) if kind == "trials" else (METRICS_SCHEMA, METRICS_REQUIRED)
+    schema, required = (trials_schema(), TRIALS_REQUIRED) if kind == "trials" else (metrics_schema(), METRICS_REQUIRED)
     t = read_table(fs, path)
     missing = [c for c in required if c not in t.column_names]
     if missing:
@@ -312,5 +419,40 @@ def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = Non
     if not files:
         return METRICS_SCHEMA.empty_table()
     tables = [read_contract(fs, p, "metrics") for p in files]
+    check_one_sweep([(p, t.schema.metadata) for p, t in zip(files, tables)])
     t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figures_path(root: str, trial_id: str, measure: str, step: int) -> str:
+    return join(root, FIGURES_DIR, trial_id, measure, f"{step:012d}.parquet")
+
+
+def write_figures(fs: pafs.FileSystem, root: str, trial_id: str, measure: str, rows: list[dict[str, Any]], metadata: dict[str, str]) -> None:
+    """A measure's rows of one trial, one file per snapshot step: measuring a snapshot again
+    replaces its file, never duplicates its row, and measures of different steps, trials or kinds
+    (Ray tasks running side by side) never write the same file."""
+    schema = figures_schema()
+    for r in rows:
+        row = {**r, "trial_id": trial_id, "measure": measure}
+        write_atomic(table([row], schema, metadata), fs, figures_path(root, trial_id, measure, int(r["step"])))
+
+
+def read_figures(fs: pafs.FileSystem, root: str) -> pa.Table:
+    """Every figures row of the sweep (an empty table when nothing was measured off the loop)."""
+    d = join(root, FIGURES_DIR)
+    schema = figures_schema()
+    if fs.get_file_info(d).type != pafs.FileType.Directory:
+        return schema.empty_table()
+    paths = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(d, recursive=True))
+                   if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not i.base_name.startswith("."))  # fmt: skip
+    if not paths:
+        return schema.empty_table()
+    tables = []
+    for p in paths:
+        t = read_table(fs, p)
+        tables.append(t.cast(pa.schema([schema.field(c) if c in schema.names else t.schema.field(c) for c in t.column_names])))
+    return pa.concat_tables(tables, promote_options="default")

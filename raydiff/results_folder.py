@@ -12,6 +12,7 @@ folder times): every one of them is optional.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 from dataclasses import dataclass, field
@@ -78,6 +79,13 @@ class Sweep:
 
 
 def load_sweep(uri: str) -> Sweep:
+    try:
+        return _load_sweep(uri)
+    except OSError as e:  # the store answered the probe, then failed a read
+        raise UserError(f"cannot read {uri}: {results.first_line(e)}") from None
+
+
+def _load_sweep(uri: str) -> Sweep:
     fs, root = results.filesystem(uri)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -94,6 +102,9 @@ def load_sweep(uri: str) -> Sweep:
         raise UserError(f"{results.join(root, results.TRIALS_FILE)} lacks the column(s) {', '.join(missing)}")
     if len(metrics_t) and not {"trial_id", "step"} <= set(metrics_t.column_names):
         raise UserError(f"the metrics files under {results.join(root, results.METRICS_DIR)} lack trial_id/step")
+    results.check_one_sweep([(results.join(root, results.TRIALS_FILE), trials_t.schema.metadata),
+                             *([("the metrics files", metrics_t.schema.metadata)] if len(metrics_t) else [])])  # fmt: skip
+    check_no_duplicates(trials_t, metrics_t, root)
     # provenance: trials.parquet when it exists, else any metrics file (they carry the same keys)
     schema_meta = trials_t.schema.metadata or metrics_t.schema.metadata or {}
     meta = {k.decode(): v.decode() for k, v in schema_meta.items()}
@@ -101,6 +112,7 @@ def load_sweep(uri: str) -> Sweep:
     evals: dict[str, list[dict]] = {}
     for row in metrics_t.to_pylist():
         evals.setdefault(row["trial_id"], []).append(row)
+    merge_figures(evals, results.read_figures(fs, root).to_pylist())
     done = {t["trial_id"] for t in trials}
     running = sorted(t for t in evals if t not in done)
     space, notes = _search_space(fs, root, meta)
@@ -111,6 +123,40 @@ def load_sweep(uri: str) -> Sweep:
         metrics_mtime=_newest([i.mtime for i in metric_infos]), trials_mtime=_newest([trials_info.mtime]),
         waiting=_waiting(fs, root),
     )  # fmt: skip
+
+
+def merge_figures(evals: dict[str, list[dict]], figures: list[dict]) -> None:
+    """Figures measured off the loop on snapshots (results.read_figures) into the evaluation rows:
+    a snapshot on an evaluation's step fills that row's figure columns; one between evaluations
+    becomes a fidelity-only row of its own, in step order, as the loop's own would have been."""
+    provenance = set(results.FIGURES_KEYS) | {"protocol", "n_samples", "snapshot_step", "measure_s"}
+    for f in figures:
+        rows = evals.setdefault(f["trial_id"], [])
+        values = {k: v for k, v in f.items() if k not in provenance and v is not None}
+        row = next((r for r in rows if r["step"] == f["step"]), None)
+        if row is None:
+            rows.append({"trial_id": f["trial_id"], "step": f["step"], "fidelity_only": True, **values})
+            rows.sort(key=lambda r: r["step"])
+        else:
+            row.update(values)
+
+
+def check_no_duplicates(trials_t, metrics_t, root: str) -> None:
+    """Each trial once in trials.parquet, each (trial, step) once in the metrics: a duplicated
+    row would be fitted as a second, identical trial and narrow every interval."""
+    twice = sorted(i for i, n in collections.Counter(trials_t.column("trial_id").to_pylist()).items() if n > 1)
+    if twice:
+        raise UserError(f"{results.join(root, results.TRIALS_FILE)} lists trial(s) {', '.join(twice[:3])} more than once: a results folder holds each trial once")
+    if len(metrics_t):
+        keys = list(zip(metrics_t.column("trial_id").to_pylist(), metrics_t.column("step").to_pylist()))
+        if len(set(keys)) != len(keys):
+            seen, dup = set(), None
+            for k in keys:
+                if k in seen:
+                    dup = k
+                    break
+                seen.add(k)
+            raise UserError(f"the metrics under {results.join(root, results.METRICS_DIR)} hold trial {dup[0]} step {dup[1]} more than once: each evaluation is one row")
 
 
 def _newest(times: list[datetime.datetime | None]) -> datetime.datetime | None:
@@ -188,7 +234,11 @@ def newest_sweep(storage: str) -> str:
     """The results folder under `storage` written to most recently. A folder whose store gives
     no modification time (an object store's prefix) still counts, after every timed one."""
     fs, root = results.filesystem(storage)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
+    try:
+        kind = fs.get_file_info(root).type
+    except OSError as e:
+        raise UserError(f"cannot read {storage}: {results.first_line(e)}") from None
+    if kind != pafs.FileType.Directory:
         raise UserError(f"no results folder given and no sweeps under {storage}")
     best, best_t = None, None
     for d in sorted(fs.get_file_info(pafs.FileSelector(root)), key=lambda i: i.path):

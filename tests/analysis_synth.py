@@ -118,6 +118,7 @@ def write_sweep(
     fid_extractor: str | None = None,
     fidelity_every_steps: int | None = None,
     fid_n_exponent: float = 0.0,
+    continue_evals: int = 0,
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
@@ -126,7 +127,9 @@ def write_sweep(
     `seeds` trials per grid point (train.seed 0..seeds−1); `tau_gen`: FID = 20·(1 + 10·log²(step/τ_gen,i))
     + 60·mem_frac, its minimum at τ_gen,i = tau_gen·exp(Normal(0, gen_sigma²)), written into
     `gen_truth`; FID at every `fid_every`-th evaluation (none with 0); `definitions`, `fid_extractor`,
-    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring.
+    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring. `continue_evals`: a memorized
+    trial evaluates that many times past the one that confirmed its onset (as `stop.continue_for`
+    makes it), so its memorization rate is measurable; with 0 it stops at its onset.
     """
     rng = np.random.default_rng(seed)
     fs = pafs.LocalFileSystem()
@@ -169,7 +172,7 @@ def write_sweep(
         above = np.nonzero(m >= THRESHOLD)[0]
         onset_idx = above[0] if len(above) and above[0] + PATIENCE - 1 < len(steps) else None
         status = "memorized" if onset_idx is not None else "budget"
-        end = onset_idx + PATIENCE if onset_idx is not None else len(steps)
+        end = onset_idx + PATIENCE + continue_evals if onset_idx is not None else len(steps)
         if i < diverged:
             status, end = "diverged", max(3, end // 2)
         is_running = i >= len(points) - running

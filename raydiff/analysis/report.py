@@ -118,6 +118,7 @@ STATS_SCHEMA = pa.schema(
         ("tau_recorded", pa.int64()), ("tau_normalized", pa.float64()), ("censor_step", pa.int64()),
         ("mem_rate", pa.float64()), ("peak_fid", pa.float64()), ("peak_fid_step", pa.int64()),
         ("seed", pa.int64()), ("point", pa.string()), ("tau_gen", pa.int64()), ("tau_gen_censored", pa.bool_()),
+        ("mem_rate_note", pa.string()),
     ]
 )  # fmt: skip
 
@@ -149,6 +150,37 @@ def default_out(uri: str) -> Path:
     return Path(uri).expanduser() / "analysis"
 
 
+# bootstrap resamples: 0 (no intervals), or enough that each 2.5% tail of a 95% interval holds
+# one resample, and few enough that the fits end (each resample is one fit, a tobit one too)
+BOOT_MIN, BOOT_MAX = 40, 20_000
+
+
+def check_boot(n_boot: int) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not (n_boot == 0 or BOOT_MIN <= n_boot <= BOOT_MAX):
+        raise UserError(f"must be 0 (no intervals) or {BOOT_MIN}..{BOOT_MAX:,} resamples (got {n_boot!r})", key="--boot")
+
+
+def check_out(out: Path, uri: str) -> None:
+    """The output folder must not be a results folder, nor a folder of one holding other files:
+    analyze writes fits, figures and report.html there, and clears its own earlier figures."""
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder for the figures and fits", key="--out")
+    local = pafs.LocalFileSystem()
+    for d in [out, *out.parents]:
+        if d.is_dir() and results.is_results_dir(local, str(d)):
+            inside = d != out
+            earlier = (out / "fits.json").exists() or not out.exists() or not any(out.iterdir())
+            if not inside or not earlier:
+                what = "is the results folder" if not inside else "is a folder of the results folder"
+                raise UserError(
+                    f"{out} {what} {d}, whose files analyze would overwrite; give a new folder"
+                    " (default: RESULTS/analysis)",
+                    key="--out",
+                )  # fmt: skip
+            return
+
+
 def analyze(
     uri: str,
     out_dir: str | None = None,
@@ -161,8 +193,9 @@ def analyze(
 ) -> Path:
     """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
     out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
-    if n_boot < 0:
-        raise UserError(f"--boot must be ≥ 0 (got {n_boot})")
+    check_boot(n_boot)
+    out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
+    check_out(out_path, uri)
     sweep: Sweep = load_sweep(uri)
     if not sweep.trials and not sweep.running:  # no fit, no figure: refuse rather than write empty files
         planned = f" of {sweep.planned} planned" if sweep.planned is not None else ""
@@ -173,7 +206,6 @@ def analyze(
         if missing:
             raise UserError(f"--copies: no trial {', '.join(missing)} in this sweep (trials: {', '.join(sorted(known))})")
     an = analyze_sweep(sweep, censored=censored, interpolate=interpolate, n_boot=n_boot)
-    out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
     try:
         out_path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

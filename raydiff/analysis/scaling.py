@@ -27,6 +27,7 @@ from raydiff.analysis.trials import (
     TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, memorization_test, stop_rule, trial_stats,
 )  # fmt: skip
 from raydiff.errors import UserError
+from raydiff import measures
 from raydiff.results_folder import Sweep
 
 CENSORED_MODES = ("auto", "tobit", "ols", "exclude")  # exclude: the old name of ols
@@ -34,17 +35,13 @@ CENSORED_ALIASES = {"exclude": "ols"}
 DROP_BIAS = "dropping censored trials biases the exponents toward 0"
 SENSITIVITY_THRESHOLDS = (0.05, 0.1, 0.2)
 
-# the onset definitions trials.parquet records, one τ column each: (column, label, metric columns
-# whose values say the trial measured it). A null τ is "did not fire" when measured (censored at
-# the trial's last step: the sweep's own stop cut it), "not measured" otherwise. Columns that no
-# trial filled (older folders, definitions not measured) are skipped.
-DEFINITION_COLUMNS = (
-    ("tau_mem_step", "stop rule (tau_mem_step)"),
-    ("tau_mem_pixel_step", "pixel ratio test"),
-    ("tau_mem_features_step", "feature cosine test"),
-    ("tau_mem_pixel_raw_step", "pixel ratio test, raw weights"),
-    ("tau_mem_loss_step", "loss divergence (recorded)"),
-)
+def definition_columns() -> tuple[tuple[str, str], ...]:
+    """The onset definitions trials.parquet records, one τ column each: (column, label), the stop
+    rule's first, then every definition of raydiff/measures' registry. A null τ is "did not fire"
+    when measured (censored at the trial's last step: the sweep's own stop cut it), "not measured"
+    otherwise (`_measured`). Columns that no trial filled (older folders, definitions not
+    measured) are skipped."""
+    return (("tau_mem_step", "stop rule (tau_mem_step)"), *((d.tau_column, d.label) for d in measures.definitions()))
 
 
 @dataclass(frozen=True)
@@ -380,28 +377,28 @@ def _measured(column: str, trial: dict, rows: list[dict]) -> bool:
     def has(key: str) -> bool:
         return any(r.get(key) is not None for r in rows)
 
-    test = memorization_test(trial)
     if column == "tau_mem_step":
         return has("mem_frac") or has("train_loss")
-    if column == "tau_mem_pixel_step":
-        return test == "pixel" and has("mem_frac")
-    if column == "tau_mem_features_step":
-        return has("mem_frac_features") or (test == "features" and has("mem_frac"))
-    if column == "tau_mem_pixel_raw_step":
-        return has("mem_frac_raw")
-    if column == "tau_mem_loss_step":
-        return sum(r.get("train_loss") is not None and r.get("test_loss") is not None for r in rows) >= 2
-    return False
+    d = next((d for d in measures.definitions() if d.tau_column == column), None)
+    if d is None:
+        return False
+    if d.rule == "loss_divergence":
+        fields = measures.get(d.measure).history
+        return sum(all(r.get(f) is not None for f in fields) for r in rows) >= 2
+    own = memorization_test(trial) == d.measure and not d.raw  # the trial's mem_frac is this test's
+    if d.field == "mem_frac":
+        return own and has("mem_frac")
+    return has(d.field) or (own and has("mem_frac"))
 
 
 def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int) -> list[DefinitionFit]:
-    """One joint fit per onset definition that trials.parquet records (DEFINITION_COLUMNS), over
+    """One joint fit per onset definition that trials.parquet records (`definition_columns`), over
     the trials fitted above; a column no trial filled is skipped (an older folder, or nothing
     measured), one with fewer than 2 onsets is listed without a fit. A trial that measured the
     definition without its firing is censored at its last step: the sweep stopped it first."""
     by_id = {t["trial_id"]: t for t in sweep.trials}
     out = []
-    for column, label in DEFINITION_COLUMNS:
+    for column, label in definition_columns():
         if not any(t.get(column) is not None for t in sweep.trials):
             continue
         onsets: dict[str, int] = {}

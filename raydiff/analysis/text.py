@@ -41,7 +41,7 @@ def trial_table(an: Analysis) -> str:
         tau = fmt_num(s.tau, ".1f" if an.definition.interpolate and s.tau else ".3g")
         if s.state == "censored":
             tau = f">{s.censor_step}"
-        note = s.reason if s.state != "onset" else ""
+        note = s.reason if s.state != "onset" else (f"mem rate {s.mem_rate_note}" if s.mem_rate_note else "")
         gen = ("≥" if s.tau_gen_censored else "") + fmt_num(s.tau_gen)
         seed = f" {fmt_num(s.seed):>5}" if seeded else ""
         lines.append(
@@ -167,13 +167,7 @@ def fidelity_text(an: Analysis) -> str:
         by_n.setdefault(p.n_train, []).append(f"{p.peak:.4g}" + ("*" if p.state == "censored" else ""))
     values = ", ".join(f"N={n}: {'/'.join(v)}" for n, v in sorted(by_n.items()))
     where = f" ({f.where})" if f.where else ""
-    if f.improves is None:
-        verdict = f"cannot tell ({f.note})"
-    elif f.method == "spearman":
-        pv = "" if f.p is None else f", p = {f.p:.2g}"
-        verdict = f"{'yes' if f.improves else 'no'} (Spearman ρ = {f.rho:+.2f}{pv}, {len(f.measured)} trials)"
-    else:
-        verdict = f"{'yes' if f.improves else 'no'} (monotone check over {len(f.measured)} trials; Spearman needs ≥ 3)"
+    verdict = fidelity_verdict(f)
     star = "; *: no onset, lowest over every evaluation" if any(p.state == "censored" for p in f.measured) else ""
     counts = [p.count for p in f.points]
     few = f.few
@@ -184,6 +178,16 @@ def fidelity_text(an: Analysis) -> str:
         f"  fidelity values before onset per trial: min {min(counts)}, median {float(np.median(counts)):g},"
         f" max {max(counts)} over {len(counts)} trials ({enough})"
     )
+
+
+def fidelity_verdict(f) -> str:
+    """Whether the peak fidelity before onset improves with N, and by which test."""
+    if f.improves is None:
+        return f"cannot tell ({f.note})"
+    if f.method == "spearman":
+        pv = "" if f.p is None else f", p = {f.p:.2g}"
+        return f"{'yes' if f.improves else 'no'} (Spearman ρ = {f.rho:+.2f}{pv}, {len(f.measured)} trials)"
+    return f"{'yes' if f.improves else 'no'} (monotone check over {len(f.measured)} trials; Spearman needs ≥ 3)"
 
 
 def replicates_text(an: Analysis) -> str:

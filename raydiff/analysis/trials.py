@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from raydiff import measures
+
 from raydiff.analysis.fits import AXES
 from raydiff.config import StopConfig
 from raydiff.config.schema import build
@@ -74,13 +76,14 @@ class TrialStats:
     tau_recorded: int | None  # trials.parquet tau_mem_step (the stopper's rule, as recorded)
     tau_normalized: float | None  # τ·(N_min/N)·(B/B_min)·(η/η_min)
     censor_step: int | None  # censored: τ_mem lies beyond this step
-    mem_rate: float | None  # d mem_frac / d step from the onset on (least squares); per step
+    mem_rate: float | None  # d mem_frac / d step from the onset on (least squares); per step; None: see mem_rate_note
     peak_fid: float | None  # the lowest FID at or before the onset (all evaluations when none)
     peak_fid_step: int | None
     seed: int | None = None  # train.seed: replicates share everything else (`point`)
     point: str = ""  # the grid point: a digest of the trial's settings without its seed (point_key)
     tau_gen: int | None = None  # τ_gen (steps): first FID within TAU_GEN_WITHIN of its best before onset
     tau_gen_censored: bool = False  # no onset and FID still at its best at the last FID: τ_gen ≥ tau_gen
+    mem_rate_note: str = ""  # why an onset trial has no mem_rate ("not measurable: stopped at onset")
 
     def value(self, axis: str) -> float | None:
         return getattr(self, axis)
@@ -111,9 +114,14 @@ def _config_of(trial: dict | None) -> dict | None:
 
 
 def memorization_test(trial: dict | None) -> str:
-    """Which test the trial's `mem_frac` is: `features` when it measured only that, else `pixel`."""
-    space = ((_config_of(trial) or {}).get("eval") or {}).get("memorization_space", "pixel")
-    return "features" if space == "features" else "pixel"
+    """Which test the trial's `mem_frac` is: the first memorization test of `eval.measures`, or,
+    by the older switch, `features` when it measured only that; else `pixel`."""
+    ev = (_config_of(trial) or {}).get("eval") or {}
+    names = ev.get("measures")
+    if names:
+        tests = [n for n in names if n in measures.REGISTRY and measures.get(n).kind == "memorization"]
+        return tests[0] if tests else "pixel"
+    return "features" if ev.get("memorization_space") == "features" else "pixel"
 
 
 def recorded_onset(t: dict, stop: StopConfig) -> int | None:
@@ -140,13 +148,21 @@ def onset_of(rows: list[dict], d: Definition, stop: StopConfig) -> float | None:
     return None if s is None else float(s)
 
 
-def mem_rate(rows: list[dict], onset: float) -> float | None:
-    """Slope of mem_frac against step over the evaluations from the onset evaluation on."""
+RATE_STOPPED = "not measurable: stopped at onset"
+RATE_NOT_YET = "not measurable yet: no evaluation past the onset's confirmation"
+
+
+def mem_rate(rows: list[dict], onset: float, patience: int, running: bool = False) -> tuple[float | None, str]:
+    """(slope, "") of mem_frac against step over the evaluations from the onset evaluation on, or
+    (None, why) when the trial measured nothing past the evaluation that confirmed its onset (the
+    `patience`-th from the onset on): a trial the stopper ended there saw mem_frac only around
+    the threshold, and a slope through those few noisy values is no rate of memorization (it
+    can even come out negative). `stop.continue_for` keeps a trial training past its onset."""
     pts = [(r["step"], r["mem_frac"]) for r in rows if r["step"] >= math.floor(onset) and _finite(r.get("mem_frac"))]
-    if len({s for s, _ in pts}) < 2:
-        return None
+    if len(pts) <= max(patience, 1) or len({s for s, _ in pts}) < 2:
+        return None, RATE_NOT_YET if running else RATE_STOPPED
     s, m = np.array(pts, dtype=float).T
-    return float(np.polyfit(s, m, 1)[0])
+    return float(np.polyfit(s, m, 1)[0]), ""
 
 
 def peak_fidelity(rows: list[dict], onset: float | None) -> tuple[float | None, int | None]:
@@ -200,7 +216,9 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
     norm = None
     if onset is not None and n and b and lr:
         norm = onset * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
-    rate = mem_rate(rows, onset) if onset is not None else None
+    rate, rate_note = (None, "")
+    if onset is not None:
+        rate, rate_note = mem_rate(rows, onset, stop.patience if d.patience is None else d.patience, status == "running")
     fid, fid_step = peak_fidelity(rows, onset)
     gen, gen_cens = generalization_time(rows, onset) if state in ("onset", "censored") else (None, False)
     return TrialStats(
@@ -208,7 +226,7 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         n_train=n, batch_size=b, lr=lr, params=t.get("params"), model=t.get("model"),
         steps_done=steps_done, n_evals=len(rows), tau=onset if state in ("onset", "running") else None,
         tau_recorded=recorded_onset(t, stop), tau_normalized=norm if state == "onset" else None,
-        censor_step=censor, mem_rate=rate, peak_fid=fid, peak_fid_step=fid_step,
+        censor_step=censor, mem_rate=rate, mem_rate_note=rate_note, peak_fid=fid, peak_fid_step=fid_step,
         seed=t.get("seed"), point=point_key(t) if t else "", tau_gen=gen, tau_gen_censored=gen_cens,
     )  # fmt: skip
 

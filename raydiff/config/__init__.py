@@ -25,6 +25,7 @@ from raydiff.config.sections import (
     EvalConfig,
     ExperimentConfig,
     ModelConfig,
+    OnsetPrior,
     Resources,
     StopConfig,
     SweepConfig,
@@ -42,7 +43,7 @@ from raydiff.config.space import (
 
 __all__ = [
     "DATASETS", "NATIVE_SHAPES", "PRESETS", "SECTIONS", "BudgetPlannerConfig", "ConfigError", "DataConfig", "DiffusionConfig",
-    "Distribution", "EvalConfig", "ExperimentConfig", "ModelConfig", "Objective", "Resources", "SearchConfig",
+    "Distribution", "EvalConfig", "ExperimentConfig", "ModelConfig", "Objective", "OnsetPrior", "Resources", "SearchConfig",
     "SearchSpace", "StopConfig", "SweepConfig", "TrainConfig", "apply_overrides", "experiment_from_dict",
     "load_search_space", "packaged_search_space", "parse_yaml", "plain", "search_space_from_dict",
 ]  # fmt: skip

@@ -36,6 +36,9 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
         if key not in names:
             raise ConfigError(unknown_key(key, names), key=path)
         kwargs[key] = coerce(value, hints[key], path)
+    missing = [f.name for f in fields(cls) if f.name not in kwargs and f.default is f.default_factory is dataclasses.MISSING]
+    if missing:  # a section whose fields have no default (sweep.budget_planner.prior) names them all
+        raise ConfigError(f"needs {', '.join(missing)} (got {', '.join(map(str, raw)) or 'none'})", key=prefix or None)
     return cls(**kwargs)
 
 

@@ -163,10 +163,10 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
             if k not in ("metric", "mode"):
                 raise ConfigError(unknown_key(k, ["metric", "mode"]), key=f"{path}.{k}")
         metric = item.get("metric")
-        if metric not in OBJECTIVES:
+        if not isinstance(metric, str) or metric not in OBJECTIVES:
             raise ConfigError(f"must be one of {', '.join(OBJECTIVES)} (got {metric!r})", key=f"{path}.metric")
         mode = item.get("mode", OBJECTIVES[metric])
-        if mode not in ("min", "max"):
+        if not isinstance(mode, str) or mode not in ("min", "max"):
             raise ConfigError(f"must be one of min, max (got {mode!r})", key=f"{path}.mode")
         out.append(Objective(metric, mode))
     if len({o.metric for o in out}) != len(out):
@@ -182,10 +182,10 @@ def parse_search(raw: Any, sweep: SweepConfig, grid: dict, base: ExperimentConfi
         if k not in SEARCH_KEYS:
             raise ConfigError(unknown_key(k, list(SEARCH_KEYS)), key=f"search.{k}")
     kind = raw.get("kind", "optuna")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"must be one of {', '.join(KINDS)} (got {kind!r})", key="search.kind")
     sampler = raw.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ConfigError(f"must be one of {', '.join(SAMPLERS)} (got {sampler!r})", key="search.sampler")
     axes_raw = raw.get("axes")
     if not isinstance(axes_raw, dict) or not axes_raw:
@@ -200,6 +200,12 @@ def parse_search(raw: Any, sweep: SweepConfig, grid: dict, base: ExperimentConfi
         objective=_objectives(raw.get("objective")),
         axes={str(k): _distribution(str(k), v) for k, v in axes_raw.items()},
     )
+    if cfg.startup_trials is not None and cfg.startup_trials >= cfg.num_samples:
+        raise ConfigError(
+            f"is {cfg.startup_trials}, but the search has {cfg.num_samples} trials: TPE would never use its model;"
+            " lower it, or use sampler: random",
+            key="search.startup_trials",
+        )  # fmt: skip
     if grid:
         raise ConfigError("an Optuna search replaces the grid: move its axes into search.axes (as choice)", key="grid")
     if sweep.budget_planner.enabled:

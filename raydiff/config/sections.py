@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from raydiff import measures
 from raydiff.config.schema import check_name, choice, field_hint, plain, positive, unknown_key
 from raydiff.errors import ConfigError
 
@@ -27,16 +28,14 @@ SWEEP_MODES = ("grid", "one_factor")
 BUDGET_SCALINGS = ("fixed", "n_over_b")
 OPTIMIZERS = ("adam", "sgd")
 FEATURES = ("auto", "inception", "digits_classifier")
-MEMORIZATION_SPACES = ("pixel", "features", "both")
+MEMORIZATION_SPACES = ("pixel", "features", "both")  # the older switch; eval.measures supersedes it
 FID_REFERENCES = ("auto", "images")
+FIGURE_PLACES = ("loop", "snapshots")  # figures (FID, SWD) measured in the training loop | on EMA snapshots, off it
 CADENCES = ("uniform", "geometric")
 NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
 BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("replacement", "epochs")  # batches drawn with replacement | shuffled epochs
-# onset definitions (metrics/stop.py): the ratio test on the evaluated weights in pixel space, the
-# cosine test in an embedding space, the ratio test on the raw (non-EMA) weights, the loss divergence
-ONSET_DEFINITIONS = ("pixel", "features", "pixel_raw", "loss")
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
 DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
 CLASSES = {"digits": 10, "cifar10": 10}  # labelled datasets (gmm: its components; folder: none)
@@ -281,6 +280,9 @@ class EvalConfig:
     # to 1/(k+1) of the gap for ⌈log₂(k+1)⌉ extra evaluations (0: off). Each snapshot is a copy
     # of the evaluated weights on the trial's device: k × the model's size in memory.
     refine_snapshots: int = 0
+    # refinement stops once the bracket is within this fraction of τ̂ (its upper end): below the
+    # sampling noise of one memorization test there is nothing more to learn (None: to one snapshot)
+    refine_fraction: float | None = None
     # onset in sight: once the latest mem_frac reaches this fraction of stop.mem_frac_threshold,
     # the following evaluations come after the smallest gap (every_steps) until the onset fires,
     # so a geometric cadence does not run a long gap past an onset it could see coming (None: off;
@@ -296,7 +298,11 @@ class EvalConfig:
     sample_batch: int = 512
     sample_seed: int = 1234  # same initial noise at every evaluation
     mem_ratio: float = 1.0 / 3.0  # Bonnaire et al.: memorized when ‖x−a₁‖/‖x−a₂‖ < 1/3
-    memorization_space: str = "pixel"  # pixel | features | both
+    memorization_space: str = "pixel"  # pixel | features | both: the older switch (eval.measures supersedes it)
+    # the measures a trial runs (names in raydiff/measures' registry: memorization tests, loss,
+    # figures such as fid and swd). None: memorization_space's tests, the loss probes, and FID and
+    # SWD where their cadence is on. ExperimentConfig.measured resolves it.
+    measures: tuple[str, ...] | None = None
     mem_cosine: float = 0.6  # Marion & Wu: memorized when max cosine similarity > 0.6
     embedding: str | None = None  # TorchScript embedding (SSCD) path or URL, for features space
     bootstrap: int = 1000
@@ -313,12 +319,19 @@ class EvalConfig:
     swd_samples: int = 2000  # sliced Wasserstein distance in FID feature space on FID evaluations, between
     # the first swd_samples FID samples (at most fid_samples) and held-out images (0: off)
     swd_projections: int = 1000
+    # where the figures (the fidelity measures: FID, SWD) are measured. loop: in the evaluations,
+    # as the trial trains. snapshots: the trial saves its EMA weights on the figure schedule (the
+    # steps FID would have been measured at) into <storage>/<sweep>/snapshots/, and `raydiff measure`
+    # measures them off the training loop — again, with another measure, without retraining
+    figures: str = "loop"
+    snapshot_budget_mb: float = 2048.0  # per trial: snapshots past this many MB are not saved (noted)
     probe_images: int = 64  # fixed images for the train/test loss probes
     probe_noise_levels: int = 8
     use_ema: bool = True  # evaluate the EMA weights (when EMA is on)
-    # the pixel memorization test on the raw weights too, when the EMA weights are evaluated: the
-    # EMA trails the raw weights by ~1/(1-β) steps, a lag in τ that flattens B and η exponents.
-    # None: on whenever EMA weights are evaluated (and the test is in pixel space)
+    # the memorization tests on the raw weights too, when the EMA weights are evaluated: the EMA
+    # trails the raw weights by ~1/(1-β) steps, a lag in τ that flattens B and η exponents.
+    # None: only the tests whose `<test>_raw` definition stop.on names (a raw test costs a second
+    # sampling pass); true: every test with a raw variant; false: never
     raw_memorization: bool | None = None
     save_samples: int = 16  # generated samples stored per evaluation (0: none) for figures
     # per memorization test (a registry name), its threshold instead of the test's conventional one
@@ -326,6 +339,15 @@ class EvalConfig:
     # per feature network (dinov2, clip), the hub id or local folder it is loaded from
     # (metrics/features.DEFAULT_MODELS otherwise)
     feature_models: tuple[tuple[str, Any], ...] = ()
+
+    def resolved_measures(self) -> tuple[str, ...]:
+        """eval.measures, or the older settings' equivalent: memorization_space's tests (pixel,
+        features or both), the loss probes, FID where its cadence is on and SWD with it."""
+        if self.measures is not None:
+            return tuple(self.measures)
+        tests = {"pixel": ("pixel",), "features": ("features",), "both": ("pixel", "features")}[self.memorization_space]
+        fidelity = ("fid", "swd") if self.swd_samples else ("fid",)
+        return (*tests, "loss", *(fidelity if (self.fid_every or self.fid_every_steps) else ()))
 
     def validate(self) -> None:
         self._validate_tests()
@@ -342,6 +364,8 @@ class EvalConfig:
             raise ConfigError(f"must be in (0, 1) (got {self.approach_fraction})", key="eval.approach_fraction")
         if self.refine_snapshots < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.refine_snapshots})", key="eval.refine_snapshots")
+        if self.refine_fraction is not None and not 0.0 < self.refine_fraction < 1.0:
+            raise ConfigError(f"must be in (0, 1) (got {self.refine_fraction})", key="eval.refine_fraction")
         if self.num_samples < 2:
             raise ConfigError(f"must be ≥ 2 (got {self.num_samples})", key="eval.num_samples")
         if self.sequential_round is not None and not 1 <= self.sequential_round <= self.num_samples:
@@ -354,9 +378,18 @@ class EvalConfig:
         if not 0.0 < self.mem_ratio < 1.0:
             raise ConfigError(f"must be in (0, 1) (got {self.mem_ratio})", key="eval.mem_ratio")
         choice("eval.memorization_space", self.memorization_space, MEMORIZATION_SPACES)
+        if self.measures is not None:
+            if not self.measures:
+                raise ConfigError(f"name at least one measure ({', '.join(measures.names())})", key="eval.measures")
+            for i, name in enumerate(self.measures):
+                choice(f"eval.measures[{i}]", name, measures.names())
+            if len(set(self.measures)) != len(self.measures):
+                raise ConfigError(f"names a measure twice ({list(self.measures)})", key="eval.measures")
+            if self.memorization_space != "pixel":
+                raise ConfigError("set eval.measures or eval.memorization_space, not both (measures supersedes it)", key="eval.measures")
         if not -1.0 < self.mem_cosine < 1.0:
             raise ConfigError(f"must be in (-1, 1) (got {self.mem_cosine})", key="eval.mem_cosine")
-        if self.memorization_space != "pixel" and not self.embedding:
+        if "embedding" in needs(self.resolved_measures()) and not self.embedding:
             raise ConfigError("feature-space memorization needs an embedding path or URL", key="eval.embedding")
         positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
@@ -371,6 +404,8 @@ class EvalConfig:
         if self.swd_samples < 0 or self.swd_samples == 1:
             raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
         positive("eval.swd_projections", self.swd_projections)
+        choice("eval.figures", self.figures, FIGURE_PLACES)
+        positive("eval.snapshot_budget_mb", self.snapshot_budget_mb)
         positive("eval.probe_images", self.probe_images)
         positive("eval.probe_noise_levels", self.probe_noise_levels)
         if self.save_samples < 0:
@@ -379,8 +414,6 @@ class EvalConfig:
     def _validate_tests(self) -> None:
         """mem_thresholds names registered memorization tests, each with a threshold in its score's
         range; feature_models names feature networks of registered cosine tests, each a non-empty id."""
-        import raydiff.measures as measures
-
         tests = measures.names("memorization")
         for name, value in self.mem_thresholds:
             key = f"eval.mem_thresholds.{name}"
@@ -396,6 +429,11 @@ class EvalConfig:
                 raise ConfigError(f"unknown feature network (allowed: {', '.join(networks)})", key=key)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"must be a hub id or a folder (got {value!r})", key=key)
+
+
+def needs(names: tuple[str, ...]) -> set[str]:
+    """What the named measures need between them (registry `needs`: samples, probes, networks)."""
+    return {n for m in names for n in measures.get(m).needs}
 
 
 @dataclass(frozen=True)
@@ -423,9 +461,9 @@ class StopConfig:
         positive("stop.loss_gap", self.loss_gap)
         positive("stop.loss_window", self.loss_window)
         if self.on is not None and not self.on:
-            raise ConfigError(f"name at least one onset definition ({', '.join(ONSET_DEFINITIONS)})", key="stop.on")
+            raise ConfigError(f"name at least one onset definition ({', '.join(measures.definition_names())})", key="stop.on")
         for i, d in enumerate(self.on or ()):
-            choice(f"stop.on[{i}]", d, ONSET_DEFINITIONS)
+            choice(f"stop.on[{i}]", d, measures.definition_names())
         if self.on and len(set(self.on)) != len(self.on):
             raise ConfigError(f"names a definition twice ({list(self.on)})", key="stop.on")
         if not 0.0 <= self.continue_for <= 100.0:
@@ -467,19 +505,16 @@ class ExperimentConfig:
                 f"the scaled budget is {self.budget_steps:,} steps ({self.budget_reason}); at most {LIMITS['train.max_steps']:,}",
                 key="train.max_steps",
             )
-        measured = {
-            "pixel": self.eval.memorization_space in ("pixel", "both"),
-            "features": self.eval.memorization_space in ("features", "both"),
-            "pixel_raw": self.measures_raw,
-            "loss": True,
-        }
+        definitions = self.definitions
         for d in self.stop.on or ():
-            if not measured[d]:
+            if d not in definitions:
                 raise ConfigError(
-                    f"stops on {d!r}, which this trial does not measure (eval.memorization_space:"
-                    f" {self.eval.memorization_space}; raw weights: {'yes' if self.measures_raw else 'no'})",
+                    f"stops on {d!r}, which this trial does not measure (measures: {', '.join(self.measured)};"
+                    f" raw weights: {', '.join(self.raw_tests) or 'none'})",
                     key="stop.on",
                 )
+        if not self.memorization_tests and not self.stop.on:
+            raise ConfigError("runs no memorization test: name one in eval.measures, or stop.on's definitions", key="eval.measures")
         steps = self.eval.mem_sample_steps
         if steps is not None and self.diffusion.objective == "ddpm" and steps > self.diffusion.num_timesteps:
             raise ConfigError(
@@ -506,11 +541,38 @@ class ExperimentConfig:
         )
 
     @property
+    def measured(self) -> tuple[str, ...]:
+        """The measures this trial runs (registry names, eval.measures resolved)."""
+        return self.eval.resolved_measures()
+
+    @property
+    def memorization_tests(self) -> tuple[str, ...]:
+        """The memorization tests among them, in order: the first is the one `mem_frac` reports."""
+        return tuple(m for m in self.measured if measures.get(m).kind == "memorization")
+
+    @property
+    def raw_tests(self) -> tuple[str, ...]:
+        """The memorization tests also run on the raw weights, when the EMA's are evaluated (the EMA
+        trails the raw weights by ~1/(1−β) steps): those whose `<test>_raw` definition stop.on
+        names, or, with eval.raw_memorization true, every test that has a raw variant."""
+        if not (self.train.ema_beta() > 0 and self.eval.use_ema) or self.eval.raw_memorization is False:
+            return ()
+        capable = [m for m in self.memorization_tests if measures.get(m).raw_variant]
+        if self.eval.raw_memorization:
+            return tuple(capable)
+        return tuple(m for m in capable if m + measures.RAW in (self.stop.on or ()))
+
+    @property
     def measures_raw(self) -> bool:
         """Memorization is measured on the raw weights too (their EMA is what is evaluated)."""
-        uses_ema = self.train.ema_beta() > 0 and self.eval.use_ema
-        wanted = uses_ema if self.eval.raw_memorization is None else self.eval.raw_memorization
-        return wanted and uses_ema and self.eval.memorization_space in ("pixel", "both")
+        return bool(self.raw_tests)
+
+    @property
+    def definitions(self) -> tuple[str, ...]:
+        """The onset definitions this trial measures: its onset-capable measures, then raw variants."""
+        ran = set(self.measured)
+        raw = {m + measures.RAW for m in self.raw_tests}
+        return tuple(d.name for d in measures.definitions() if (d.name in raw if d.raw else d.measure in ran))
 
     @property
     def eval_every_steps(self) -> int:
@@ -577,6 +639,22 @@ class ResourceRule:
 
 
 @dataclass(frozen=True)
+class OnsetPrior:
+    """τ_mem assumed before any onset is known: `tau` steps at the point (n_train, batch_size, lr),
+    and at other points τ ∝ N / (B·η) (Marion & Wu, arXiv 2605.06077: τ_mem grows ∝ N and shrinks
+    with B and η). An assumption the space states; the dry run's cost model runs on it."""
+
+    tau: float
+    n_train: int
+    batch_size: int
+    lr: float
+
+    def validate(self, key: str = "sweep.budget_planner.prior") -> None:
+        for name in ("tau", "n_train", "batch_size", "lr"):
+            positive(f"{key}.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
 class BudgetPlannerConfig:
     """Step budgets from the scaling law of the onsets seen so far (raydiff/tune/planner.py):
     trials run small-N first; once `min_onsets` onsets fit τ_mem with R² ≥ `min_r2`, a trial that
@@ -586,8 +664,12 @@ class BudgetPlannerConfig:
     safety: float = 3.0
     min_onsets: int = 3
     min_r2: float = 0.9
+    # the onset assumed before any is seen (`raydiff sweep --dry-run`'s cost); None: none stated
+    prior: OnsetPrior | None = None
 
     def validate(self) -> None:
+        if self.prior is not None:
+            self.prior.validate()
         if self.safety < 1.0:
             raise ConfigError(f"must be ≥ 1 (got {self.safety})", key="sweep.budget_planner.safety")
         if self.min_onsets < 3:
@@ -613,6 +695,9 @@ class SweepConfig:
     checkpoint_minutes: float | None = 10.0
     keep_checkpoints: int = 2
     budget_planner: BudgetPlannerConfig = field(default_factory=BudgetPlannerConfig)
+    # the Ray tasks that measure the snapshots of trials with eval.figures: snapshots, as they land
+    # (tune/figures.py): their own request, beside the trials'
+    measure_resources: Resources = field(default_factory=Resources)
 
     def validate(self) -> None:
         check_name(self.name, "sweep.name")
@@ -633,6 +718,7 @@ class SweepConfig:
         if not 0 <= self.max_failures <= 1000:
             raise ConfigError(f"must be ≥ 0 and ≤ 1000 (got {self.max_failures})", key="sweep.max_failures")
         self.budget_planner.validate()
+        self.measure_resources.validate("sweep.measure_resources")
 
 
 # Upper bounds of what one trial can hold: past them allocation or conversion fails after start-up

@@ -155,7 +155,33 @@ def apply_overrides(base: ExperimentConfig, overrides: dict[str, Any], *, valida
 def resolved(space: SearchSpace) -> SearchSpace:
     """`space` holding its trials' experiments, each resolved and value-checked once here."""
     corners = resolve(space, space.search.corners()) if space.search else []
-    return dataclasses.replace(space, resolved=tuple(resolve(space, space.points())), corners=tuple(corners))
+    points = space.points()
+    experiments = resolve(space, points)
+    check_distinct(points, experiments)
+    return dataclasses.replace(space, resolved=tuple(experiments), corners=tuple(corners))
+
+
+def check_distinct(points: list[dict[str, Any]], experiments: list[ExperimentConfig]) -> None:
+    """Two grid points that resolve to the same experiment (a batch rule, an image-based cadence
+    or a preset overriding what an axis set) would run one trial twice and fit it as two."""
+    seen: dict[str, dict[str, Any]] = {}
+    for point, exp in zip(points, experiments):
+        key = json.dumps(exp.to_dict(), sort_keys=True, default=str)
+        if key in seen:
+            raise ConfigError(
+                f"the trials with {point_text(seen[key]) or 'the base values'} and with {point_text(point)} resolve to the"
+                " same experiment: an axis value that changes nothing; drop it, or vary train.seed to repeat a trial",
+                key="grid",
+            )  # fmt: skip
+        seen[key] = point
+
+
+def check_rule_presets(sweep: SweepConfig) -> None:
+    """A resources_by rule naming a preset that does not exist would never match."""
+    for i, rule in enumerate(sweep.resources_by):
+        if rule.preset is not None and rule.preset not in PRESETS:
+            raise ConfigError(f"unknown model preset {rule.preset!r}: the rule would never match (allowed: {', '.join(PRESETS)})",
+                              key=f"sweep.resources_by[{i}].preset")  # fmt: skip
 
 
 def resolve(space: SearchSpace, points: list[dict[str, Any]]) -> list[ExperimentConfig]:
@@ -209,6 +235,7 @@ def search_space_from_dict(raw: Any, source: str = "<dict>") -> SearchSpace:
                 raise ConfigError(unknown_key(key, list(TOP_LEVEL)), key=str(key))
         sweep = build(SweepConfig, raw.get("sweep"), "sweep")
         sweep.validate()
+        check_rule_presets(sweep)
         grid_raw = raw.get("grid") or {}
         if not isinstance(grid_raw, dict):
             raise ConfigError(f"must be a mapping of axis → list of values (got {grid_raw!r})", key="grid")

@@ -11,6 +11,9 @@ from raydiff.measures.base import (
     iter_columns, names, raw_column, register, series_of,
 )  # fmt: skip
 from raydiff.measures.memorization import MemorizationTest, Verdicts
+from raydiff.measures.plugins import load_plugins
+
+load_plugins()  # measures registered by modules outside the package (RAYDIFF_MEASURES)
 
 __all__ = [
     "KINDS", "ONSET_RULES", "RAW", "REGISTRY", "Column", "Definition", "Measure", "MemorizationTest", "Verdicts",

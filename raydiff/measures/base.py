@@ -47,6 +47,7 @@ class Measure:
     name: ClassVar[str]
     kind: ClassVar[str]  # one of KINDS
     description: ClassVar[str]
+    label: ClassVar[str] = ""  # a short name for tables ("pixel ratio test"); empty: the name
     columns: ClassVar[tuple[Column, ...]] = ()
     # what a trial must hold for it: "samples" (generated images), "probes" (fixed train/test
     # images at fixed noise), or a feature network's name (FEATURE_NETWORKS in metrics/features.py)
@@ -118,12 +119,25 @@ class Definition:
     def tau_column(self) -> str:
         return f"tau_mem_{self.name}_step"
 
+    @property
+    def field(self) -> str:
+        """The history field a ratio rule reads (a raw variant's column for the raw weights)."""
+        m = REGISTRY[self.measure]
+        return raw_column(m.history[0]) if self.raw else m.history[0]
+
+    @property
+    def label(self) -> str:
+        m = REGISTRY[self.measure]
+        return (m.label or m.name) + (", raw weights" if self.raw else "")
+
 
 def definitions() -> tuple[Definition, ...]:
-    """Every onset definition the registry offers: each onset-capable measure, then the raw-weights
-    variants of the memorization tests that have one."""
-    out = [Definition(n, n, False) for n, m in REGISTRY.items() if m.onset]
-    out += [Definition(n + RAW, n, True) for n, m in REGISTRY.items() if m.onset and m.raw_variant]
+    """Every onset definition the registry offers: the memorization tests, then the raw-weights
+    variants of those that have one, then the other onset rules (the loss divergence)."""
+    tests = [n for n, m in REGISTRY.items() if m.onset and m.kind == "memorization"]
+    out = [Definition(n, n, False) for n in tests]
+    out += [Definition(n + RAW, n, True) for n in tests if REGISTRY[n].raw_variant]
+    out += [Definition(n, n, False) for n, m in REGISTRY.items() if m.onset and m.kind != "memorization"]
     return tuple(out)
 
 

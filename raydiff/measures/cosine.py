@@ -32,6 +32,7 @@ class CosineTest(MemorizationTest):
 @register
 class SSCD(CosineTest):
     name = "features"
+    label = "feature cosine test"
     description = "cosine test in SSCD feature space (eval.embedding): max cosine > eval.mem_cosine"
     prefix = "mem_frac_features"
     needs = ("samples", "embedding")

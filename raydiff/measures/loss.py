@@ -13,6 +13,7 @@ from raydiff.measures.base import Column, Measure, register
 class LossDivergence(Measure):
     name = "loss"
     kind = "loss"
+    label = "loss divergence (recorded)"
     description = "denoising loss on fixed train and test probes; onset where the test loss departs from the train loss"
     columns = (Column("train_loss"), Column("test_loss"))
     needs = ("probes",)

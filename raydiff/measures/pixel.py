@@ -13,6 +13,7 @@ from raydiff.measures.memorization import MemorizationTest, Verdicts
 @register
 class PixelRatio(MemorizationTest):
     name = "pixel"
+    label = "pixel ratio test"
     description = "ratio test in pixel space: ‖x − a₁‖/‖x − a₂‖ < eval.mem_ratio"
     prefix = "mem_frac"
     score_name = "ratio"

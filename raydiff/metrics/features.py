@@ -144,13 +144,8 @@ def inception(cfg: Any, device: Any) -> Embed:
 
 
 def selected_tests(cfg: Any) -> tuple[str, ...]:
-    """The measures an experiment runs: eval.measures where the config has it, else those its
-    eval.memorization_space implies (pixel, features, or both)."""
-    chosen = getattr(cfg.eval, "measures", None)
-    if chosen:
-        return tuple(chosen)
-    space = cfg.eval.memorization_space
-    return {"pixel": ("pixel",), "features": ("features",), "both": ("pixel", "features")}.get(space, ("pixel",))
+    """The measures an experiment runs (eval.measures, or what the older settings imply)."""
+    return tuple(cfg.eval.resolved_measures())
 
 
 def networks_needed(cfg: Any) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from raydiff import measures
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 
 if typing.TYPE_CHECKING:  # annotations only: the rule needs just the stop section's values
@@ -25,39 +26,33 @@ class StopDecision:
     reason: str
 
 
-# onset definition → the report's history list(s) it reads (metrics/onset.py rules)
-SERIES = {
-    "pixel": "history_pixel",
-    "features": "history_features",
-    "pixel_raw": "history_pixel_raw",
-    "loss": ("history_train_loss", "history_test_loss"),
-}
-
-
 def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | None]:
-    """τ by every onset definition whose series the result carries (None: not fired yet).
+    """τ by every onset definition (raydiff/measures' registry) whose series the result carries
+    (None: not fired yet), in the registry's order.
 
     `history_pixel` falls back to `history_mem_frac` in a report that carries no named
     memorization series (one built by hand, or before they existed): there mem_frac is pixel's."""
     steps = result.get("history_steps") or ()
     out: dict[str, int | None] = {}
-    for name, key in SERIES.items():
-        if name == "loss":
-            train, test = (result.get(k) for k in key)
+    for d in measures.definitions():
+        if d.rule == "loss_divergence":
+            train, test = (result.get(k) for k in d.series)
             if train is not None and test is not None:
-                out[name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
+                out[d.name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
             continue
-        fracs = _ratio_series(result, name)
+        fracs = _ratio_series(result, d)
         if fracs is not None:
-            out[name] = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
+            out[d.name] = mem_onset(steps, fracs, stop.mem_frac_threshold, stop.patience)
     return out
 
 
 def stop_definitions(found: Mapping[str, int | None], stop: "StopConfig") -> tuple[str, ...]:
-    """`stop.on`, or by default the trial's memorization test: pixel, else features."""
+    """`stop.on`, or by default the trial's first memorization test (the registry's order: pixel,
+    else the first feature test it measured)."""
     if stop.on:
         return tuple(stop.on)
-    return ("features",) if "pixel" not in found and "features" in found else ("pixel",)
+    ratio = [d.name for d in measures.definitions() if d.rule == "ratio" and not d.raw and d.name in found]
+    return (ratio[0],) if ratio else ("pixel",)
 
 
 def stop_onset(found: Mapping[str, int | None], stop: "StopConfig") -> int | None:
@@ -66,22 +61,23 @@ def stop_onset(found: Mapping[str, int | None], stop: "StopConfig") -> int | Non
     return None if any(t is None for t in taus) else max(taus)
 
 
-def decide(result: Mapping[str, Any], stop: "StopConfig") -> StopDecision | None:
+def decide(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, int | None] | None = None) -> StopDecision | None:
     """Why this trial must stop now, or None to let it go on.
 
     `result` carries `diverged` (and `diverged_step`), the evaluation history (`history_steps`
-    and the series of each onset definition, see SERIES), `step` and `budget_steps`. Order
+    and the series of each onset definition: raydiff/measures' `Definition.series`), `step` and `budget_steps`. Order
     matters: a diverged trial is diverged even if it had memorized; once every definition of
     `stop.on` has fired, the trial runs `continue_for` × τ more steps (or to its budget) and is
-    memorized; an onset seen at the last evaluation of the budget is an onset.
+    memorized; an onset seen at the last evaluation of the budget is an onset. `found`: the
+    result's onsets (`onsets(result, stop)`) where the caller has computed them already.
     """
     if result.get("diverged"):
         return StopDecision("diverged", f"non-finite training loss at step {result.get('diverged_step')}")
     step, budget = result.get("step"), result.get("budget_steps")
-    found = onsets(result, stop)
+    found = onsets(result, stop) if found is None else found
     tau = stop_onset(found, stop)
     if tau is not None:
-        until = tau + math.ceil(stop.continue_for * tau)
+        until = stop_step(tau, stop.continue_for)
         at_budget = step is not None and budget is not None and step >= budget
         if step is not None and (step >= until or at_budget):
             rule = f"mem_frac ≥ {stop.mem_frac_threshold:g} at {stop.patience} consecutive evaluations"
@@ -94,6 +90,11 @@ def decide(result: Mapping[str, Any], stop: "StopConfig") -> StopDecision | None
     if step is not None and budget is not None and step >= budget:
         return StopDecision("budget", f"step budget of {budget} spent without onset")
     return None
+
+
+def stop_step(tau: int, continue_for: float) -> int:
+    """Where a trial that fired at τ stops: τ + ⌈continue_for · τ⌉ (stop.continue_for)."""
+    return tau + math.ceil(continue_for * tau)
 
 
 def reported(result: Mapping[str, Any]) -> StopDecision | None:
@@ -113,10 +114,13 @@ def stop_fields(decision: StopDecision | None) -> dict[str, str | None]:
     return {"stop_status": decision.status if decision else None, "stop_reason": decision.reason if decision else None}
 
 
-def onset_in_sight(result: Mapping[str, Any], stop: "StopConfig", fraction: float | None) -> bool:
+def onset_in_sight(
+    result: Mapping[str, Any], stop: "StopConfig", fraction: float | None, found: Mapping[str, int | None] | None = None
+) -> bool:
     """An onset awaits confirmation, or (with `fraction`) a definition the stop rule waits on has
-    not fired and its latest measured value is at least `fraction` × the threshold."""
-    for values in _unfired(result, stop):
+    not fired and its latest measured value is at least `fraction` × the threshold. `found`: the
+    result's onsets, where the caller has them."""
+    for values in _unfired(result, stop, found):
         if 0 < _trailing_run(values, stop.mem_frac_threshold) < stop.patience:
             return True
         if fraction is not None and values and _at_least(values[-1], fraction * stop.mem_frac_threshold):
@@ -132,22 +136,27 @@ def awaiting_confirmation(result: Mapping[str, Any], stop: "StopConfig") -> bool
     return any(0 < _trailing_run(v, stop.mem_frac_threshold) < stop.patience for v in _unfired(result, stop))
 
 
-def _ratio_series(result: Mapping[str, Any], name: str) -> list | None:
+def _ratio_series(result: Mapping[str, Any], d: "measures.Definition") -> list | None:
     """The series a ratio-test definition reads (None: the report does not carry it).
     `history_pixel` falls back to `history_mem_frac` in a report that carries no named
     memorization series (one built by hand, or before they existed): there mem_frac is pixel's."""
-    fracs = result.get(SERIES[name])
-    if fracs is None and name == "pixel" and "history_features" not in result:
+    fracs = result.get(d.series[0])
+    if fracs is None and d.name == "pixel" and not any(k.startswith("history_") and k not in PLAIN for k in result):
         fracs = result.get("history_mem_frac")
     return fracs
 
 
-def _unfired(result: Mapping[str, Any], stop: "StopConfig") -> Iterator[list]:
+PLAIN = ("history_steps", "history_mem_frac", "history_train_loss", "history_test_loss")  # not a named memorization series
+
+
+def _unfired(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, int | None] | None = None) -> Iterator[list]:
     """The measured values of each ratio-test definition the stop rule waits on that has not fired."""
-    found = onsets(result, stop)
+    found = onsets(result, stop) if found is None else found
+    by_name = {d.name: d for d in measures.definitions()}
     for name in stop_definitions(found, stop):
-        if name != "loss" and name in SERIES and found.get(name) is None:
-            yield [v for v in _ratio_series(result, name) or () if v is not None]
+        d = by_name.get(name)
+        if d is not None and d.rule == "ratio" and found.get(name) is None:
+            yield [v for v in _ratio_series(result, d) or () if v is not None]
 
 
 def _at_least(v: Any, bound: float) -> bool:

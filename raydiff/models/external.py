@@ -11,9 +11,14 @@ UserError when the package, the import or the call fails.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
+import sys
+import threading
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,14 +84,67 @@ def build_diffusers(model: "ModelConfig", in_channels: int, image_size: int, num
     return DiffusersUNet(unet, num_classes)
 
 
+FACTORY_TIMEOUT_S = 300.0  # importing a user's module or calling its factory: a guard against hangs
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Whatever user code prints, from Python or C, goes to stderr: stdout is raydiff's own
+    (`--dry-run --json` is read by scripts)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _guarded(what: str, fn: Callable[[], Any], failed: str = "{what} failed") -> Any:
+    """fn() for code from elsewhere: its prints on stderr, its exit (SystemExit) and its errors
+    one UserError line, and a hang cut off after FACTORY_TIMEOUT_S (in a daemon thread, under the
+    caller's default device: the parameter count builds on "meta")."""
+    box: dict[str, Any] = {}
+    device = torch.get_default_device()
+
+    def run() -> None:
+        try:
+            with torch.device(device):
+                box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - SystemExit and KeyboardInterrupt from user code too
+            box["error"] = e
+
+    with _stdout_to_stderr():
+        worker = threading.Thread(target=run, name="raydiff-factory", daemon=True)
+        worker.start()
+        worker.join(FACTORY_TIMEOUT_S)
+    if worker.is_alive():
+        raise UserError(f"model.factory: {what} did not finish in {FACTORY_TIMEOUT_S:g} s (a module that waits or loops at import?)")
+    if "error" in box:
+        e = box["error"]
+        if isinstance(e, UserError):
+            raise e
+        if isinstance(e, SystemExit):
+            raise UserError(f"model.factory: {what} called exit({e.code!r})") from None
+        head = failed.format(what=what)
+        text = f"{head}{type(e).__name__}: {e})" if head.endswith("(") else f"{head}: {type(e).__name__}: {e}"
+        raise UserError(f"model.factory: {text}") from None
+    return box["value"]
+
+
 def from_factory(model: "ModelConfig", in_channels: int, image_size: int, num_classes: int = 0) -> nn.Module:
     """`model.factory(**model.kwargs)`, also given in_channels, image_size and num_classes where
-    its signature takes them; the module must be importable where the trial runs."""
+    its signature takes them; the module must be importable where the trial runs. The import and
+    the call are guarded (`_guarded`); the network must have parameters to train."""
     path, _, name = str(model.factory).partition(":")
+    module = _guarded(f"importing {path}", lambda: importlib.import_module(path), f"cannot import {model.factory} (")
     try:
-        fn = getattr(importlib.import_module(path), name)
-    except Exception as e:  # noqa: BLE001 - whatever the user's import raises is one line
-        raise UserError(f"model.factory: cannot import {model.factory} ({type(e).__name__}: {e})") from None
+        fn = getattr(module, name)
+    except AttributeError as e:
+        raise UserError(f"model.factory: cannot import {model.factory} (AttributeError: {e})") from None
     kwargs = dict(model.kwargs)
     shape = {"in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
     try:
@@ -95,10 +153,9 @@ def from_factory(model: "ModelConfig", in_channels: int, image_size: int, num_cl
         kwargs.update({k: v for k, v in shape.items() if (takes_all or k in params) and k not in kwargs})
     except (TypeError, ValueError):
         pass  # no signature to read (a builtin): the YAML's keywords only
-    try:
-        net = fn(**kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"model.factory: {model.factory}(**{kwargs}) failed: {type(e).__name__}: {e}") from None
+    net = _guarded(f"{model.factory}(**{kwargs})", lambda: fn(**kwargs))
     if not isinstance(net, nn.Module):
         raise UserError(f"model.factory: {model.factory} returned {type(net).__name__}, not a torch.nn.Module")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise UserError(f"model.factory: {model.factory} built a network without trainable parameters: nothing to train")
     return net

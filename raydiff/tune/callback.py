@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from raydiff import results
+from raydiff import measures, results
 from raydiff.ledger import SamplesWriter
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
@@ -23,7 +23,10 @@ from raydiff.models import model_name
 from raydiff.tune.dryrun import config_json
 from raydiff.tune.planner import planned_columns
 
-EVAL_KEYS = [f.name for f in results.METRICS_SCHEMA if f.name not in ("trial_id", "samples")]
+def eval_keys() -> list[str]:
+    """The report keys a metrics row copies: every column of the metrics schema (measures registered
+    beyond the built-in ones included), less the trial id and the decoded samples."""
+    return [f.name for f in results.metrics_schema() if f.name not in ("trial_id", "samples")]
 
 
 def overrides_of(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def metric_row(trial_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
     if "train_loss" not in result:
         return None
     # list columns arrive as tuples (the trainable's `for_tune`): back to lists, as read from Parquet
-    row = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, result.get(k)) for k in EVAL_KEYS)}
+    row = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, result.get(k)) for k in eval_keys())}
     row["trial_id"] = trial_id
     for k, v in row.items():
         if isinstance(v, float) and not math.isfinite(v) and k != "loss":
@@ -82,10 +85,7 @@ def trial_row(
         "best_fid": best[0],
         "best_fid_step": best[1],
         "node_id": last.get("node_id"),
-        "tau_mem_loss_step": last.get("tau_mem_loss_step"),
-        "tau_mem_pixel_step": last.get("tau_mem_pixel_step"),
-        "tau_mem_features_step": last.get("tau_mem_features_step"),
-        "tau_mem_pixel_raw_step": last.get("tau_mem_pixel_raw_step"),
+        **{d.tau_column: last.get(d.tau_column) for d in measures.definitions()},  # τ by each onset definition
         "budget_steps": last.get("budget_steps", cfg.budget_steps),
         "budget_reason": last.get("budget_reason", cfg.budget_reason),
         "wall_s": last.get("wall_s"),
@@ -146,7 +146,7 @@ class ResultsCallback(tune.Callback):
             return
         self.samples.add(trial.trial_id, result)  # the evaluation's ledger, if it carries one (keyed by step)
         rows = self.evals.setdefault(trial.trial_id, {})
-        if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.METRICS_SCHEMA, ignore=("pid",)):
+        if rows and max(rows) == row["step"] and _same(rows[row["step"]], row, results.metrics_schema(), ignore=("pid",)):
             return  # a finished trial's last result reported again (from a new process) after a resume
         # a restarted trial re-reports from its checkpoint: drop anything after that step too
         for s in [s for s in rows if s >= row["step"]]:
@@ -173,17 +173,17 @@ class ResultsCallback(tune.Callback):
         row.update(planned_columns(trial.config))  # budget planner's record
         before = self.trials.get(trial.trial_id)
         self.trials[trial.trial_id] = row
-        if before is not None and _same(before, row, results.TRIALS_SCHEMA):
+        if before is not None and _same(before, row, results.trials_schema()):
             return  # finished again after a resume, identically: leave the file as it is
         fs, root = results.filesystem(self.uri)
         rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
-        results.write_atomic(results.table(rows, results.TRIALS_SCHEMA, self.metadata), fs, results.join(root, results.TRIALS_FILE))
+        results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
 
     def _write_metrics(self, trial_id: str) -> None:
         fs, root = results.filesystem(self.uri)
         rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
         path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
-        results.write_atomic(results.table(rows, results.METRICS_SCHEMA, self.metadata), fs, path)
+        results.write_atomic(results.table(rows, results.metrics_schema(), self.metadata), fs, path)
 
 
 def _error_text(trial) -> str | None:

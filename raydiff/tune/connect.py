@@ -19,14 +19,16 @@ TOKEN_HINT = (
 
 def gcs_endpoint(address: str | None) -> tuple[str, int] | None:
     """(host, port) of a head's GCS given as host:port; None for "auto", "local", ray://… or none."""
-    if not address or address in ("auto", "local") or "://" in address:
+    if not address or address in ("auto", "local"):
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    scheme, sep, rest = address.rpartition("://")
+    host, _, port = (rest if sep else address).rpartition(":")
+    ok = scheme in ("", "ray") and (scheme or not sep) and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536
+    if not ok or any(c.isspace() or c in "/?#@" for c in host):
         raise UserError(
-            f"--address must be the head's host:port (e.g. 10.0.0.5:6379), 'auto' or ray://host:port (got {address!r})"
+            f"--address must be the head's host:port (e.g. 10.0.0.5:6379, port 1-65535), 'auto' or ray://host:port (got {address!r})"
         )
-    return host.strip("[]"), int(port)
+    return None if sep else (host.strip("[]"), int(port))
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:

@@ -1,14 +1,18 @@
-"""`raydiff sweep SPACE --dry-run`: the resolved trial table, without starting (or importing) Ray."""
+"""`raydiff sweep SPACE --dry-run`: the resolved trial table and what it will cost (tune/cost.py),
+without starting (or importing) Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from raydiff.config import SearchSpace
-from raydiff.location import locate
+from raydiff.errors import UserError
+from raydiff.location import SweepLocation, locate
 from raydiff.models import model_name, param_count
 from raydiff.tune.capacity import NodeType, concurrency, node_types_of_file, request_for, slots, where
+from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION, assumptions_text, cost_rows, sweep_cost
 
 
 def plan_rows(space: SearchSpace, types: list[NodeType] | None = None) -> list[dict]:
@@ -53,7 +57,60 @@ def print_json(space: SearchSpace, out=None) -> None:
         print(config_json(exp), file=out)
 
 
-def print_plan(space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None) -> None:
+def print_cost_json(
+    space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None
+) -> None:
+    """`--dry-run --json-cost`: one line per trial (its index and cost, tune/cost.TrialCost.to_dict),
+    then one line with the sweep's totals ({"total": …})."""
+    out = out or sys.stdout
+    prior = space.sweep.budget_planner.prior
+    if tau is None and prior is None:
+        raise UserError("needs an onset to assume: --tau STEPS, or sweep.budget_planner.prior in the space", key="--json-cost")
+    cost = sweep_cost(space.experiments(), tau, prior)
+    for i, t in enumerate(cost.trials):
+        print(json.dumps({"#": i, **t.to_dict(tflops, utilization)}), file=out)
+    total = {
+        "trials": len(cost.trials), "training_flops": cost.training, "measurement_flops": cost.measurement,
+        "measurement_total_flops": cost.measured, "total_flops": cost.total, "measurement_share": cost.share,
+        "gpu_hours": sum(t.gpu_hours(tflops, utilization) for t in cost.trials), "gpu_tflops": tflops,
+        "gpu_utilization": utilization, "tau": tau, "tau_source": "--tau" if tau is not None else "prior",
+        "prior": None if prior is None else dataclasses.asdict(prior),
+    }  # fmt: skip
+    print(json.dumps({"total": total}), file=out)
+
+
+def print_cost(space: SearchSpace, tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION, out=None) -> None:
+    """The cost table under the trial table: per trial and in total (an Optuna search: its base trial)."""
+    out = out or sys.stdout
+    prior = space.sweep.budget_planner.prior
+    print(file=out)
+    if tau is None and prior is None:
+        print("Cost: this space states no onset to assume (sweep.budget_planner.prior); give --tau STEPS to see it.", file=out)
+        return
+    cols, rows = cost_rows(sweep_cost(space.experiments(), tau, prior), tflops, utilization)
+    for line in assumptions_text(tau, prior, tflops, utilization):
+        print(line, file=out)
+    if space.search is not None:
+        print(f"An Optuna search: the base trial's cost; its {space.search.num_samples} trials vary around it.", file=out)
+    widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
+    for r in [cols, *rows]:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)), file=out)
+
+
+def check_plan(space: SearchSpace, loc: SweepLocation) -> None:
+    """What a real run would refuse about its results folder, said by the dry run too: a sweep of
+    that name already there. Local storage only: the dry run plans offline, and never probes a store."""
+    if "://" in loc.storage:
+        return
+    from raydiff.preflight import check_sweep_name
+
+    check_sweep_name(loc, resume=False)
+
+
+def print_plan(
+    space: SearchSpace, storage: str | None = None, name: str | None = None, out=None, cluster: str | None = None,
+    tau: float | None = None, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION,
+) -> None:  # fmt: skip
     out = out or sys.stdout  # looked up per call: a default bound at import outlives a redirect
     types = node_types_of_file(cluster) if cluster else None
     rows = plan_rows(space, types)
@@ -74,3 +131,4 @@ def print_plan(space: SearchSpace, storage: str | None = None, name: str | None 
     print(f"{what}; results would go to {loc.uri}", file=out)
     if types is not None:
         print(cluster_line(space, types, cluster), file=out)
+    print_cost(space, tau, tflops, utilization, out)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from raydiff.analysis.fits import AXES, fit_power_law
-from raydiff.config import BudgetPlannerConfig
+from raydiff.config import BudgetPlannerConfig, OnsetPrior
 
 LAW_AXES = tuple(AXES)  # the scaling law's axes, as raydiff analyze fits them
 LAW_KEYS = ("data.n_train", "train.batch_size", "train.lr")  # plus every model.* key (through params)
@@ -147,6 +147,12 @@ class BudgetPlanner:
         if budget >= p.budget:
             return Plan(p.budget, False, tau_hat, f"configured budget {p.budget} (≤ {self.cfg.safety:g} × τ̂ = {target:.0f}; {fit_text})")
         return Plan(budget, True, tau_hat, f"planned: {self.cfg.safety:g} × τ̂ {tau_hat:.0f} + confirmation = {budget} ({fit_text})")
+
+
+def prior_tau(prior: OnsetPrior, n_train: float, batch_size: float, lr: float) -> float:
+    """τ_mem in steps by the space's prior (sweep.budget_planner.prior): its τ at its point, scaled
+    as τ ∝ N / (B·η) — e.g. marion2026_cifar10's 20,000 · (N / 2048) · (16 / B) · (1e-4 / η)."""
+    return prior.tau * (n_train / prior.n_train) * (prior.batch_size / batch_size) * (prior.lr / lr)
 
 
 def planned_columns(trial_config: dict[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.errors import UserError
 from raydiff.models import param_count
-from raydiff.tune.capacity import NodeType, Request, concurrency, fits, node_types_of_launcher, request_for, slots
+from raydiff.tune.capacity import NodeType, Request, concurrency, fits, node_types_of_launcher, read_cluster_file, request_for, slots
 
 AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the autoscaler's config
 AUTOSCALING_CONFIG_ENV = "RAYDIFF_AUTOSCALING_CONFIG"  # another path to read it from
@@ -35,41 +34,7 @@ def node_capacities() -> list[dict[str, float]]:
 
 def node_types_from_config(config: dict[str, Any]) -> list[dict[str, float]]:
     """Resources of the worker node types a cluster-launcher config may still start (max_workers > 0)."""
-    types = config.get("available_node_types") or {}
-    default_max = config.get("max_workers", 2)
-    return [
-        {k: float(v) for k, v in (t.get("resources") or {}).items()}
-        for name, t in types.items()
-        if name != config.get("head_node_type") and t.get("max_workers", default_max) > 0
-    ]
-
-
-def _node_types_from_gcs() -> list[dict[str, float]] | None:
-    """Node groups of the cluster config the autoscaler reports to the GCS (None: not reported)."""
-    try:
-        import ray._private.state as state
-
-        cfg = state.state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - private API: absent or changed means "not known here"
-        return None
-    if cfg is None or not cfg.node_group_configs:
-        return None
-    return [{k: float(v) for k, v in g.resources.items()} for g in cfg.node_group_configs if g.max_count != 0]
-
-
-def _node_types_from_file() -> list[dict[str, float]] | None:
-    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
-    if not path.is_file():
-        return None
-    try:
-        return node_types_from_config(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
-        return None
-
-
-def launchable_node_types() -> list[dict[str, float]]:
-    types = _node_types_from_gcs()
-    return types if types is not None else (_node_types_from_file() or [])
+    return [t.resources for t in node_types_of_launcher(config, head=False) if t.max_nodes > 0]
 
 
 def request_of(space: SearchSpace, exp: ExperimentConfig) -> Request:
@@ -84,7 +49,9 @@ def space_requests(space: SearchSpace) -> list[Request]:
 
 
 def launchable_types() -> list[NodeType]:
-    """The node types the autoscaler may start, with their bounds (GCS, else the launcher's file)."""
+    """The node types the autoscaler may start, with their bounds: from what it publishes to the
+    GCS, else from the launcher's file on the head (read as `--cluster` reads one). The one road:
+    the feasibility check and the concurrency both ask here."""
     try:
         import ray._private.state as state
 
@@ -98,9 +65,11 @@ def launchable_types() -> list[NodeType]:
             for i, g in enumerate(groups) if g.max_count != 0
         ]  # fmt: skip
     path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
+    if not path.is_file():
+        return []
     try:
-        return [t for t in node_types_of_launcher(yaml.safe_load(path.read_text()) or {}) if t.max_nodes > 0] if path.is_file() else []
-    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return [t for t in read_cluster_file(path, head=False) if t.max_nodes > 0]
+    except UserError:  # the autoscaler's own file, unreadable: nothing known to be startable
         return []
 
 
@@ -147,7 +116,7 @@ def check_resources(
     for req in dict.fromkeys(requests):
         if any(fits(req, n) for n in nodes):
             continue
-        types = launchable_node_types() if node_types is None else node_types
+        types = [t.resources for t in launchable_types()] if node_types is None else node_types
         if any(fits(req, t) for t in types) or os.environ.get(AUTOSCALING_ENV) == "1":
             continue  # the autoscaler will start such a node when the trial asks for it
         biggest = max(nodes + types, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})

@@ -118,12 +118,18 @@ def run_sweep(
                 f.write(space.to_json().encode())
 
         sw = space.sweep
-        fn = tune.with_parameters(trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes))
+        fn = tune.with_parameters(
+            trainable, base=space.base.to_dict(), cadence=CheckpointCadence(sw.checkpoint_every, sw.checkpoint_minutes), storage=loc.uri
+        )
         # each trial's request by its model (sweep.resources_by), computed on the driver
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
         callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        if any(e.eval.figures == "snapshots" for e in space.extremes()):  # figures measured as the snapshots land
+            from raydiff.tune.figures import FigureCallback
+
+            callbacks.append(FigureCallback(loc.uri, sw.measure_resources, out=out))
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's CSV/JSON/TensorBoard: --log-to names them
         storage_fs = None

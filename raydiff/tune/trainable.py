@@ -34,8 +34,9 @@ def for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def trainable(
-    config: dict[str, Any], base: dict[str, Any], threads: int | None = None, cadence: "CheckpointCadence | None" = None
-) -> None:
+    config: dict[str, Any], base: dict[str, Any], threads: int | None = None, cadence: "CheckpointCadence | None" = None,
+    storage: str | None = None,
+) -> None:  # fmt: skip
     # the driver validated this trial's config (config/space.py); here it is only rebuilt
     cfg = apply_overrides(experiment_from_dict(base), overrides_of(config), validate=False)
     cpu, gpu = granted()
@@ -73,7 +74,20 @@ def trainable(
             tune.report(for_tune(metrics), checkpoint=tune.Checkpoint.from_directory(d))
         return reported(metrics) is not None  # follow train()'s decision (Ray's stopper reads it too)
 
-    train(cfg, report, state)
+    train(cfg, report, state, snapshot=snapshot_sink(cfg, storage, trial_id))
+
+
+def snapshot_sink(cfg, storage: str | None, trial_id: str):
+    """Where a trial saves its EMA snapshots (eval.figures: snapshots): the sweep's storage, under
+    snapshots/<trial>/, with its config beside them for `raydiff measure`; None otherwise."""
+    if cfg.eval.figures != "snapshots" or not storage or not trial_id:
+        return None
+    from raydiff.snapshots import SnapshotStore
+    from raydiff.tune.dryrun import config_json
+
+    store = SnapshotStore(storage, trial_id, int(cfg.eval.snapshot_budget_mb * 2**20))
+    store.save_config(config_json(cfg))
+    return store.save
 
 
 class CheckpointCadence:

@@ -16,7 +16,9 @@ from raydiff.errors import ConfigError
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.onset import mem_onset
 from raydiff.models import build_unet
-from raydiff.trial import bisect_crossing, crossed, refine_steps, train
+from raydiff.training.refine import bisect_crossing, crossed
+from raydiff.training.schedule import refine_steps
+from raydiff.trial import train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py

@@ -14,7 +14,8 @@ from raydiff.data import channel_mean, from_model, load, to_model, to_model_rang
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Evaluator
 from raydiff.metrics.memorization import memorized_pixel
-from raydiff.trial import OptimizerStep, TrainState
+from raydiff.training.step import OptimizerStep
+from raydiff.training.state import TrainState
 
 CPU = torch.device("cpu")
 SMALL = {

@@ -80,7 +80,7 @@ def test_fidelity_only_evaluations_leave_training_unchanged():
 
 def test_interim_rows_at_one_step_merge():
     """A refinement snapshot on a fidelity-only step: one row with both, keyed by its step."""
-    from raydiff.trial import merge_interim
+    from raydiff.training.refine import merge_interim
 
     fid = ({"step": 40, "mem_frac": None, "fid": 12.0, "fidelity_only": True}, {"fid": 12.0, "fid_extractor": "x/v", "mem_frac": None})
     snap = ({"step": 40, "mem_frac": 0.2, "fid": None, "refined": True}, {"mem_frac": 0.2, "fid": None})

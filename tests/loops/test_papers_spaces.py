@@ -129,7 +129,7 @@ def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
 def test_optimizer_choice():
     from raydiff.config import experiment_from_dict
     from raydiff.data import load
-    from raydiff.trial import TrainState
+    from raydiff.training.state import TrainState
 
     cfg = experiment_from_dict({"data": {"n_train": 8, "n_test": 8}, "model": {"preset": "digits-tiny"},
                                 "train": {"optimizer": "sgd", "momentum": 0.95, "lr": 0.01}}).validate()  # fmt: skip

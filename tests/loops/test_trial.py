@@ -10,7 +10,8 @@ import torch
 
 from raydiff.config import StopConfig
 from raydiff.diffusion.ddpm import DDPM
-from raydiff.trial import eval_schedule, train
+from raydiff.training.schedule import eval_schedule
+from raydiff.trial import train
 from raydiff.metrics.stop import decide
 
 CONTRACT_KEYS = {"step", "images_seen", "wall_s", "train_loss", "test_loss", "mem_frac", "mem_frac_lo", "mem_frac_hi", "fid"}
@@ -194,7 +195,7 @@ GEOMETRIC = {"every_steps": 10, "cadence": "geometric", "geometric_ratio": 2.0} 
     ],
 )
 def test_upcoming_evaluations(history, approach, expected):
-    from raydiff.trial import upcoming_evaluations
+    from raydiff.training.schedule import upcoming_evaluations
 
     cfg = tiny(eval={**GEOMETRIC, "approach_fraction": approach}, train={"max_steps": 200}, stop={"mem_frac_threshold": 0.1, "patience": 2})
     rows = [{"step": s, "mem_frac": m} for s, m in history]

@@ -166,7 +166,7 @@ def test_driver_killed_then_resumed_finishes_only_the_unfinished(tmp_path):
     assert resumed.wait() == 0, resumed.log()
     resumed.assert_no_survivors()
     # Ray's GCS and raylet die with a SIGKILLed driver at once, its agents and idle workers once
-    # their GCS client gives up (about a minute: README, "When things go wrong")
+    # their GCS client gives up (about a minute: docs/troubleshooting.md, "Resume and faults")
     cmd.assert_no_survivors(grace_s=150)
 
     trials, evals = read_rows(sweep)

@@ -206,6 +206,31 @@ def test_memorization_rate_and_peak_fidelity(tmp_path):
     assert (s.peak_fid, s.peak_fid_step) == (50.0, 300)  # the 40 after onset does not count
 
 
+def test_memorization_rate_is_not_measurable_for_a_trial_stopped_at_its_onset(tmp_path):
+    """A trial the stopper ended at its onset has only the evaluations that confirmed it (patience
+    2: 400 and 500, the second lower: a slope through them would be negative): its rate says why
+    it is missing instead, in the text table and trial_stats; one evaluation past the
+    confirmation makes it measurable; a running trial is told apart."""
+    from raydiff.analysis.text import trial_table
+    from raydiff.analysis.trials import RATE_NOT_YET, RATE_STOPPED
+
+    steps, mem = [100, 200, 300, 400, 500], [0.0, 0.0, 0.05, 0.2, 0.15]
+    rows = [{"step": st, "mem_frac": m, "train_loss": 0.1, "test_loss": 0.1} for st, m in zip(steps, mem)]
+    longer = rows + [{"step": 600, "mem_frac": 0.5, "train_loss": 0.1, "test_loss": 0.1}]
+    trials = [_trial("t1", steps_done=500, tau_mem_step=400), _trial("t2", n_train=128, steps_done=600, tau_mem_step=400)]
+    _write(tmp_path / "r", trials, {"t1": rows, "t2": longer, "t3": rows})
+    sw = load_sweep(str(tmp_path / "r"))
+    by_id = {s.trial_id: s for s in trial_stats(sw)}
+    stopped, continued, running = by_id["t1"], by_id["t2"], by_id["t3"]
+    assert stopped.state == "onset" and stopped.tau == 400
+    assert stopped.mem_rate is None and stopped.mem_rate_note == RATE_STOPPED == "not measurable: stopped at onset"
+    assert continued.mem_rate == pytest.approx(np.polyfit([400, 500, 600], [0.2, 0.15, 0.5], 1)[0]) and not continued.mem_rate_note
+    assert running.state == "running" and running.mem_rate is None and running.mem_rate_note == RATE_NOT_YET
+    an = analyze_sweep(sw, n_boot=10, sensitivity=False)
+    line = next(l for l in trial_table(an).splitlines() if l.startswith("t1 "))
+    assert line.endswith("mem rate not measurable: stopped at onset") and "-0." not in line
+
+
 # ------------------------------------------------------------------ sweeps in progress
 
 

@@ -29,7 +29,7 @@ class _Tags(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.imgs.append(dict(attrs))
-        elif tag not in ("meta", "br"):
+        elif tag not in ("meta", "br", "wbr"):  # void elements
             self.stack.append(tag)
 
     def handle_endtag(self, tag):
@@ -45,7 +45,7 @@ class _Tags(HTMLParser):
 @pytest.fixture(scope="module")
 def analyzed(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweeps") / "synthetic"
-    write_sweep(root, n=(32, 64, 128), b=(16, 32), lr=(1e-3,), log_c=4.0, samples=True, running=1, seed=11)
+    write_sweep(root, n=(32, 64, 128), b=(16, 32), lr=(1e-3,), log_c=4.0, samples=True, running=1, seed=11, continue_evals=3)
     out_dir = root.parent / "analysis"
     buf = io.StringIO()
     analyze(str(root), str(out_dir), n_boot=200, out=buf)
@@ -100,7 +100,7 @@ def test_report_is_self_contained_and_names_every_trial(analyzed):
     for i in range(6):
         assert f"synthetic_{i:05d}" in text
     assert "still running (not fitted): synthetic_00005" in text
-    assert '"data.n_train"' in text and "raydiff.versions" not in text  # the config, the versions table
+    assert "grid.data.n_train" in text and "raydiff.versions" not in text  # the config, the versions table
     assert "git commit" in text and "pyarrow" in text
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from raydiff.config import ExperimentConfig, StopConfig
 from raydiff.metrics.onset import loss_divergence_onset
-from raydiff.trial import onset_summary
+from raydiff.training.reports import onset_summary
 
 STEPS = [100 * (i + 1) for i in range(10)]  # 100, 200, ..., 1000
 TRAIN = [1.0 - 0.05 * i for i in range(10)]  # a train loss that keeps falling

@@ -238,16 +238,16 @@ def test_multi_objective_resumes_the_study(tmp_path, ray_local, monkeypatch, cap
     assert "Pareto front:" in capsys.readouterr().out
 
 
-def test_packaged_optuna_example_matches_the_readme(capsys):
-    """search_spaces/optuna_digits.yaml is README's Optuna example: the same `search:` section,
+def test_packaged_optuna_example_matches_the_docs(capsys):
+    """search_spaces/optuna_digits.yaml is docs/search.md's Optuna example: the same `search:` section,
     every corner of it a valid digits trial, and its dry run names the 8 trials."""
     import re
 
     from raydiff import cli
     from raydiff.config import load_search_space, packaged_search_space, parse_yaml
 
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```yaml\n(search:\n.*?)```", readme, re.S).group(1)
+    page = (ROOT / "docs" / "search.md").read_text()
+    block = re.search(r"```yaml\n(search:\n.*?)```", page, re.S).group(1)
     path = packaged_search_space("optuna_digits")
     assert parse_yaml(block)["search"] == parse_yaml(path.read_text())["search"]
     space = load_search_space(path)

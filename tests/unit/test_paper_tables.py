@@ -1,4 +1,4 @@
-"""The papers' settings as tables, proven against the packaged spaces and rendered into README.md.
+"""The papers' settings as tables, proven against the packaged spaces and rendered into docs/papers.md.
 
 Each row: a setting, where raydiff holds it (a dotted key of the resolved base config, or an
 expression over `cfg`, the base config, and `points`, the sweep's experiments, `points[0]` the
@@ -7,8 +7,8 @@ paper or its released code fixes, and the source (the paper, or a file of Bonnai
 github.com/tbonnair/Why-Diffusion-Models-Don-t-Memorize, Experiments/src/). Rows whose source
 starts with "not pinned" are the choices the sources leave open: raydiff's, with the reason.
 
-`python3 tests/unit/test_paper_tables.py` prints README's subsection "The papers' settings";
-`test_readme_table_is_the_rows` checks that README.md holds exactly that text.
+`python3 tests/unit/test_paper_tables.py` prints docs/papers.md's section "The papers' settings";
+`test_docs_table_is_the_rows` checks that docs/papers.md holds exactly that text.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ TABLES = {  # packaged space → (title, rows)
     "marion2026_cifar10": ("Marion & Wu (2026), `marion2026_cifar10.yaml`", MARION),
 }
 DOTTED = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
-README = Path(__file__).resolve().parents[2] / "README.md"
-HEADING = "### The papers' settings"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "papers.md"
+HEADING = "## The papers' settings"
 
 
 def resolve(space, key: str) -> Any:
@@ -170,7 +170,7 @@ def show(value: Any) -> str:
 
 
 def render() -> str:
-    """README's subsection, from the rows above."""
+    """docs/papers.md's section, from the rows above."""
     out = [
         HEADING,
         "",
@@ -186,16 +186,16 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
-def readme_section(text: str) -> str:
-    """The subsection of README.md under HEADING, up to the next heading of level 2 or 3."""
+def page_section(text: str) -> str:
+    """The section of docs/papers.md under HEADING, up to the next heading of level 2 or 3."""
     start = text.index(HEADING)
     nxt = re.search(r"^#{2,3} ", text[start + len(HEADING) :], flags=re.M)
     end = len(text) if nxt is None else start + len(HEADING) + nxt.start()
     return text[start:end].rstrip("\n") + "\n"
 
 
-def test_readme_table_is_the_rows():
-    assert readme_section(README.read_text(encoding="utf-8")) == render()
+def test_docs_table_is_the_rows():
+    assert page_section(PAGE.read_text(encoding="utf-8")) == render()
 
 
 if __name__ == "__main__":

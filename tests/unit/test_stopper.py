@@ -235,7 +235,7 @@ def test_metric_row_is_the_same_from_what_ray_gets():
 
 
 def series(pixel=None, features=None, raw=None, train=None, test=None, every=100, budget=1000, step=None):
-    """A report with the named series of `raydiff.trial.history_series`."""
+    """A report with the named series of `raydiff.training.reports.history_series`."""
     n = len(next(s for s in (pixel, features, raw, train) if s is not None))
     steps = [every * (i + 1) for i in range(n)]
     out = {"step": step if step is not None else steps[-1], "budget_steps": budget, "history_steps": steps, "diverged": False}

@@ -1,0 +1,469 @@
+"""What a sweep will cost, before anything runs: exact FLOP arithmetic of each trial to its
+expected stop (`raydiff sweep SPACE --dry-run` prints it; tune/dryrun.py).
+
+Pure and Ray-free. Each trial is run forward in simulation on an assumed onset τ — the space's
+prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the
+loop's own functions (raydiff/training: schedule.upcoming_evaluations / fidelity_schedule /
+refine_steps, refine.crossed / bisect_crossing / merge_interim, reports.Onsets / history_row;
+evaluation.settling_round / sequential_looks, metrics/memorization.settled, metrics/stop.decide),
+so the evaluations counted are the ones `train()` would run. What the simulation assumes of the
+model (state it with every figure):
+
+- every memorization test (pixel, features, raw weights) reads mem_frac = 0 before τ, and from τ
+  on the stop's threshold θ rising linearly to 1 at 2τ: θ + (1 − θ)·min(1, (s − τ)/τ). The
+  sequential test (eval.sequential_round) sees its expected count round(mem_frac · n): it settles
+  at its first possible look before onset and uses the full count near it;
+- the probes' test loss departs from the train loss at τ (by twice stop.loss_gap), so the loss
+  onset fires at the first evaluation at or past τ once stop.loss_window evaluations confirm it;
+- nothing diverges; the EMA does not lag (a raw-weights test reads the same curve); the curve's
+  jump at τ means eval.approach_fraction never brings an evaluation forward before it.
+
+FLOPs (torch's counting: 2 per multiply-add): one forward pass of the trial's network on one
+image is counted once on the meta device (torch.utils.flop_counter); a training step is 3
+forwards per image (forward + backward ≈ 2 forwards); sampling is sampler steps × forwards per
+image (× 2 with classifier-free guidance on a class-conditional model); the probes are
+2 × min(probe_images, N, n_test) images × probe_noise_levels forwards; a feature network's FLOPs
+per image come from the measure registry (`flops_per_sample`: SSCD, Inception), the digits
+classifier's are counted on the meta device; an exact nearest-neighbour search of S samples among
+N images of dimension D is S·N·D·2. Not counted: the optimizer and EMA updates (O(P) per step),
+data movement, the Fréchet distance's matrix square root (O(D³) once per FID), host work.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from raydiff import measures
+from raydiff.config import ExperimentConfig, OnsetPrior
+from raydiff.config.sections import needs
+from raydiff.evaluation import sequential_looks, settling_round
+from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
+from raydiff.metrics.memorization import settled
+from raydiff.metrics.stop import decide
+from raydiff.training.refine import bisect_crossing, crossed, merge_interim
+from raydiff.training.reports import Onsets, history_row
+from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
+from raydiff.tune.planner import prior_tau
+
+TRAINING_FORWARDS = 3  # a training step ≈ 3 forwards per image: the forward, and a backward of ≈ 2
+# The default throughput for GPU-hours: an H100 SXM's dense BF16 tensor-core peak (989 TFLOP/s,
+# no sparsity) used at 40% (a typical model FLOP utilisation for U-Nets at these batch sizes;
+# benchmarks/gpu.py measures the real one). Both are flags of `raydiff sweep --dry-run`.
+H100_BF16_TFLOPS = 989.0
+UTILIZATION = 0.4
+SSCD_DIM = 512  # SSCD's (sscd_disc_mixup) embedding width: the cosine search's D
+FID_DIMS = {"inception": InceptionFeatures.dim, "digits_classifier": DigitsClassifierFeatures.dim}  # feature widths
+
+# measurement FLOPs by kind, in the order the dry run shows them
+# (the table's short heading; the JSON's keys): memorization sampling of the evaluated (EMA)
+# weights; the memorization test's feature extraction (SSCD) and nearest-neighbour search; the
+# raw-weights test (its sampling, features and search); refinement's memorization-only
+# evaluations; FID/SWD (their samples beyond the test's, Inception or the digits classifier, SWD)
+KINDS = {
+    "probes": "probes",
+    "mem_sampling": "mem sampling",
+    "mem_features": "features+NN",
+    "raw_test": "raw test",
+    "refinement": "refinement",
+    "fidelity": "FID/SWD",
+}
+
+
+# ------------------------------------------------------------------------------ FLOPs per network
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_flops(model: Any, channels: int, size: int, classes: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from raydiff.models import build_network
+
+    def count(device: str) -> float:
+        with torch.device(device):
+            net = build_network(model, channels, size, classes)
+            x, c = torch.zeros(1, channels, size, size), torch.zeros(1)
+            y = torch.zeros(1, dtype=torch.long) if classes else None
+            with FlopCounterMode(display=False) as fc, torch.no_grad():
+                net(x, c, y)
+        return float(fc.get_total_flops())
+
+    try:
+        return count("meta")
+    except (NotImplementedError, RuntimeError):  # a network that computes on values while it builds or runs
+        return count("cpu")
+
+
+def forward_flops(cfg: ExperimentConfig) -> float:
+    """FLOPs of one forward pass of the trial's network on one image (torch's counter, meta device)."""
+    size, channels = cfg.data.shape
+    return _forward_flops(cfg.model, channels, size, cfg.data.num_classes)
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_classifier_flops() -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = DigitsNet()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            net.features(torch.zeros(1, 1, 8, 8))
+    return float(fc.get_total_flops())
+
+
+def fid_features(cfg: ExperimentConfig) -> str:
+    """The FID feature network a trial uses (metrics/fid.build_extractor's `auto` rule)."""
+    f = cfg.eval.fid_features
+    return ("digits_classifier" if cfg.data.dataset == "digits" else "inception") if f == "auto" else f
+
+
+def fid_flops_per_image(cfg: ExperimentConfig) -> float:
+    if fid_features(cfg) == "inception":
+        return measures.get("fid").flops_per_sample  # Inception-v3 at 299 px
+    return _digits_classifier_flops()
+
+
+# ------------------------------------------------------------------------------ the assumed model
+
+
+def assumed_mem_frac(step: float, tau: float, threshold: float) -> float:
+    """mem_frac the simulation reads at `step`: 0 before τ, then θ rising linearly to 1 at 2τ."""
+    if step < tau:
+        return 0.0
+    return min(1.0, threshold + (1.0 - threshold) * (step - tau) / max(tau, 1.0))
+
+
+def assumed_losses(step: float, tau: float, gap: float) -> tuple[float, float]:
+    """(train, test) probe losses: equal before τ, the test loss 2·gap higher from τ on."""
+    return (1.0, 1.0) if step < tau else (1.0, 1.0 + 2.0 * gap)
+
+
+def sequential_count(cfg: ExperimentConfig, fracs: list[float], sequential: bool = True) -> int:
+    """Samples the memorization tests draw when each reads its fraction in `fracs`: the rounds of
+    evaluation.Evaluator._memorization (its first round `settling_round`, then doubling the count
+    so far, up to num_samples), stopping once every test is settled on its expected count
+    round(f · n). (That loop's arithmetic, copied: evaluation.py has no pure function for it.)"""
+    ev, threshold = cfg.eval, cfg.stop.mem_frac_threshold
+    total = ev.num_samples
+    first = settling_round(ev.sequential_round, total, threshold) if (sequential and ev.sequential_round) else total
+    looks, n = sequential_looks(first, total), 0
+    while n < total:
+        n += min(total - n, max(first, n))
+        if first < total and all(settled(round(f * n), n, threshold, looks) for f in fracs):
+            break
+    return n
+
+
+# ------------------------------------------------------------------------------ the simulated trial
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing the simulated trial measures, at `step`."""
+
+    step: int
+    kind: str  # evaluation | refinement | raw | fidelity (a fidelity-only evaluation)
+    mem_samples: int = 0  # samples drawn for (and tested by) the memorization tests
+    tests: tuple[str, ...] = ()  # the memorization tests run on them
+    fid_samples: int = 0  # samples the figures draw beyond those (a shared pass reuses the tests')
+    fid: bool = False  # the figures (FID, SWD) measured here
+    probes: bool = False
+
+
+@dataclass(frozen=True)
+class Run:
+    """A trial run forward to its stop on the assumed onset."""
+
+    tau: float  # the assumed onset, steps
+    stop_step: int
+    status: str  # memorized | budget
+    tau_found: int | None  # the stop rule's τ as the loop would find it
+    events: tuple[Event, ...]
+
+    def count(self, kind: str) -> int:
+        return sum(e.kind == kind for e in self.events)
+
+    @property
+    def fid_count(self) -> int:
+        return sum(e.fid for e in self.events)
+
+
+def measures_figures(cfg: ExperimentConfig) -> bool:
+    """The trial measures figures in a feature network (Evaluator builds its extractor)."""
+    ev = cfg.eval
+    return "fid_features" in needs(cfg.measured) and bool(ev.fid_every or ev.fid_every_steps)
+
+
+def simulate(cfg: ExperimentConfig, tau: float) -> Run:
+    """`train()`'s loop (raydiff/trial.py), with the assumed curves in place of a network: which
+    evaluations, refinements, raw-weights tests and fidelity-only evaluations run, and where the
+    trial stops. Its schedule, crossing, bisection, interim merge, onsets and stop decision are the
+    loop's own functions."""
+    ev, stop = cfg.eval, cfg.stop
+    budget, k, b, theta = cfg.budget_steps, ev.refine_snapshots, cfg.batch, stop.mem_frac_threshold
+    tests, raw = cfg.memorization_tests, cfg.raw_tests
+    probes, figures = "loss" in cfg.measured, measures_figures(cfg)
+    mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
+    nan = float("nan")
+
+    def tested(step: int, names: tuple[str, ...], raw_weights: bool = False) -> dict[str, Any]:
+        """The tests' columns at `step`: every test reads the assumed curve (the first is mem_frac)."""
+        f, out = assumed_mem_frac(step, tau, theta), {}
+        for name in names:
+            for c in measures.get(name).column_names():
+                out[measures.raw_column(c) if raw_weights else c] = f
+        if names and not raw_weights and names[0] == tests[0]:
+            out["mem_frac"] = f
+        return out
+
+    history: list[dict[str, Any]] = []
+    events: list[Event] = []
+    schedule = upcoming_evaluations(cfg, 0, history)
+    fidelity_at = set(fidelity_schedule(cfg, budget))
+    step, count, decision, onset = 0, 0, None, Onsets.of(cfg, history)
+    while schedule:
+        nxt = schedule.pop(0)
+        snaps = refine_steps(step, nxt, k) if k else []
+        interim: list[tuple[dict, dict]] = []
+        for s in sorted(x for x in fidelity_at if step < x < nxt):  # fidelity-only evaluations
+            events.append(Event(s, "fidelity", fid_samples=ev.fid_samples, fid=figures))
+            m = {"train_loss": nan, "test_loss": nan, "fid": 0.0 if figures else None}
+            interim.append(({**history_row(s, b, 0.0, m), "fidelity_only": True}, m))
+        step = nxt
+        # the evaluation (evaluation.Evaluator.__call__): probes, memorization tests, figures on their cadence
+        f = assumed_mem_frac(step, tau, theta)
+        metrics: dict[str, Any] = {**tested(step, tests), "train_loss": nan, "test_loss": nan}
+        if probes:
+            metrics["train_loss"], metrics["test_loss"] = assumed_losses(step, tau, stop.loss_gap)
+        do_fid = figures and (step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0))
+        if do_fid and mem_steps == cfg.diffusion.sample_steps:  # one sampling pass serves both
+            n = ev.num_samples
+            events.append(Event(step, "evaluation", n, tests, max(n, ev.fid_samples) - n, True, probes))
+        else:
+            n = sequential_count(cfg, [f] * len(tests))
+            events.append(Event(step, "evaluation", n, tests, ev.fid_samples if do_fid else 0, do_fid, probes))
+        metrics["fid"] = 0.0 if do_fid else None
+        count += 1
+        if raw:  # training.refine.raw_memorization: those tests on the raw weights
+            events.append(Event(step, "raw", sequential_count(cfg, [f] * len(raw)), raw))
+            metrics.update(tested(step, raw, raw_weights=True))
+        if snaps and crossed(history, metrics.get("mem_frac"), theta):  # training.refine.refine's binary search
+
+            def above(i: int) -> bool:
+                s = snaps[i]
+                fs = assumed_mem_frac(s, tau, theta)
+                events.append(Event(s, "refinement", sequential_count(cfg, [fs] * len(tests)), tests))
+                m = {**tested(s, tests), "train_loss": nan, "test_loss": nan}
+                interim.append(({**history_row(s, b, 0.0, m), "refined": True}, m))
+                return fs >= theta
+
+            bisect_crossing(len(snaps), above)
+        history += [row for row, _ in merge_interim(interim)]
+        history.append(history_row(step, b, 0.0, metrics))
+        onset = Onsets.of(cfg, history)
+        decision = decide({**onset.series, "step": step, "budget_steps": budget}, stop, onset.found)
+        if decision is not None:
+            break
+        schedule = upcoming_evaluations(cfg, step, history, schedule, onset)
+    status = decision.status if decision is not None else "budget"
+    return Run(float(tau), step, status, onset.tau, tuple(sorted(events, key=lambda e: e.step)))
+
+
+# ------------------------------------------------------------------------------ FLOPs of a run
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    """A trial's FLOPs to its expected stop: training, and measurement by kind (KINDS)."""
+
+    run: Run
+    tau_source: str  # "prior" | "--tau"
+    forward: float  # FLOPs of one forward pass on one image
+    training: float
+    measurement: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> float:
+        return sum(self.measurement.values())
+
+    @property
+    def total(self) -> float:
+        return self.training + self.measured
+
+    @property
+    def share(self) -> float:
+        """The in-loop measurement share: every measurement runs inside the training loop today."""
+        return self.measured / self.total if self.total else 0.0
+
+    def gpu_hours(self, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> float:
+        return gpu_hours(self.total, tflops, utilization)
+
+    def to_dict(self, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> dict[str, Any]:
+        r = self.run
+        return {
+            "tau_assumed": r.tau, "tau_source": self.tau_source, "tau_found": r.tau_found, "stop_step": r.stop_step,
+            "status": r.status, "evaluations": r.count("evaluation"), "fid_evaluations": r.fid_count,
+            "fidelity_only": r.count("fidelity"), "refinement_evaluations": r.count("refinement"),
+            "raw_tests": r.count("raw"), "forward_flops": self.forward, "training_flops": self.training,
+            "measurement_flops": dict(self.measurement), "measurement_total_flops": self.measured,
+            "total_flops": self.total, "measurement_share": self.share,
+            "gpu_hours": self.gpu_hours(tflops, utilization),
+        }  # fmt: skip
+
+
+def gpu_hours(flops: float, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> float:
+    return flops / (tflops * 1e12 * utilization) / 3600.0
+
+
+def trial_cost(
+    cfg: ExperimentConfig, tau: float | None = None, prior: OnsetPrior | None = None, forward: float | None = None
+) -> TrialCost:
+    """The trial's FLOPs, on the onset `tau` (steps), else the one `prior` (the space's
+    sweep.budget_planner.prior) gives it. `forward` overrides the counted forward FLOPs (the tests'
+    hand-counted cases)."""
+    source = "--tau" if tau is not None else "prior"
+    if tau is None:
+        if prior is None:
+            raise ValueError("no onset to assume: give tau, or a prior (sweep.budget_planner.prior)")
+        tau = prior_tau(prior, cfg.data.n_train, cfg.batch, cfg.train.lr)
+    run = simulate(cfg, tau)
+    fwd = forward_flops(cfg) if forward is None else forward
+    return TrialCost(run, source, fwd, training_flops(cfg, run, fwd), measurement_flops(cfg, run, fwd))
+
+
+def training_flops(cfg: ExperimentConfig, run: Run, forward: float) -> float:
+    return float(run.stop_step) * cfg.batch * TRAINING_FORWARDS * forward
+
+
+def test_flops(cfg: ExperimentConfig, name: str, samples: int) -> float:
+    """A memorization test's own FLOPs on `samples` samples (beyond drawing them): its feature
+    network (the registry's `flops_per_sample`) and its exact nearest-neighbour search, S·N·D·2 —
+    in the feature network's space (SSCD: D = 512), else in pixels (D = C·H·W)."""
+    m = measures.get(name)
+    size, channels = cfg.data.shape
+    dim = SSCD_DIM if "embedding" in m.needs else channels * size * size
+    return samples * (m.flops_per_sample + cfg.data.n_train * dim * 2)
+
+
+def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[str, float]:
+    """Measurement FLOPs by kind (KINDS) of a simulated run."""
+    ev, data = cfg.eval, cfg.data
+    size = data.shape[0]
+    n = data.n_train
+    guided = 2 if (cfg.diffusion.guidance > 0 and data.num_classes > 0) else 1
+    per_sample = forward * guided  # one sampler step of one image
+    mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
+
+    out = dict.fromkeys(KINDS, 0.0)
+    for name in cfg.memorization_tests:  # a feature network's embeddings of the training images, once per trial
+        out["mem_features"] += n * measures.get(name).flops_per_sample
+    probe_images = min(ev.probe_images, n, data.n_test)
+    fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
+    if run.fid_count:  # reference features, once per trial (evaluation.Evaluator._references)
+        precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"
+        if precomputed:  # clean-fid's split statistics; the SWD reference is the first swd_samples test images
+            refs = min(ev.swd_samples, data.n_test) if ev.swd_samples else 0
+        else:  # the test images, and the training images where they outnumber the features (a full-rank covariance)
+            refs = data.n_test + (n if n > fid_dim else 0)
+        out["fidelity"] += refs * fid_image
+    for e in run.events:
+        sampling = e.mem_samples * mem_steps * per_sample
+        search = sum(test_flops(cfg, t, e.mem_samples) for t in e.tests)
+        if e.kind == "evaluation":
+            out["mem_sampling"] += sampling
+            out["mem_features"] += search
+        elif e.kind in ("raw", "refinement"):
+            out["raw_test" if e.kind == "raw" else "refinement"] += sampling + search
+        if e.probes:
+            out["probes"] += 2 * probe_images * ev.probe_noise_levels * forward
+        if e.fid:
+            out["fidelity"] += e.fid_samples * cfg.diffusion.sample_steps * per_sample  # the figures' own samples
+            out["fidelity"] += ev.fid_samples * fid_image  # their features, once for FID and SWD
+            if "swd" in cfg.measured and ev.swd_samples:  # both sets projected on swd_projections directions
+                k = min(ev.swd_samples, ev.fid_samples)
+                out["fidelity"] += 2 * k * fid_dim * ev.swd_projections * 2
+    return out
+
+
+# ------------------------------------------------------------------------------ a sweep's table
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    trials: tuple[TrialCost, ...]
+
+    @property
+    def training(self) -> float:
+        return sum(t.training for t in self.trials)
+
+    @property
+    def measurement(self) -> dict[str, float]:
+        return {k: sum(t.measurement[k] for t in self.trials) for k in KINDS}
+
+    @property
+    def measured(self) -> float:
+        return sum(self.measurement.values())
+
+    @property
+    def total(self) -> float:
+        return self.training + self.measured
+
+    @property
+    def share(self) -> float:
+        return self.measured / self.total if self.total else 0.0
+
+
+def sweep_cost(exps: list[ExperimentConfig], tau: float | None = None, prior: OnsetPrior | None = None) -> SweepCost:
+    return SweepCost(tuple(trial_cost(e, tau, prior) for e in exps))
+
+
+UNITS = (("PF", 1e15), ("TF", 1e12), ("GF", 1e9), ("MF", 1e6))  # 10¹⁵, 10¹², 10⁹, 10⁶ FLOP
+
+
+def unit_of(flops: float) -> tuple[str, float]:
+    """The largest unit in which `flops` reads ≥ 1 (a table's figures share its total's unit)."""
+    return next(((name, scale) for name, scale in UNITS if flops >= scale), UNITS[-1])
+
+
+def cost_rows(cost: SweepCost, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> tuple[list[str], list[list[str]]]:
+    """The dry run's cost table: one row per trial, then the total; FLOPs in the total's unit."""
+    unit, scale = unit_of(cost.total)
+    cols = ["#", "τ", "stop", "evals / FIDs", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "measuring", "GPU-h"]
+
+    def row(label: str, tau: str, stop: str, evals: str, training: float, m: dict[str, float], share: float, total: float) -> list[str]:
+        return [label, tau, stop, evals, f"{training / scale:,.1f}", *(f"{m[k] / scale:,.1f}" for k in KINDS),
+                f"{share:.1%}", f"{gpu_hours(total, tflops, utilization):,.3g}"]  # fmt: skip
+
+    rows = []
+    for i, t in enumerate(cost.trials):
+        r = t.run
+        evals = f"{r.count('evaluation')} / {r.fid_count}"
+        rows.append(row(str(i), f"{r.tau:,.0f}", f"{r.stop_step:,}", evals, t.training, t.measurement, t.share, t.total))
+    n_evals = sum(t.run.count("evaluation") for t in cost.trials)
+    n_fid = sum(t.run.fid_count for t in cost.trials)
+    rows.append(row("total", "", "", f"{n_evals} / {n_fid}", cost.training, cost.measurement, cost.share, cost.total))
+    return cols, rows
+
+
+def assumptions_text(tau: float | None, prior: OnsetPrior | None, tflops: float, utilization: float) -> list[str]:
+    if tau is not None:
+        onset = f"every trial's onset at τ = {tau:,.0f} steps (--tau)"
+    else:
+        p = prior
+        onset = (f"each trial's onset at the space's prior τ = {p.tau:,.0f} · (N/{p.n_train}) · ({p.batch_size}/B)"
+                 f" · ({p.lr:g}/η) steps (sweep.budget_planner.prior; --tau to override)")  # fmt: skip
+    return [
+        f"Cost to the expected stop, by exact FLOP arithmetic (PF = 10¹⁵ FLOP, TF = 10¹², GF = 10⁹), assuming {onset}:",
+        "  mem_frac 0 before τ, then the stop's threshold rising linearly to 1 at 2τ; the test loss departs at τ.",
+        f"GPU-h at {tflops:g} TFLOP/s × {utilization:.0%} utilisation (--gpu-tflops, --gpu-utilization);"
+        " every measurement runs inside the training loop today.",
+    ]
+
+
+__all__ = [
+    "KINDS", "Event", "Run", "SweepCost", "TrialCost", "assumed_losses", "assumed_mem_frac", "cost_rows",
+    "forward_flops", "gpu_hours", "measurement_flops", "sequential_count", "simulate", "sweep_cost", "trial_cost",
+]  # fmt: skip

@@ -1,0 +1,140 @@
+"""The registry of measures and what reads it, by table: registration rules, onset definitions and
+their series, config checks, the sequential test's first round, refinement's crossings and
+narrowing, the exact stop after continue_for."""
+
+from __future__ import annotations
+
+import pytest
+
+from raydiff import measures
+from raydiff.config import ConfigError
+from raydiff.evaluation import sequential_looks, settling_round
+from raydiff.metrics.memorization import settled
+from raydiff.training.refine import bisect_crossing, crossings
+from raydiff.training.reports import Onsets
+from raydiff.training.schedule import upcoming_evaluations
+from tiny_trial import tiny
+
+
+def test_builtin_registry():
+    assert measures.names() == ("pixel", "features", "dinov2", "clip", "inception", "loss", "fid", "swd")
+    assert measures.names("memorization") == ("pixel", "features", "dinov2", "clip", "inception")
+    assert measures.definition_names() == ("pixel", "features", "dinov2", "clip", "inception", "pixel_raw", "loss")
+    d = measures.definition("pixel_raw")
+    assert d.raw and d.series == ("history_pixel_raw",) and d.field == "mem_frac_raw" and d.tau_column == "tau_mem_pixel_raw_step"
+    assert measures.definition("loss").series == ("history_train_loss", "history_test_loss")
+    assert measures.definition("features").field == "mem_frac_features"
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"name": "bad-name"}, "identifier"),
+        ({"name": "x_raw"}, "identifier not ending"),
+        ({"name": "pixel"}, "registered already"),
+        ({"name": "newone", "kind": "vibes"}, "kind must be one of"),
+        ({"name": "newone2", "onset": "ratio", "history": ()}, "onset rule"),
+        ({"name": "newone3", "onset": "sometimes", "history": ("x",)}, "onset rule"),
+    ],
+)
+def test_registration_refused(attrs, message):
+    cls = type("Bad", (measures.Measure,), {"kind": "fidelity", "description": "", **attrs})
+    with pytest.raises(ValueError, match=message):
+        measures.register(cls)
+    assert measures.REGISTRY.get(attrs["name"]) is not cls
+
+
+@pytest.mark.parametrize(
+    "eval_, stop, measured, definitions",
+    [
+        ({}, {}, ("pixel", "loss"), ("pixel", "loss")),
+        ({"memorization_space": "both", "embedding": "x.pt"}, {}, ("pixel", "features", "loss"), ("pixel", "features", "loss")),
+        ({"measures": ["features", "loss"], "embedding": "x.pt"}, {"on": ["features", "loss"]}, ("features", "loss"), ("features", "loss")),
+        # the raw-weights test only where stop.on names it (EMA evaluated), or raw_memorization: true
+        ({"measures": ["pixel", "loss"]}, {"on": ["pixel_raw"]}, ("pixel", "loss"), ("pixel", "pixel_raw", "loss")),
+        ({"measures": ["pixel", "loss"], "raw_memorization": True}, {}, ("pixel", "loss"), ("pixel", "pixel_raw", "loss")),
+        ({"measures": ["pixel", "loss"]}, {}, ("pixel", "loss"), ("pixel", "loss")),
+    ],
+)
+def test_measured_and_definitions(eval_, stop, measured, definitions):
+    cfg = tiny(eval=eval_, stop=stop)
+    assert cfg.measured == measured and cfg.definitions == definitions
+
+
+@pytest.mark.parametrize(
+    "eval_, stop, key",
+    [
+        ({"measures": ["pixl"]}, {}, "eval.measures[0]"),
+        ({"measures": []}, {}, "eval.measures"),
+        ({"measures": ["pixel", "pixel"]}, {}, "eval.measures"),
+        ({"measures": ["pixel"], "memorization_space": "both"}, {}, "eval.measures"),
+        ({"measures": ["loss"]}, {}, "eval.measures"),  # no memorization test, no stop.on: nothing to stop on
+        ({"measures": ["pixel", "loss"]}, {"on": ["features"]}, "stop.on"),
+        ({"measures": ["pixel", "loss"], "raw_memorization": False}, {"on": ["pixel_raw"]}, "stop.on"),
+        ({"measures": ["features"]}, {}, "eval.embedding"),
+        ({"figures": "later"}, {}, "eval.figures"),
+        ({"refine_fraction": 1.5}, {}, "eval.refine_fraction"),
+    ],
+)
+def test_config_refusals(eval_, stop, key):
+    with pytest.raises(ConfigError) as e:
+        tiny(eval=eval_, stop=stop)
+    assert e.value.key == key
+
+
+@pytest.mark.parametrize(
+    "first, total, threshold, expected",
+    [
+        (32, 128, 0.1, 64),  # 0/32 over three looks: upper bound 0.139 > 0.1 — a round that cannot settle
+        (64, 128, 0.1, 64),
+        (8, 1024, 0.1, 64),
+        (32, 32, 0.1, 32),  # one look at the full count: nothing to double
+        (128, 1024, 0.05, 128),
+    ],
+)
+def test_settling_round(first, total, threshold, expected):
+    r = settling_round(first, total, threshold)
+    assert r == expected
+    if r < total:
+        assert settled(0, r, threshold, sequential_looks(r, total))
+        smaller = r // 2
+        assert smaller < first or not settled(0, smaller, threshold, sequential_looks(smaller, total))
+
+
+@pytest.mark.parametrize(
+    "steps, crossing, fraction, calls",
+    [
+        (list(range(110, 260, 10)), 7, None, 4),  # 15 snapshots: ⌈log₂ 16⌉ evaluations
+        (list(range(110, 260, 10)), 7, 0.2, 3),  # 180 vs 160: within 20% of τ̂ after three, not four
+    ],
+)
+def test_bisect_narrows_to_a_fraction(steps, crossing, fraction, calls):
+    seen = []
+
+    def above(i):
+        seen.append(i)
+        return i >= crossing
+
+    narrow = None if fraction is None else (lambda lo, hi: hi < len(steps) and lo >= 0 and steps[hi] - steps[lo] <= fraction * steps[hi])
+    found = bisect_crossing(len(steps), above, narrow)
+    assert len(seen) == calls and found >= crossing
+    if fraction is None:
+        assert found == crossing
+
+
+def test_crossings_follow_the_stop_rule():
+    cfg = tiny(eval={"measures": ["pixel", "features", "loss"], "embedding": "x.pt"}, stop={"on": ["features", "loss"]})
+    history = [{"step": 100, "mem_frac": 0.0, "mem_frac_features": 0.0}]
+    assert crossings(cfg, history, {"mem_frac": 0.5, "mem_frac_features": 0.2}) == (("features", "mem_frac_features"),)
+    assert crossings(cfg, history, {"mem_frac": 0.5, "mem_frac_features": 0.05}) == ()
+    default = tiny()
+    assert crossings(default, [{"step": 1, "mem_frac": 0.0}], {"mem_frac": 0.3}) == (("pixel", "mem_frac"),)
+
+
+def test_stop_exactly_at_continue_for():
+    cfg = tiny(stop={"continue_for": 0.25, "patience": 1}, train={"max_steps": 2000}, eval={"every_steps": 20})
+    history = [{"step": s, "mem_frac": f, "train_loss": 1.0, "test_loss": 1.0} for s, f in ((100, 0.0), (200, 0.5))]
+    onset = Onsets.of(cfg, history)
+    assert onset.tau == 200
+    assert upcoming_evaluations(cfg, 200, history, [400, 600], onset) == [250, 400, 600]  # τ + ⌈0.25 τ⌉
+    assert upcoming_evaluations(cfg, 250, history, [400], onset) == [400]  # the stop step is behind
