@@ -245,7 +245,7 @@ def sampler_steps(quick: bool) -> Section:
                 samples = ev.sample(net, cfg.eval.num_samples, s)
                 sec = time.perf_counter() - t0
                 flags, _ = memorized_pixel(to_model_range(samples), ev.train_flat, cfg.eval.mem_ratio)
-                f = fraction_with_interval(flags, cfg.eval.bootstrap, seed=step)
+                f = fraction_with_interval(flags)
                 ref = ref or f
                 agree = ref.lo <= f.value <= ref.hi
                 rows.append([f"{objective}/{cfg.diffusion.resolved_sampler}", label, step, s, f.value,

@@ -69,7 +69,7 @@ class DenseReference:
         train(apply_overrides(cfg, {
             "eval.every_steps": d, "eval.every_images": None, "eval.cadence": "uniform", "eval.refine_snapshots": 0,
             "eval.fid_every": 0, "eval.fid_every_steps": None, "eval.num_samples": 2, "eval.mem_sample_steps": 1, "eval.probe_images": 1,
-            "eval.probe_noise_levels": 1, "eval.save_samples": 0, "eval.bootstrap": 1,
+            "eval.probe_noise_levels": 1, "eval.save_samples": 0,
             "eval.sequential_round": None, "eval.approach_fraction": None,
         }), report)  # fmt: skip
 

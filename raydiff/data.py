@@ -4,6 +4,13 @@ Every dataset loads to `ImageData`: the first N training images (uint8, [N, C, H
 labels, and a fixed held-out set used for the test loss, the FID reference and sanity checks.
 Training sets here are small (N ≤ 50k at 32×32), so a trial keeps them as one tensor on its
 device and draws batches by index: no DataLoader, no worker processes, no per-step copies.
+
+Image folders and Hugging Face datasets (`dataset: hf`, through the `datasets` library: a hub
+id at a pinned commit, or a local dataset) share one preprocessing, `to_square`: the image to
+image_size × image_size (resized as is, or Bonnaire et al.'s shorter side to size then the centre
+square) and to `channels` (1: grayscale). "The first N" of a folder is its files sorted by path;
+of an hf dataset, the rows of `split` in `order`; the held-out images the last n_test of that
+order (or the first n_test of `test_split`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 
 from raydiff.config import DataConfig
 from raydiff.download import file_lock
-from raydiff.errors import ConfigError, UserError
+from raydiff.errors import ConfigError, DataUnavailable, UserError
 
 DIGITS_SIZE = 1797
 CIFAR10_TRAIN = 50_000
@@ -92,7 +99,7 @@ def cache_dir(sub: str = "") -> Path:
 
 
 def load(cfg: DataConfig) -> ImageData:
-    loaders = {"digits": _digits, "cifar10": _cifar10, "gmm": _gmm, "folder": _folder}
+    loaders = {"digits": _digits, "cifar10": _cifar10, "gmm": _gmm, "folder": _folder, "hf": _hf}
     data = loaders[cfg.dataset](cfg)
     if not cfg.class_conditional:
         data = ImageData(data.x_train, data.y_train, data.x_test, data.y_test, num_classes=0)
@@ -156,7 +163,7 @@ def folder_images(root: str | None) -> list[Path]:
     """The image files under a folder, sorted by path: the order that makes "the first N"."""
     path = Path(root or "")
     if not path.is_dir():
-        raise ConfigError(f"no such folder: {path}", key="data.root")
+        raise DataUnavailable(f"no such folder: {path}", key="data.root")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}", key="data.root")
@@ -177,21 +184,41 @@ def check_readable(files: list[Path]) -> None:
             raise ConfigError(f"unreadable image {p}: {type(e).__name__}: {e}", key="data.root") from None
 
 
+def to_square(im, size: int, channels: int, crop: str = "none") -> np.ndarray:
+    """A PIL image → uint8 [size, size, channels].
+
+    crop none: converted (L or RGB) and resized to size × size as it is (bicubic; the aspect ratio
+    is not kept). crop center: Bonnaire et al.'s loader (Utils/loader.py) step by step: ToTensor
+    (RGB in [0, 1]), Resize(size) (shorter side to size, bilinear, antialiased), CenterCrop(size),
+    Grayscale (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B) when channels is 1; then rounded to uint8.
+    """
+    from PIL import Image
+
+    if crop == "none":
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+    import torchvision.transforms.functional as TF
+
+    t = TF.pil_to_tensor(im.convert("RGB")).float().div(255.0)  # [3, H, W] in [0, 1]
+    t = TF.center_crop(TF.resize(t, [size], antialias=True), [size, size])  # [3, size, size]
+    if channels == 1:
+        t = TF.rgb_to_grayscale(t)  # [1, size, size]
+    return t.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def _folder(cfg: DataConfig) -> ImageData:
     """Images from a folder, sorted by path: the first N train, the last n_test held out."""
     from PIL import Image, UnidentifiedImageError
 
     files = folder_images(cfg.root)
     size, channels = cfg.shape
-    mode = "L" if channels == 1 else "RGB"
 
     def read(p: Path) -> np.ndarray:
         try:
             with Image.open(p) as im:
-                im = im.convert(mode)
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.Resampling.BICUBIC)
-                return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+                return to_square(im, size, channels, cfg.crop)
         except (UnidentifiedImageError, OSError) as e:
             raise UserError(f"unreadable image {p}: {e}") from None
 
@@ -199,3 +226,159 @@ def _folder(cfg: DataConfig) -> ImageData:
     x = torch.from_numpy(np.stack([read(p) for p in chosen])).permute(0, 3, 1, 2).contiguous()
     y = torch.zeros(len(chosen), dtype=torch.int64)
     return ImageData(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], num_classes=0)
+
+
+# ------------------------------------------------------------------- Hugging Face datasets
+
+
+def hf_text(cfg: DataConfig) -> str:
+    """The dataset as a person would name it: name[/subset]@revision (split)."""
+    at = f"@{cfg.hf_revision[:7]}" if cfg.hf_revision else ""
+    sub = f" [{cfg.hf_config}]" if cfg.hf_config else ""
+    return f"{cfg.hf_name}{sub}{at} ({cfg.split})"
+
+
+def _saved_to_disk(path: Path) -> bool:
+    return (path / "state.json").is_file() or (path / "dataset_dict.json").is_file()
+
+
+def hf_split(cfg: DataConfig, split: str):
+    """One split expression ("train", "train+valid+test") of the hf dataset as a `datasets.Dataset`,
+    in its stored row order: a save_to_disk folder through load_from_disk, anything else (a hub
+    id, a local folder of parquet or image files) through load_dataset at the pinned revision.
+    The hub's files land in the `datasets` cache (HF_HOME), where `raydiff prestage` puts them."""
+    try:
+        import datasets
+    except ImportError:
+        raise UserError('data.dataset hf needs the datasets package: pip install -e ".[hf]"') from None
+    name = cfg.hf_name or ""
+    local = Path(name).expanduser()
+    try:
+        if _saved_to_disk(local):
+            saved = datasets.load_from_disk(str(local))
+            if isinstance(saved, datasets.DatasetDict):
+                missing = [s for s in split.split("+") if s not in saved]
+                if missing:
+                    raise ConfigError(f"{name} has no split {missing[0]!r} (it has {', '.join(saved)})", key="data.split")
+                return datasets.concatenate_datasets([saved[s] for s in split.split("+")])
+            return saved
+        return datasets.load_dataset(name, cfg.hf_config, revision=cfg.hf_revision, split=split)
+    except ConfigError:
+        raise
+    except ValueError as e:  # an unknown split or subset
+        key = "data.hf_config" if "config" in str(e).lower() else "data.split"
+        raise ConfigError(f"{hf_text(cfg)}: {_first_line(e)}", key=key) from None
+    except Exception as e:  # noqa: BLE001 - not found, offline and not cached, refused: datasets raises many types
+        raise DataUnavailable(
+            f"cannot open {hf_text(cfg)} on this machine: {type(e).__name__}: {_first_line(e)}", key="data.hf_name"
+        ) from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def hf_shape(cfg: DataConfig) -> tuple[dict[str, int] | None, list[str] | None]:
+    """(rows per split, column names) of the hf dataset without downloading its data: a local one
+    is opened (memory-mapped), a hub one read from its card (`load_dataset_builder`); None where the
+    card does not say. Raises DataUnavailable where neither opens here."""
+    local = Path(cfg.hf_name or "").expanduser()
+    if _saved_to_disk(local):
+        import datasets
+
+        saved = datasets.load_from_disk(str(local))
+        if isinstance(saved, datasets.Dataset):
+            return None, list(saved.column_names)
+        return {s: len(d) for s, d in saved.items()}, list(next(iter(saved.values())).column_names)
+    import datasets
+
+    if not datasets.config.HF_HUB_OFFLINE:
+        hub_reachable(cfg)
+    try:
+        info = datasets.load_dataset_builder(cfg.hf_name, cfg.hf_config, revision=cfg.hf_revision).info
+    except ValueError as e:
+        raise ConfigError(f"{hf_text(cfg)}: {_first_line(e)}", key="data.hf_config") from None
+    except Exception as e:  # noqa: BLE001 - as in hf_split
+        raise DataUnavailable(
+            f"cannot open {hf_text(cfg)} on this machine: {type(e).__name__}: {_first_line(e)}", key="data.hf_name"
+        ) from None
+    rows = {name: s.num_examples for name, s in (info.splits or {}).items() if s.num_examples}
+    return rows or None, list(info.features) if info.features else None
+
+
+def hub_reachable(cfg: DataConfig, timeout: float = 5.0) -> None:
+    """Raise DataUnavailable at once where the hub's host does not answer (the `datasets` client
+    would retry for minutes). A machine without the hub that holds the dataset in its cache says
+    so with HF_DATASETS_OFFLINE=1, which skips this."""
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+    except OSError as e:
+        raise DataUnavailable(
+            f"cannot open {hf_text(cfg)} on this machine: the hub ({constants.ENDPOINT}) does not answer ({e});"
+            " where the dataset is in the cache, set HF_DATASETS_OFFLINE=1", key="data.hf_name",
+        ) from None
+
+
+def hf_ordered(cfg: DataConfig, ds):
+    """The rows of `split` in the order that makes "the first N"."""
+    if cfg.order == "sorted":
+        if cfg.order_column not in ds.column_names:
+            raise ConfigError(f"{hf_text(cfg)} has no column {cfg.order_column!r} (it has {', '.join(ds.column_names)})",
+                              key="data.order_column")  # fmt: skip
+        return ds.sort(cfg.order_column)
+    if cfg.order == "shuffled":
+        return ds.shuffle(seed=cfg.seed)
+    return ds
+
+
+def hf_selection(cfg: DataConfig):
+    """(train rows, held-out rows) as `datasets.Dataset`s, undecoded: the first N of the ordered
+    split, and the first n_test of test_split (else the last n_test of the ordered split)."""
+    ds = hf_ordered(cfg, hf_split(cfg, cfg.split))
+    for col in (cfg.image_column, cfg.label_column):
+        if col is not None and col not in ds.column_names:
+            key = "data.image_column" if col == cfg.image_column else "data.label_column"
+            raise ConfigError(f"{hf_text(cfg)} has no column {col!r} (it has {', '.join(ds.column_names)})", key=key)
+    if cfg.test_split is not None:
+        held = hf_split(cfg, cfg.test_split)
+        need = {"data.n_train": (len(ds), cfg.n_train, cfg.split), "data.n_test": (len(held), cfg.n_test, cfg.test_split)}
+        for key, (have, want, split) in need.items():
+            if want > have:
+                raise ConfigError(f"{hf_text(cfg)}: split {split!r} has {have} rows (got {want})", key=key)
+        return ds.select(range(cfg.n_train)), held.select(range(cfg.n_test))
+    if cfg.n_train + cfg.n_test > len(ds):
+        raise ConfigError(
+            f"{hf_text(cfg)} has {len(ds)} rows: n_train + n_test must be ≤ {len(ds)} (got {cfg.n_train} + {cfg.n_test})",
+            key="data.n_train",
+        )
+    return ds.select(range(cfg.n_train)), ds.select(range(len(ds) - cfg.n_test, len(ds)))
+
+
+def _hf(cfg: DataConfig) -> ImageData:
+    train, held = hf_selection(cfg)
+    size, channels = cfg.shape
+
+    def images(rows) -> torch.Tensor:  # uint8 [n, C, size, size], decoded 1,000 images at a time
+        arrays = [
+            to_square(im, size, channels, cfg.crop)
+            for i in range(0, len(rows), 1000) for im in rows[i : i + 1000][cfg.image_column]
+        ]  # fmt: skip
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def labels(rows) -> torch.Tensor:
+        if cfg.label_column is None:
+            return torch.zeros(len(rows), dtype=torch.int64)
+        y = torch.as_tensor(rows[cfg.label_column], dtype=torch.int64)
+        if cfg.class_conditional and y.numel() and not 0 <= int(y.min()) <= int(y.max()) < (cfg.label_classes or 0):
+            raise ConfigError(f"{hf_text(cfg)}: labels in {cfg.label_column!r} run {int(y.min())}..{int(y.max())},"
+                              f" outside 0..{(cfg.label_classes or 0) - 1}", key="data.label_classes")  # fmt: skip
+        return y
+
+    return ImageData(images(train), labels(train), images(held), labels(held), num_classes=cfg.label_classes or 0)

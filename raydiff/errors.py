@@ -30,6 +30,11 @@ class ConfigError(UserError):
     """An invalid search space or experiment config."""
 
 
+class DataUnavailable(ConfigError):
+    """A dataset this machine cannot open (a folder not here, a hub dataset neither reachable nor
+    cached). A sweep here refuses; a dry run reports it as a warning (the nodes may have it)."""
+
+
 class SweepInterrupted(Exception):
     """A sweep stopped by a signal (Ctrl+C, SIGTERM) with trials unfinished; the message says how
     to resume it. The CLI prints it as one line and exits 130."""

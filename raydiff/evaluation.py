@@ -73,7 +73,7 @@ def settling_round(first: int, total: int, threshold: float) -> int:
     """The sequential test's first round, doubled until that round can settle on its own: with
     none of its samples memorized, the interval at its Bonferroni share of the level lies below
     `threshold` (0 of 32 cannot at 0.1 over three looks: its upper bound is 0.139; 0 of 64 over
-    two looks is 0.056). A round that cannot settle is a batch always drawn for nothing. Doubling
+    two looks is 0.066). A round that cannot settle is a batch always drawn for nothing. Doubling
     keeps the looks on the same sample counts as before (r, 2r, 4r, …), minus the first."""
     while first < total and not settled(0, first, threshold, sequential_looks(first, total)):
         first = min(total, 2 * first)
@@ -86,17 +86,21 @@ class MeasureContext:
     (computed once per sample set), the trial's feature networks with the training images'
     embeddings, the probes and the fidelity references."""
 
-    def __init__(self, evaluator: "Evaluator", net: nn.Module, samples: torch.Tensor | None = None):
+    def __init__(self, evaluator: "Evaluator", net: nn.Module, samples: torch.Tensor | None = None, model_samples: torch.Tensor | None = None):
         self.cfg, self.evaluator, self.net, self.samples = evaluator.cfg, evaluator, net, samples
+        # the same samples in the model's range before rounding to uint8 (eval.mem_on_floats), if kept
+        self.model_samples = model_samples
         self._neighbours: dict[int, Neighbours] = {}
         self._features: np.ndarray | None = None
 
     def neighbours(self, samples: torch.Tensor) -> Neighbours:
-        """The two nearest training images of uint8 samples [S, C, H, W], in the model's pixel range."""
+        """The two nearest training images of uint8 samples [S, C, H, W], in the model's pixel range
+        (the unrounded floats where the context holds them for these samples)."""
         key = id(samples)
         if key not in self._neighbours:
             ev = self.evaluator
-            self._neighbours[key] = nearest_two(to_model(samples, *ev.norm).to(ev.device), ev.train_flat)
+            x = self.model_samples if (samples is self.samples and self.model_samples is not None) else to_model(samples, *ev.norm)
+            self._neighbours[key] = nearest_two(x.to(ev.device), ev.train_flat)
         return self._neighbours[key]
 
     def embed(self, network: str, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +190,7 @@ class Evaluator:
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
         if "fid_features" in needs(tuple(self.others)) and (figures is not None or ev.fid_every or ev.fid_every_steps):
-            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device)
+            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device, ev.fid_mode)
             self._references(data)
         # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
         self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
@@ -233,10 +237,11 @@ class Evaluator:
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
 
     @torch.no_grad()
-    def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0) -> torch.Tensor:
+    def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0, floats: bool = False) -> torch.Tensor:
         """n generated images, uint8 [n, C, H, W], from the fixed initial noise [start, start + n)
         (a stochastic sampler's own draws are seeded by `start` too: a round of the sequential
-        test is the same at every evaluation)."""
+        test is the same at every evaluation). With `floats`, the sampler's output in the model's
+        range, float32 [n, C, H, W], unrounded (eval.mem_on_floats)."""
         ev, cfg = self.cfg.eval, self.cfg.diffusion
         out = []
         gen = torch.Generator().manual_seed(ev.sample_seed + 3 + start)
@@ -248,7 +253,7 @@ class Evaluator:
                     net, self.noise[sl].to(self.device), lab, steps=steps or cfg.sample_steps,
                     sampler=cfg.resolved_sampler, guidance=cfg.guidance, generator=gen,
                 )  # fmt: skip
-            out.append(from_model(x.float(), *self.norm).cpu())
+            out.append(x.float().cpu() if floats else from_model(x.float(), *self.norm).cpu())
         return torch.cat(out)
 
     def figure_due(self, fid: bool) -> bool:
@@ -280,9 +285,11 @@ class Evaluator:
         tests_run = [t for t in self.tests if tests is None or t.name in tests]
         fid_set = None
         if do_fid and self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
-            samples = self.sample(net, max(ev.num_samples, ev.fid_samples))
+            samples = self.sample(net, max(ev.num_samples, ev.fid_samples), floats=ev.mem_on_floats)
             mem_set, verdicts = self._memorization(net, tests_run, samples[: ev.num_samples])
-            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W]
+            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W] (floats: model range, rounded below)
+            if ev.mem_on_floats:
+                fid_set = from_model(fid_set, *self.norm)
         else:  # the memorization test's own samples (in rounds: eval.sequential_round), FID's the full count
             mem_set, verdicts = self._memorization(net, tests_run)
             if do_fid:
@@ -319,7 +326,8 @@ class Evaluator:
         """The memorization tests on `given` samples, or on samples generated here: all
         num_samples at once, or in rounds (the sequential test: `settling_round`, then each round
         as many as all before it: r, 2r, 4r, … in total) until every test's interval is settled
-        (metrics/memorization.settled) or num_samples are used.
+        (metrics/memorization.settled) or num_samples are used. With eval.mem_on_floats, `given`
+        and the pixel test's neighbours are the sampler's floats (model range), unrounded.
         Returns (samples uint8 [S, C, H, W], test name → its verdicts on them)."""
         ev = self.cfg.eval
         total = len(given) if given is not None else ev.num_samples
@@ -330,9 +338,12 @@ class Evaluator:
         n = 0
         while n < total and tests:
             size = min(total - n, max(first, n))  # r, then doubling the count so far
-            x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n)
+            x = given[n : n + size] if given is not None else self.sample(net, size, self.mem_steps, start=n, floats=ev.mem_on_floats)
+            x_model = x if ev.mem_on_floats else None  # the sampler's floats (model range), unrounded
+            if ev.mem_on_floats:
+                x = from_model(x, *self.norm)
             sets.append(x)
-            ctx = MeasureContext(self, net, x)
+            ctx = MeasureContext(self, net, x, x_model)
             for t in tests:
                 found[t.name].append(t.verdicts(ctx, x))
             n += len(x)

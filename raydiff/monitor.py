@@ -33,29 +33,6 @@ from raydiff.metrics.onset import mem_onset
 __all__ = ["MemorizationMonitor", "MonitorResult"]
 
 
-class _MonitorContext:
-    """What a registered memorization test asks of an evaluation, answered by a monitor: its
-    thresholds, the samples' pixel neighbours, a feature network's embeddings (train's cached)."""
-
-    def __init__(self, monitor: "MemorizationMonitor"):
-        self.monitor = monitor
-        th = dict(monitor.thresholds or {})
-        self.cfg = SimpleNamespace(eval=SimpleNamespace(
-            mem_ratio=th.get("pixel", monitor.ratio), mem_cosine=th.get("features", monitor.cosine),
-            mem_thresholds=tuple(th.items()),
-        ))  # fmt: skip
-
-    def neighbours(self, samples: torch.Tensor):
-        return nearest_two(samples.float(), self.monitor._train)
-
-    def embed(self, network: str, samples: torch.Tensor):
-        m = self.monitor
-        cache = m.__dict__.setdefault("_train_embeddings", {})
-        net = m._networks()[network]
-        if network not in cache:
-            cache[network] = net(m.train_images)
-        return net(samples), cache[network]
-
 # ------------------------------------------------------------------ argument checks (misuse)
 
 
@@ -108,6 +85,29 @@ def _other_scale(samples: tuple[float, float], train: tuple[float, float]) -> bo
     unit = lambda a, b: -1.0 - 1e-6 <= a and b <= 1.0 + 1e-6  # noqa: E731
     pixels = lambda a, b: -1e-6 <= a and 2.0 < b <= 255.0 + 1e-6  # noqa: E731
     return (unit(lo, hi) and pixels(tlo, thi)) or (pixels(lo, hi) and unit(tlo, thi))
+
+class _MonitorContext:
+    """What a registered memorization test asks of an evaluation, answered by a monitor: its
+    thresholds, the samples' pixel neighbours, a feature network's embeddings (train's cached)."""
+
+    def __init__(self, monitor: "MemorizationMonitor"):
+        self.monitor = monitor
+        th = dict(monitor.thresholds or {})
+        self.cfg = SimpleNamespace(eval=SimpleNamespace(
+            mem_ratio=th.get("pixel", monitor.ratio), mem_cosine=th.get("features", monitor.cosine),
+            mem_thresholds=tuple(th.items()),
+        ))  # fmt: skip
+
+    def neighbours(self, samples: torch.Tensor):
+        return nearest_two(samples.float(), self.monitor._train)
+
+    def embed(self, network: str, samples: torch.Tensor):
+        m = self.monitor
+        cache = m.__dict__.setdefault("_train_embeddings", {})
+        net = m._networks()[network]
+        if network not in cache:
+            cache[network] = net(m.train_images)
+        return net(samples), cache[network]
 
 
 @dataclass(frozen=True)
@@ -208,6 +208,29 @@ class MemorizationMonitor:
             self._report(result)
         return result
 
+    def _check_samples(self, samples) -> torch.Tensor:
+        """Samples as the training images are: same per-image shape and layout, a real dtype of
+        the same kind (uint8 with uint8), and, where finite, a value range that overlaps theirs
+        (samples in [-1, 1] against images in [0, 255] would count no copy, silently)."""
+        x = _check_images("samples", samples)
+        if len(x) == 0:
+            raise ValueError("samples is an empty batch: generate at least one sample")
+        if tuple(x.shape[1:]) != self._shape:
+            raise ValueError(f"samples must be [S, {', '.join(map(str, self._shape))}] shaped like train_images (got shape {list(x.shape)}): same channels, height, width and layout")
+        if (x.dtype == torch.uint8) != (self._dtype == torch.uint8):
+            raise TypeError(f"samples are {x.dtype} but train_images are {self._dtype}: give both in the same range and dtype")
+        x = x.float()
+        ok = torch.isfinite(x)
+        if bool(ok.any()):
+            lo, hi = float(x[ok].min()), float(x[ok].max())
+            if _other_scale((lo, hi), self._range):
+                tlo, thi = self._range
+                raise ValueError(
+                    f"samples span [{lo:.3g}, {hi:.3g}] but train_images span [{tlo:.3g}, {thi:.3g}]: give samples in the"
+                    " training images' range (e.g. both in [-1, 1], or both in [0, 255])"
+                )  # fmt: skip
+        return x
+
     def ledger(self, test: str = "pixel"):
         """Per training image that `test` has called copied so far: the first step a sample was a
         copy of it and how many samples were (over all evaluations), as a pandas DataFrame
@@ -259,29 +282,6 @@ class MemorizationMonitor:
             for image in idx[copied].tolist():
                 entry = book.setdefault(int(image), [step, 0])
                 entry[1] += 1
-
-    def _check_samples(self, samples) -> torch.Tensor:
-        """Samples as the training images are: same per-image shape and layout, a real dtype of
-        the same kind (uint8 with uint8), and, where finite, a value range that overlaps theirs
-        (samples in [-1, 1] against images in [0, 255] would count no copy, silently)."""
-        x = _check_images("samples", samples)
-        if len(x) == 0:
-            raise ValueError("samples is an empty batch: generate at least one sample")
-        if tuple(x.shape[1:]) != self._shape:
-            raise ValueError(f"samples must be [S, {', '.join(map(str, self._shape))}] shaped like train_images (got shape {list(x.shape)}): same channels, height, width and layout")
-        if (x.dtype == torch.uint8) != (self._dtype == torch.uint8):
-            raise TypeError(f"samples are {x.dtype} but train_images are {self._dtype}: give both in the same range and dtype")
-        x = x.float()
-        ok = torch.isfinite(x)
-        if bool(ok.any()):
-            lo, hi = float(x[ok].min()), float(x[ok].max())
-            if _other_scale((lo, hi), self._range):
-                tlo, thi = self._range
-                raise ValueError(
-                    f"samples span [{lo:.3g}, {hi:.3g}] but train_images span [{tlo:.3g}, {thi:.3g}]: give samples in the"
-                    " training images' range (e.g. both in [-1, 1], or both in [0, 255])"
-                )  # fmt: skip
-        return x
 
     @property
     def onset_step(self) -> int | None:

@@ -10,6 +10,7 @@ checked by `raydiff.tune.resources` once the driver is connected: only then can 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from raydiff import data, results
 from raydiff.config import DataConfig, ExperimentConfig, SearchSpace
 from raydiff.config.sections import needs
 from raydiff.config.space import point_text
-from raydiff.errors import ConfigError, UserError
+from raydiff.errors import ConfigError, DataUnavailable, UserError
 from raydiff.location import SweepLocation, sweep_exists
 from raydiff.metrics.fid import DIGITS_HELD_OUT
 from raydiff.models import build_network, param_count
@@ -29,19 +30,36 @@ from raydiff.tune.capacity import rule_of
 
 
 def preflight(
-    space: SearchSpace, location: SweepLocation | None = None, *, resume: bool = False, in_process: bool = False
+    space: SearchSpace,
+    location: SweepLocation | None = None,
+    *,
+    resume: bool = False,
+    in_process: bool = False,
+    unseen: list[str] | None = None,
 ) -> None:
     """Raise a one-line UserError for the first thing the world lacks. With a `location`, the
     storage is checked too: writable, and holding no sweep of that name unless resuming.
     `in_process`: the trial runs here (`raydiff train`), not on Ray's workers, so its device must
-    be on this machine."""
+    be on this machine. `unseen` (a dry run): a dataset this machine cannot open is not an error
+    but a line appended to it, since the nodes that will run the trials may have it."""
     try:
         trials = _trials(space)
         seen: set[DataConfig] = set()
+        absent: dict[DataConfig, tuple[DataConfig, DataUnavailable]] = {}  # one per dataset: its largest N
         for point, exp in trials:
             if exp.data not in seen:
                 seen.add(exp.data)
-                _in_trial(point, check_dataset, exp.data)
+                try:
+                    _in_trial(point, check_dataset, exp.data)
+                except DataUnavailable as e:
+                    if unseen is None:
+                        raise
+                    key = dataclasses.replace(exp.data, n_train=0)
+                    if key not in absent or absent[key][0].n_train < exp.data.n_train:
+                        absent[key] = (exp.data, e)
+        for cfg, e in absent.values():
+            assert unseen is not None
+            unseen.append(f"{e}; the nodes that run the trials need {node_needs(cfg)}")
             _in_trial(point, check_fid_reference, exp)
         networks: set = set()
         for point, exp in trials:
@@ -77,9 +95,9 @@ def _in_trial(point: dict, check, *args) -> None:
     try:
         check(*args)
     except ConfigError as e:
-        if not point:
+        if not point or isinstance(e, DataUnavailable):  # data not here: the same for every trial on it
             raise
-        raise ConfigError(f"{e.message} (in the trial with {point_text(point)})", key=e.key) from None
+        raise type(e)(f"{e.message} (in the trial with {point_text(point)})", key=e.key) from None
 
 
 # ------------------------------------------------------------------------------- data
@@ -109,6 +127,49 @@ def check_dataset(cfg: DataConfig) -> None:
                 key="data.n_train",
             )
         data.check_readable(files[: cfg.n_train] + files[-cfg.n_test :])
+    elif cfg.dataset == "hf":
+        check_hf(cfg)
+
+
+def node_needs(cfg: DataConfig) -> str:
+    """What a node must hold to run a trial on `cfg`'s data, in words."""
+    count = f"{cfg.n_train + cfg.n_test}+ images" if cfg.test_split is None else f"{cfg.n_train}+ and {cfg.n_test}+ images"
+    if cfg.dataset == "hf":
+        return (f"{data.hf_text(cfg)} ({count}): the hub within reach, or the dataset in their Hugging Face cache"
+                " (raydiff prestage on each node fills it)")  # fmt: skip
+    return f"the folder {cfg.root} at that path ({count})"
+
+
+def check_hf(cfg: DataConfig) -> None:
+    """The hf dataset opens here (its card, for a hub id: no data is downloaded), has the columns
+    named, and holds N + n_test rows where its card says how many."""
+    rows, columns = data.hf_shape(cfg)
+    if columns is not None:
+        for key in ("image_column", "label_column", "order_column"):
+            col = getattr(cfg, key)
+            if col is not None and col not in columns:
+                raise ConfigError(f"{data.hf_text(cfg)} has no column {col!r} (it has {', '.join(columns)})", key=f"data.{key}")
+    if rows is None:
+        return  # the card does not count its rows: the trial's load checks them
+
+    def count(expr: str, key: str) -> int:
+        for s in expr.split("+"):
+            if s not in rows:
+                raise ConfigError(f"{data.hf_text(cfg)} has no split {s!r} (it has {', '.join(rows)})", key=key)
+        return sum(rows[s] for s in expr.split("+"))
+
+    have = count(cfg.split, "data.split")
+    if cfg.test_split is not None:
+        held = count(cfg.test_split, "data.test_split")
+        if cfg.n_test > held:
+            raise ConfigError(f"split {cfg.test_split!r} of {cfg.hf_name} has {held} rows (got {cfg.n_test})", key="data.n_test")
+        if cfg.n_train > have:
+            raise ConfigError(f"split {cfg.split!r} of {cfg.hf_name} has {have} rows (got {cfg.n_train})", key="data.n_train")
+    elif cfg.n_train + cfg.n_test > have:
+        raise ConfigError(
+            f"{data.hf_text(cfg)} has {have} rows: n_train + n_test must be ≤ {have} (got {cfg.n_train} + {cfg.n_test})",
+            key="data.n_train",
+        )
 
 
 def check_network(exp: ExperimentConfig) -> None:

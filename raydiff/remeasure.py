@@ -12,8 +12,10 @@ step), keyed by step: measuring again replaces, never duplicates (results.write_
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 import torch
@@ -79,16 +81,19 @@ def measure_steps(uri: str, trial_id: str, steps: list[int] | None, figures: tup
         figures = tuple(m for m in cfg.measured if measures.get(m).kind == "fidelity")
         if not figures:
             return 0
-    rows = measure_trial(config, store, steps, figures, resolve_device(device))
     fs, root = results.filesystem(uri)
     meta = results.provenance()
-    for name, measured in rows.items():
-        results.write_figures(fs, root, trial_id, name, measured, meta)
-    return sum(len(r) for r in rows.values())
+    written = 0
+    for step, rows in measure_trial(config, store, steps, figures, resolve_device(device)):
+        for name, row in rows.items():  # each snapshot's rows as soon as it is measured, whole
+            results.write_figures(fs, root, trial_id, name, [row], meta)
+            written += 1
+        injected_fault(trial_id, step)
+    return written
 
 
-def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures: tuple[str, ...], device: torch.device) -> dict[str, list[dict]]:
-    """Each figure measure's rows for one trial's snapshots: {measure: [row per step]}."""
+def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures: tuple[str, ...], device: torch.device) -> Iterator[tuple[int, dict[str, dict]]]:
+    """Per snapshot step, in order: (step, {measure: its row})."""
     cfg = experiment_from_dict(config)
     data = load(cfg.data)
     c, h, _ = data.shape
@@ -97,19 +102,29 @@ def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures:
         evaluator = Evaluator(cfg, data, build_process(cfg.diffusion), device, figures=figures)
     net = build_network(cfg.model, c, h, data.num_classes).to(device)
     protocol = _protocol(cfg, evaluator)
-    out: dict[str, list[dict]] = {name: [] for name in figures}
     for step in steps:
         net.load_state_dict(store.load(step))
         t0 = time.perf_counter()
         m = evaluator.fidelity(net, step)
         spent = time.perf_counter() - t0
-        for name in figures:
-            values = {col: m.get(col) for col in measures.get(name).column_names()}
-            out[name].append({
-                "step": step, "images_seen": step * cfg.batch, "protocol": protocol, "n_samples": int(cfg.eval.fid_samples),
-                "snapshot_step": step, "measure_s": spent, **values,
-            })  # fmt: skip
-    return out
+        base = {"step": step, "images_seen": step * cfg.batch, "protocol": protocol, "n_samples": int(cfg.eval.fid_samples), "snapshot_step": step, "measure_s": spent}
+        yield step, {name: {**base, **{col: m.get(col) for col in measures.get(name).column_names()}} for name in figures}
+
+
+FAULT_ENV = "RAYDIFF_MEASURE_FAULT"  # test hook: "<trial>:<step>:<marker file>", see injected_fault
+
+
+def injected_fault(trial_id: str, step: int) -> None:
+    """Test hook: RAYDIFF_MEASURE_FAULT="T:S:PATH" kills the process measuring trial T (*: any) right after
+    it wrote step S's rows, once (PATH marks that it did), so tests can show that a measure task
+    killed mid-way is retried by Ray and leaves every row whole."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    trial, at, marker = spec.split(":", 2)
+    if trial in ("*", trial_id) and int(at) == step and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
 
 
 def _protocol(cfg, evaluator: Evaluator) -> str:

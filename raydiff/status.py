@@ -27,20 +27,85 @@ COLUMNS = [
     ("copied", "copied_images", "d"),  # distinct training images a running trial has copied (its ledger, samples/)
 ]  # fmt: skip
 
+# the live table of `raydiff sweep` adds the estimated time to each running trial's onset
+LIVE_COLUMNS = [*COLUMNS, ("onset in", "onset_in_s", "duration")]
+
+
+def duration(seconds: float) -> str:
+    """45 s → '45s', 750 → '12m30s', 11,100 → '3h05m'; ≤ 0 → 'due' (the onset is expected by now)."""
+    if seconds <= 0:
+        return "due"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def _fmt(v: Any, spec: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if spec == "duration":
+        return duration(float(v))
     try:
         return format(v, spec)
     except (TypeError, ValueError):
         return str(v)
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]] = COLUMNS) -> str:
     """One line per trial, columns right-aligned, '-' where a value is not known (yet)."""
-    cells = [[h for h, _, _ in COLUMNS]] + [[_fmt(r.get(k), spec) for _, k, spec in COLUMNS] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    cells = [[h for h, _, _ in columns]] + [[_fmt(r.get(k), spec) for _, k, spec in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+
+
+# ------------------------------------------------------------------- estimated times (pure)
+
+
+def _speed(row: dict[str, Any]) -> float | None:
+    """The trial's steps per second so far (its latest step over its wall time)."""
+    step, wall = row.get("step"), row.get("wall_s")
+    return step / wall if step and wall and wall > 0 else None
+
+
+def onset_in_s(row: dict[str, Any]) -> float | None:
+    """Seconds until a running trial reaches its expected onset τ̂ (`tau_predicted`, the budget
+    planner's fit) at its speed so far; ≤ 0 once past τ̂; None without τ̂ or a speed."""
+    tau, speed = row.get("tau_predicted"), _speed(row)
+    if row.get("status") != "running" or tau is None or speed is None:
+        return None
+    return (tau - row["step"]) / speed
+
+
+def expected_steps(row: dict[str, Any]) -> float | None:
+    """Where a trial is expected to stop: at τ̂ when the fit predicts an onset inside its budget,
+    else at its budget (past τ̂ already: the budget too, the onset not yet seen)."""
+    budget, tau = row.get("budget_steps"), row.get("tau_predicted")
+    if budget is None:
+        return None
+    return float(tau) if tau is not None and row.get("step", 0) < tau < budget else float(budget)
+
+
+def sweep_left_s(rows: list[dict[str, Any]], width: int, not_started: int = 0) -> float | None:
+    """Seconds until the sweep is expected to end: the running trials' remaining time (to τ̂ or
+    their budget, at their own speed), and each trial not started as long as the mean running or
+    finished one, `width` at a time; never less than the longest running trial's remainder.
+    None while no running trial has a speed and a budget."""
+    left, whole = [], []
+    for r in rows:
+        speed, end = _speed(r), expected_steps(r)
+        if r.get("status") == "running" and speed and end is not None:
+            left.append(max(0.0, (end - r["step"]) / speed))
+            whole.append(end / speed)
+        elif r.get("status") not in ("running", "pending") and r.get("wall_s"):
+            whole.append(float(r["wall_s"]))  # a finished trial: how long it took
+    if not left:
+        return None
+    pending = not_started + sum(r.get("status") == "pending" for r in rows)
+    mean = sum(whole) / len(whole)
+    return max(max(left), (sum(left) + pending * mean) / max(1, width))
 
 
 def _last(rows: list[dict], key: str) -> Any:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raydiff import results
-from raydiff.config import ExperimentConfig, StopConfig, apply_overrides
+from raydiff.config import ExperimentConfig, StopConfig, apply_overrides, normalized_time
 from raydiff.metrics.onset import loss_divergence_onset, mem_onset
 
 THRESHOLD, PATIENCE = 0.1, 2
@@ -119,6 +119,13 @@ def write_sweep(
     fidelity_every_steps: int | None = None,
     fid_n_exponent: float = 0.0,
     continue_evals: int = 0,
+    headline: str | None = None,
+    p=(40489,),
+    delta: float = 0.0,
+    fid_exponents: dict[str, float] | None = None,
+    fid_train_gap: float | None = None,
+    fid_bump: float = 0.0,
+    tau_gen_alpha: float = 0.0,
 ) -> dict[str, float]:
     """Write <root>/trials.parquet and <root>/metrics/*.parquet; returns {trial_id: true τ}.
 
@@ -130,6 +137,15 @@ def write_sweep(
     `fidelity_every_steps`, `fid_n_exponent`: see the module docstring. `continue_evals`: a memorized
     trial evaluates that many times past the one that confirmed its onset (as `stop.continue_for`
     makes it), so its memorization rate is measurable; with 0 it stops at its onset.
+    `fidelity_every_steps`, `fid_n_exponent`: see the module docstring; `headline`: the space's
+    stop.headline, in its search space and every trial's config.
+
+    For the findings (analysis/findings.py): `p` the models' parameter counts (a model axis, one
+    model per count) and `delta` τ's exponent on it; `fid_exponents` scale every FID curve by
+    Π (axis/axis_min)^exponent (n_train, batch_size, lr, params; with fid_n_exponent for N);
+    `fid_train_gap` writes fid_train = fid·(1 + gap) against the N training images; `fid_bump`
+    adds a bump of that height (× the scale) around 0.5·τ: a fall, a rise and a fall again;
+    `tau_gen_alpha` makes τ_gen ∝ (N/N_min)^tau_gen_alpha.
     """
     rng = np.random.default_rng(seed)
     fs = pafs.LocalFileSystem()
@@ -153,17 +169,22 @@ def write_sweep(
     if mode == "one_factor":  # the first values are the default point; vary one axis at a time
         points = [(n[0], b[0], lr[0])] + [(v, b[0], lr[0]) for v in n[1:]]
         points += [(n[0], v, lr[0]) for v in b[1:]] + [(n[0], b[0], v) for v in lr[1:]]
-    points = [(nn, bb, ll, k) for nn, bb, ll in points for k in range(seeds)]
+    points = [(nn, bb, ll, k, pp) for nn, bb, ll in points for pp in p for k in range(seeds)]
     if definitions:
         base = apply_overrides(base, {"eval.memorization_space": "both", "eval.embedding": "sscd.pt"})
+    if headline:  # the space's headline definition (stop.headline), in every trial's config and the space
+        base = apply_overrides(base, {"stop.headline": headline})
+        space["stop"]["headline"] = headline
     truth, trial_rows = {}, []
     n_min, b_min, lr_min = min(n), min(b), min(lr)
     metrics_schema = _schema(results.METRICS_SCHEMA, RAW_METRIC_COLUMNS, pa.float64())
     trials_schema = _schema(results.TRIALS_SCHEMA, DEFINITION_TRIAL_COLUMNS, pa.int64())
     stop = StopConfig()
-    for i, (nn, bb, ll, sd) in enumerate(points):
+    fx = {"n_train": fid_n_exponent, **(fid_exponents or {})}
+    for i, (nn, bb, ll, sd, pp) in enumerate(points):
         tid = f"{root.name}_{i:05d}"
-        tau = math.exp(log_c + alpha * math.log(nn) + beta * math.log(bb) + gamma * math.log(ll) + rng.normal(0, sigma))
+        log_p = delta * math.log(pp / p[0]) if delta else 0.0
+        tau = math.exp(log_c + alpha * math.log(nn) + beta * math.log(bb) + gamma * math.log(ll) + log_p + rng.normal(0, sigma))
         truth[tid] = tau
         cap = budget or 10**9
         steps = eval_steps(max(int(tau * 3), 200))
@@ -181,17 +202,19 @@ def write_sweep(
         steps, m = steps[:end], m[:end]
         train_loss = 0.08 * (steps / 10.0) ** -0.15
         test_loss = train_loss * (1.0 + 1.0 * m)  # the held-out loss departs as memorization sets in
-        scale = (nn / n_min) ** fid_n_exponent
+        at = {"n_train": nn / n_min, "batch_size": bb / b_min, "lr": ll / lr_min, "params": pp / min(p)}
+        scale = math.prod(at[a] ** e for a, e in fx.items())
         tg = None
         if tau_gen is not None:
-            tg = tau_gen * math.exp(rng.normal(0, gen_sigma))
+            tg = tau_gen * (nn / n_min) ** tau_gen_alpha * math.exp(rng.normal(0, gen_sigma))
             if gen_truth is not None:
                 gen_truth[tid] = tg
 
         def fid_at(st, mm, tau=tau, tg=tg, scale=scale):
+            bump = fid_bump * np.exp(-(np.log(st / (0.5 * tau)) ** 2) / (2 * 0.15**2))
             if tg is not None:
-                return 20.0 * (1.0 + 10.0 * np.log(st / tg) ** 2) + 60.0 * mm
-            return scale * (15.0 + 300.0 * np.exp(-st / (0.25 * tau)) + 60.0 * mm)
+                return scale * (20.0 * (1.0 + 10.0 * np.log(st / tg) ** 2) + 60.0 * mm + bump)
+            return scale * (15.0 + 300.0 * np.exp(-st / (0.25 * tau)) + 60.0 * mm + bump)
 
         fid = fid_at(steps.astype(float), m)
         feat = mem_curve(steps.astype(float), tau * FEATURES_AT[i % 2], width) if definitions else None
@@ -207,6 +230,8 @@ def write_sweep(
             }  # fmt: skip
             if row["fid"] is not None and fid_extractor:
                 row["fid_extractor"] = fid_extractor
+            if row["fid"] is not None and fid_train_gap is not None:
+                row.update(fid_train=row["fid"] * (1.0 + fid_train_gap), fid_reference=f"test=images:test[256];train=images:train[{nn}]")
             if definitions:
                 row.update(mem_frac_features=float(feat[j]), mem_frac_raw=float(raw[j]),
                            mem_frac_raw_lo=float(max(0.0, raw[j] - 0.05)), mem_frac_raw_hi=float(min(1.0, raw[j] + 0.05)))  # fmt: skip
@@ -233,7 +258,8 @@ def write_sweep(
         )
         if is_running:
             continue
-        cfg = apply_overrides(base, {"data.n_train": nn, "train.batch_size": bb, "train.lr": ll, "train.seed": sd})
+        cfg = apply_overrides(base, {"data.n_train": nn, "train.batch_size": bb, "train.lr": ll, "train.seed": sd,
+                                     **({"model.base_channels": 8 * (1 + p.index(pp))} if len(p) > 1 else {})})  # fmt: skip
         onset = int(steps[onset_idx]) if status == "memorized" else None
         extra = {}
         if definitions:
@@ -246,10 +272,10 @@ def write_sweep(
             }  # fmt: skip
         trial_rows.append({**extra,
             "trial_id": tid, "status": status, "stop_reason": f"synthetic {status}", "dataset": "digits",
-            "n_train": nn, "model": "digits-tiny", "params": 40489, "batch_size": bb, "lr": ll, "objective": "ddpm",
+            "n_train": nn, "model": "digits-tiny" if len(p) == 1 else f"p{pp}", "params": pp, "batch_size": bb, "lr": ll, "objective": "ddpm",
             "seed": sd, "steps_done": int(steps[-1]), "tau_mem_step": onset,
             "tau_mem_images": None if onset is None else onset * bb,
-            "tau_mem_normalized": None if onset is None else onset * (n_min / nn) * (bb / b_min) * (ll / lr_min),
+            "tau_mem_normalized": normalized_time(onset, nn, bb, ll, {"n_train": n_min, "batch_size": b_min, "lr": lr_min}),
             "budget_steps": budget or 100000, "config": json.dumps(cfg.to_dict(), sort_keys=True),
         })  # fmt: skip
     if not no_trials_file:

@@ -7,11 +7,16 @@ import os
 
 import pytest
 
+# No test reaches the Hugging Face hub: datasets and huggingface_hub read these when imported
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _raydiff_cache(tmp_path_factory):
     os.environ.setdefault("RAYDIFF_CACHE", str(tmp_path_factory.mktemp("raydiff-cache")))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))  # datasets' cache: not the user's
     yield
 
 

@@ -11,7 +11,7 @@ TINY = {
     "diffusion": {"objective": "ddpm", "sample_steps": 4},
     "train": {"batch_size": 16, "lr": 5e-3, "max_steps": 60, "ema_halflife_images": 200},
     "eval": {"every_steps": 20, "num_samples": 8, "fid_every": 0, "probe_images": 4,
-             "probe_noise_levels": 2, "bootstrap": 50, "save_samples": 2},
+             "probe_noise_levels": 2, "save_samples": 2},
 }  # fmt: skip
 
 

@@ -266,8 +266,9 @@ def curves(an: Analysis, path: Path, x: str = "step", stats: list[TrialStats] | 
         axs[0].legend(loc="upper left", ncol=1 if len(stats) <= 5 else 2)
     else:
         _colorbar(fig, axs, *bar)
-    if title:
-        axs[0].set_title(title)
+    # which τ_mem the ● marks: the space's headline definition (stop.headline)
+    marks = f"● τ_mem, headline {an.headline}: {an.definition_label.split(';')[0]}"
+    axs[0].set_title(f"{title}\n{marks}" if title else marks, fontsize=9)
     return _save(fig, path)
 
 
@@ -317,7 +318,8 @@ def axis_curves(an: Analysis, axis: str, path: Path) -> Path | None:
         axs[1, j].axhline(0, color="0.5", lw=0.8)
     axs[0, 0].legend(loc="upper left")
     where = ", ".join(f"{SYMBOLS[o]}={fmt_value(o, an.reference[o])}" for o in an.axes if o != axis)
-    fig.suptitle(f"varying {AXIS_LABELS.get(axis, axis)}" + (f" ({where})" if where else "") + ": raw vs normalized time")
+    fig.suptitle(f"varying {AXIS_LABELS.get(axis, axis)}" + (f" ({where})" if where else "") + ": raw vs normalized time"
+                 + f"\nτ_mem, headline {an.headline}: {an.definition_label.split(';')[0]}")
     return _save(fig, path)
 
 

@@ -11,7 +11,11 @@ left out). Two estimators:
 
 Dropping censored trials selects on the outcome (the slowest trials go missing), which biases
 the exponents towards zero; tobit keeps them as the lower bounds they are. Intervals are
-percentile bootstraps that resample trials (a resample that loses an axis's spread is skipped).
+percentile bootstraps that resample grid points: replicate seeds of one point move together
+(resampling them one by one treats correlated draws as independent, and the intervals come out
+too narrow). A resample that loses an axis's spread, or whose censored likelihood has no
+maximum, is skipped; the usable fraction is always reported, and below MIN_USABLE there is no
+interval (NaN): the few resamples that could be fitted are the lucky ones.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ TIME_AXES = tuple(a for a in AXES if a != "params")  # N, B, η: a trial's own s
 METHODS = ("ols", "tobit")
 LOG_SIGMA_MIN = float(np.log(1e-4))  # a residual spread below 0.01 % in τ is no fit but a degenerate likelihood
 MAX_EXPONENT = 20.0  # |exponent| beyond this is a likelihood running off to infinity, not a scaling law
+MIN_USABLE = 0.8  # below this fraction of usable resamples the bootstrap gives no interval
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class PowerLawFit:
     n_boot: int  # bootstrap resamples that were usable
     level: float
     n_boot_requested: int = 0
+    n_points: int = 0  # grid points resampled (replicates of a point resampled together)
     trials: list[str] = field(default_factory=list)  # the trials fitted
     excluded: list[str] = field(default_factory=list)  # censored trials left out (ols), named
     boot: np.ndarray = field(default=None, repr=False, compare=False)  # [n_boot, 1 + axes]: (c, α, …) draws
@@ -65,16 +71,27 @@ class PowerLawFit:
         return next(c for c in self.coefficients if c.axis == axis)
 
     @property
+    def usable(self) -> float:
+        """The fraction of the requested bootstrap resamples that could be fitted."""
+        return self.n_boot / self.n_boot_requested if self.n_boot_requested else float("nan")
+
+    @property
     def boot_unreliable(self) -> bool:
-        """Most resamples could not be fitted (degenerate: an axis lost, σ → 0): the interval
-        rests on the lucky few and is too narrow."""
-        return self.n_boot_requested > 0 and self.n_boot < 0.8 * self.n_boot_requested
+        """Too few resamples could be fitted (degenerate: an axis lost, σ → 0): no interval is
+        given, since one resting on the lucky few would be too narrow."""
+        return self.n_boot_requested > 0 and self.n_boot < MIN_USABLE * self.n_boot_requested
 
     def coefs_text(self) -> str:
-        """One line: each exponent with its interval, R², the trial count."""
-        cs = ", ".join(f"{c.symbol} = {c.value:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" for c in self.coefficients)
+        """One line: each exponent with its interval (or why none), R², the trial count, the
+        usable fraction of resamples."""
+        def ci(c: Coefficient) -> str:
+            return "[no interval]" if not np.isfinite(c.lo) else f"[{c.lo:+.3f}, {c.hi:+.3f}]"
+
+        cs = ", ".join(f"{c.symbol} = {c.value:+.3f} {ci(c)}" for c in self.coefficients)
         cens = f", {self.n_censored} censored" if self.n_censored else ""
-        return f"{cs}  ({self.method}, R² = {self.r2:.3f}, {self.n_trials} trials{cens})"
+        pts = f" at {self.n_points} points" if self.n_points and self.n_points != self.n_trials else ""
+        use = f", {self.usable:.0%} of resamples usable" if self.n_boot_requested else ""
+        return f"{cs}  ({self.method}, R² = {self.r2:.3f}, {self.n_trials} trials{pts}{cens}{use})"
 
     def log_predict(self, values: dict[str, np.ndarray], draws: bool = False) -> np.ndarray:
         """log τ at the given axis values; with draws=True, one row per bootstrap resample."""
@@ -87,6 +104,7 @@ class PowerLawFit:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "boot"}
+        d["usable"] = self.usable
         d["intercept"] = dict(vars(self.intercept))
         d["coefficients"] = [dict(vars(c)) for c in self.coefficients]
         return d
@@ -185,11 +203,14 @@ def fit_power_law(
     seed: int = 0,
     trials: list[str] | None = None,
     excluded: list[str] | None = None,
+    groups: list | None = None,
 ) -> PowerLawFit:
     """Fit log y on log x[axis] for every axis given.
 
     `censored` marks rows whose y is a lower bound (the last step trained); only tobit may use
-    them. Needs at least one residual degree of freedom: more trials than coefficients (tobit
+    them. `groups` names each row's grid point (replicate seeds share one): the bootstrap draws
+    points with replacement and takes all of a drawn point's rows (None: every row its own
+    point). Needs at least one residual degree of freedom: more trials than coefficients (tobit
     also estimates σ) and, for tobit, at least two onsets.
     """
     if method not in METHODS:
@@ -230,8 +251,9 @@ def fit_power_law(
     rng = np.random.default_rng(seed)
     boots = []
     start = None if method == "ols" else np.append(coef, np.log(sigma))
+    members = point_rows(groups, n)  # [points]: the row indices of each grid point
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        idx = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
         Xb, yb, cb = X[idx], ly[idx], cens[idx]
         if np.linalg.matrix_rank(Xb) < X.shape[1]:  # a resample that lost an axis's spread says nothing
             continue
@@ -241,13 +263,28 @@ def fit_power_law(
             boots.append(th[:-1])
     boot = np.array(boots) if boots else np.full((1, X.shape[1]), np.nan)
     a = (1.0 - level) / 2.0
-    lo, hi = np.nanquantile(boot, [a, 1.0 - a], axis=0) if boots else (boot[0], boot[0])
+    if n_boot and len(boots) >= MIN_USABLE * n_boot:
+        lo, hi = np.nanquantile(boot, [a, 1.0 - a], axis=0)
+    else:  # no interval rather than one from the lucky few
+        lo = hi = np.full(X.shape[1], np.nan)
     names = ["c"] + [AXES.get(ax, ax) for ax in axes]
     cs = [Coefficient(ax, nm, float(coef[i]), float(lo[i]), float(hi[i])) for i, (ax, nm) in enumerate(zip(["const"] + axes, names))]
     return PowerLawFit(
-        target, method, axes, cs[0], cs[1:], r2, sigma, n, int(cens.sum()), len(boots), level, n_boot,
+        target, method, axes, cs[0], cs[1:], r2, sigma, n, int(cens.sum()), len(boots), level, n_boot, len(members),
         list(trials or []), list(excluded or []), boot,
     )  # fmt: skip
+
+
+def point_rows(groups: list | None, n: int) -> list[np.ndarray]:
+    """The row indices of each grid point, in order of first appearance (None: one row each)."""
+    if groups is None:
+        return [np.array([i]) for i in range(n)]
+    if len(groups) != n:
+        raise ValueError(f"groups names {len(groups)} rows, the fit has {n}")
+    out: dict = {}
+    for i, g in enumerate(groups):
+        out.setdefault(g, []).append(i)
+    return [np.array(v) for v in out.values()]
 
 
 def varied_axes(rows: list, candidates=tuple(AXES)) -> list[str]:

@@ -76,12 +76,12 @@ def _fit_table(an: Analysis) -> str:
     return (
         f"<p>log τ<sub>mem</sub> = c + {' + '.join(escape(c.symbol) + '·log ' + SYMBOLS[c.axis] for c in f.coefficients)}"
         f" &nbsp;— {how} in log space; {int(round(f.level * 100))}% percentile bootstrap intervals"
-        f" ({f.n_boot} resamples of trials).</p>"
+        f" ({f.n_boot} resamples of grid points, {f.usable:.0%} usable).</p>"
         f"<table><tr>{names}<th>R²</th><th>σ</th><th>trials</th><th>censored</th></tr>"
         f"<tr>{_coef_cells(f)}<td>{fmt_num(f.r2, '.3f')}</td><td>{f.sigma:.3f}</td><td>{f.n_trials}</td>"
         f"<td>{f.n_censored}</td></tr></table>"
         + (f"<div class=warn>only {f.n_boot} of {f.n_boot_requested} bootstrap resamples could be fitted:"
-           " the intervals are too narrow</div>" if f.boot_unreliable else "")
+           " no interval is given</div>" if f.boot_unreliable else "")
     )  # fmt: skip
 
 
@@ -255,6 +255,24 @@ def _config_table(search_space: dict | None) -> str:
     return "<table><tr><th class=l>key</th><th class=l>value</th></tr>" + "".join(rows) + "</table>"
 
 
+def findings_section(an: Analysis) -> str:
+    """The papers' findings on this sweep (analysis/findings.py): one row per claim, its
+    statistic, value, 95% interval, verdict and what the verdict rests on."""
+    if not an.findings:
+        return ""
+    head = ("<tr><th class=l>paper</th><th class=l>finding</th><th class=l>statistic</th><th>value</th>"
+            "<th>95% interval</th><th class=l>verdict</th><th class=l>why</th></tr>")  # fmt: skip
+    rows = "".join(
+        f"<tr class='finding {f.verdict.replace(' ', '-')}'><td class=l>{escape(f.paper)}</td><td class=l>{escape(f.claim)}</td>"
+        f"<td class=l>{escape(f.statistic)}</td><td>{fmt_num(f.value, '+.3g')}</td>"
+        f"<td>{'' if f.lo is None else f'[{f.lo:+.3g}, {f.hi:+.3g}]'}</td><td class=l><b>{escape(f.verdict)}</b></td>"
+        f"<td class=l>{escape(f.why)}</td></tr>"
+        for f in an.findings
+    )
+    return (f"<h2>Findings</h2><p>The papers' published findings, tested on this sweep (τ<sub>mem</sub>: "
+            f"{escape(an.headline)}).</p><table>{head}{rows}</table>")  # fmt: skip
+
+
 def _trials_table(an: Analysis) -> str:
     label = escape(fidelity_label(an.sweep))
     head = ("<tr><th class=l>trial</th><th>N</th><th>params</th><th>B</th><th>η</th><th class=l>status</th>"
@@ -308,6 +326,7 @@ stopper uses. Censored trials (no onset within their budget): {escape(_censored_
 {_generation_table(an)}
 {_replicates_table(an)}
 {_definitions_table(an)}
+{findings_section(an)}
 <h2>Trials</h2>
 {_trials_table(an)}
 <h2>Figures</h2>

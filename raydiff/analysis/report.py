@@ -33,6 +33,7 @@ from raydiff.analysis.scaling import Analysis, analyze_sweep
 from raydiff.analysis.text import report_text
 from raydiff.errors import UserError
 from raydiff.results_folder import Sweep, load_sweep
+from raydiff.trackers import fit_metrics, log_analysis
 
 FITS_SCHEMA = pa.schema(
     [
@@ -78,6 +79,8 @@ def fits_dict(an: Analysis) -> dict:
         "replicate_sigma": an.replicate_sigma,
         "definitions": [d.to_dict() for d in an.definitions],
         "fidelity": an.fidelity.to_dict() if an.fidelity else None,
+        "headline": an.headline,
+        "findings": [f.to_dict() for f in an.findings],
         "trials": [s.to_dict() for s in an.stats],
         "warnings": an.warnings,
     }  # fmt: skip
@@ -150,9 +153,10 @@ def default_out(uri: str) -> Path:
     return Path(uri).expanduser() / "analysis"
 
 
-# bootstrap resamples: 0 (no intervals), or enough that each 2.5% tail of a 95% interval holds
-# one resample, and few enough that the fits end (each resample is one fit, a tobit one too)
-BOOT_MIN, BOOT_MAX = 40, 20_000
+# bootstrap resamples: 0 (no intervals), or enough that the 2.5% and 97.5% percentiles are two
+# different resamples (1 gives a zero-width "interval"), and few enough that the fits end (each
+# resample is one fit, a tobit one too: 20,000 take minutes)
+BOOT_MIN, BOOT_MAX = 10, 20_000
 
 
 def check_boot(n_boot: int) -> None:
@@ -190,8 +194,10 @@ def analyze(
     n_boot: int = 2000,
     copies: list[str] | None = None,
     out: TextIO | None = None,
+    trackers: tuple[str, ...] = (),
 ) -> Path:
-    """Load, fit, print, and write fits, figures and report.html into `out_dir`."""
+    """Load, fit, print, and write fits, figures and report.html into `out_dir`; with `trackers`
+    (mlflow, wandb), also log them as one run of the sweep there (raydiff.trackers)."""
     out = out or sys.stdout  # looked up now, not at import: a redirected stdout is honoured
     check_boot(n_boot)
     out_path = Path(out_dir).expanduser() if out_dir else default_out(uri)
@@ -231,4 +237,11 @@ def analyze(
     written.append(html.write_report(an, figs, out_path / "report.html", text=report_text(an), notes=fig_notes, sections=sections))
     for p in written:
         print(f"wrote {p}", file=out)
+    if trackers:
+        params = {"onset": an.definition_label, "censored": an.censored_mode, "interpolate": interpolate, "n_boot": n_boot,
+                  "results": uri, "git_commit": an.sweep.git_commit or ""}  # fmt: skip
+        name = uri.rstrip("/").rsplit("/", 1)[-1]  # the sweep folder: its trials' MLflow experiment, W&B project
+        findings = "\n".join([report_text(an), *(f"note: {n}" for n in fig_notes)])
+        for line in log_analysis(trackers, name, out_path, fit_metrics(fits_rows(an)), params, findings):
+            print(f"logged {line}", file=out, flush=True)
     return out_path

@@ -17,14 +17,15 @@ fidelity before onset against N (`fidelity.fidelity_vs_n`: the paper's other fin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from raydiff.analysis import findings as findings_lib
 from raydiff.analysis.fidelity import FidelityVsN, fidelity_label, fidelity_vs_n
 from raydiff.analysis.fits import AXES, SYMBOLS, TIME_AXES, PowerLawFit, fit_power_law, varied_axes
 from raydiff.analysis.trials import (
-    TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, memorization_test, stop_rule, trial_stats,
+    TAU_GEN_WITHIN, Definition, TrialStats, fmt_value, headline_definition, memorization_test, stop_rule, trial_stats,
 )  # fmt: skip
 from raydiff.errors import UserError
 from raydiff import measures
@@ -147,6 +148,8 @@ class Analysis:
     replicate_sigma: float | None = None  # pooled within-point sd of log τ_mem (points with ≥ 2 onsets)
     definitions: list[DefinitionFit] = field(default_factory=list)
     fidelity: FidelityVsN | None = None  # peak fidelity before onset against N (fidelity.fidelity_vs_n)
+    headline: str = "mem_frac"  # the space's headline definition (stop.headline), what `definition` reads
+    findings: list[findings_lib.Finding] = field(default_factory=list)  # the papers' findings on this sweep
 
     def by_state(self, state: str) -> list[TrialStats]:
         return [s for s in self.stats if s.state == state]
@@ -161,11 +164,12 @@ def resolve_mode(mode: str) -> str:
 
 def fit_values(
     ids: list[str], x: dict[str, np.ndarray], y: np.ndarray, cens: np.ndarray, mode: str, *, target: str, n_boot: int,
-    seed: int = 0,
+    seed: int = 0, groups: list[str] | None = None,
 ) -> PowerLawFit:
     """The power law of y on x, rows flagged in `cens` being lower bounds, handled per `mode`:
     auto: tobit when any row is censored, least squares otherwise; tobit; ols: censored rows
-    dropped (and named in the fit's `excluded`). Raises ValueError when the rows cannot support it."""
+    dropped (and named in the fit's `excluded`). `groups`: each row's grid point, resampled
+    together by the bootstrap. Raises ValueError when the rows cannot support it."""
     mode = CENSORED_ALIASES.get(mode, mode)
     if not x:
         raise ValueError("the trials vary no axis (N, B, η, P)")
@@ -177,6 +181,7 @@ def fit_values(
             {a: v[keep] for a, v in x.items()}, np.asarray(y, float)[keep], censored=cens[keep],
             method="tobit" if tobit else "ols", target=target, n_boot=n_boot, seed=seed,
             trials=[i for i, k in zip(ids, keep) if k], excluded=[i for i, c in zip(ids, cens) if c and not tobit],
+            groups=None if groups is None else [g for g, k in zip(groups, keep) if k],
         )  # fmt: skip
     except ValueError as e:
         if tobit and mode == "auto" and int((~cens).sum()) > len(x) + 1:  # enough onsets for least squares alone
@@ -193,7 +198,14 @@ def fit_trials(
     x = {a: np.array([s.value(a) for s in rows], dtype=float) for a in axes}
     y = np.array([s.tau if s.state == "onset" else s.censor_step for s in rows], dtype=float)
     cens = np.array([s.state == "censored" for s in rows], bool)
-    return fit_values([s.trial_id for s in rows], x, y, cens, mode, target=target, n_boot=n_boot, seed=seed)
+    return fit_values(
+        [s.trial_id for s in rows], x, y, cens, mode, target=target, n_boot=n_boot, seed=seed, groups=points_of(rows)
+    )  # fmt: skip
+
+
+def points_of(rows: list[TrialStats]) -> list[str]:
+    """Each trial's grid point (its replicates share it), its own id where none is recorded."""
+    return [s.point or s.trial_id for s in rows]
 
 
 GRID_KEYS = {"n_train": "data.n_train", "batch_size": "train.batch_size", "lr": "train.lr"}
@@ -251,14 +263,19 @@ def analyze_sweep(
     sweep: Sweep, *, censored: str = "auto", interpolate: bool = False, n_boot: int = 2000, sensitivity: bool = True
 ) -> Analysis:
     mode = resolve_mode(censored)
-    d = Definition(interpolate=interpolate)
-    stats = trial_stats(sweep, d)
     stops = {stop_rule(t, sweep) for t in sweep.trials} or {stop_rule(None, sweep)}
+    # the space's headline τ_mem (stop.headline): what tau_mem_step means in every fit, figure and table
+    first = stop_rule(sweep.trials[0] if sweep.trials else None, sweep)
+    d = headline_definition(first, interpolate)
+    stats = trial_stats(sweep, d)
     label = d.label(next(iter(stops))) if len(stops) == 1 else d.label()
+    label += f"; headline τ_mem (stop.headline: {first.headline or 'unset, the memorization test'})"
     warnings = list(sweep.notes)
     if len(stops) > 1:
         warnings.append("trials differ in their stop rule: each τ_mem uses its own trial's threshold and patience")
-    if not interpolate:  # the re-read onset must agree with what the sweep recorded
+    if len({s.headline for s in stops}) > 1:
+        warnings.append(f"trials differ in their headline definition: all are read by the first's ({first.headline or 'mem_frac'})")
+    if not interpolate and d.kind == "mem_frac":  # the re-read onset must agree with what the sweep recorded
         for s in stats:
             if s.state in ("onset", "censored") and s.status == "memorized" and s.tau_recorded != (
                 None if s.tau is None else int(s.tau)
@@ -302,10 +319,12 @@ def analyze_sweep(
     fid = fidelity_vs_n(sweep, stats, axes, ref)
     if len(fid.extractors) > 1:
         warnings.append(f"the trials measured fidelity with different extractors ({', '.join(fid.extractors)}): their values do not compare")
-    return Analysis(
+    an = Analysis(
         sweep, d, label, mode, stats, axes, joint, note, marg, where, ref, sens, warnings,
         generation=gen, replicates=reps, replicate_sigma=rep_sigma, definitions=defs, fidelity=fid,
+        headline=first.headline or "mem_frac",
     )  # fmt: skip
+    return replace(an, findings=findings_lib.evaluate(an, side_boot))
 
 
 def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot: int, metric: str = "FID") -> GenerationFits:
@@ -325,7 +344,7 @@ def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot
     fit = ratio = None
     note = ratio_note = ""
     try:
-        fit = fit_values(ids, x, gen, gen_cens, mode, target=f"tau_gen_step [{label}]", n_boot=n_boot)
+        fit = fit_values(ids, x, gen, gen_cens, mode, target=f"tau_gen_step [{label}]", n_boot=n_boot, groups=points_of(rows))
     except ValueError as e:
         note = str(e)
     keep = ~gen_cens
@@ -336,6 +355,7 @@ def generation_fits(fitted: list[TrialStats], axes: list[str], mode: str, n_boot
         ratio = fit_values(
             [i for i, k in zip(ids, keep) if k], {a: v[keep] for a, v in x.items()}, r[keep], mem_cens[keep], mode,
             target="tau_mem_step / tau_gen_step", n_boot=n_boot,
+            groups=[g for g, k in zip(points_of(rows), keep) if k],
         )  # fmt: skip
     except ValueError as e:
         ratio_note = str(e)
@@ -426,7 +446,7 @@ def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mod
             y = np.array([onsets.get(i, censored.get(i)) for i in ids], float)
             c = np.array([i in censored for i in ids])
             try:
-                fit = fit_values(ids, x, y, c, mode, target=f"{column} [{label}]", n_boot=n_boot)
+                fit = fit_values(ids, x, y, c, mode, target=f"{column} [{label}]", n_boot=n_boot, groups=points_of(rows))
             except ValueError as e:
                 note = str(e)
         out.append(DefinitionFit(column, label, onsets, censored, fit, note))
@@ -434,8 +454,10 @@ def definition_fits(sweep: Sweep, fitted: list[TrialStats], axes: list[str], mod
 
 
 def sensitivity_table(sweep: Sweep, axes: list[str], mode: str, interpolate: bool, n_boot: int) -> list[Sensitivity]:
-    """The joint fit again under other onset definitions: mem_frac thresholds and loss divergence."""
-    defs = [Definition(threshold=t, interpolate=interpolate) for t in SENSITIVITY_THRESHOLDS] + [Definition(kind="loss")]
+    """The joint fit again under other onset definitions: mem_frac thresholds, the start of its
+    rise (back-extrapolated: no rise time in it, trials.rise_start) and loss divergence."""
+    defs = [Definition(threshold=t, interpolate=interpolate) for t in SENSITIVITY_THRESHOLDS]
+    defs += [Definition(kind="rise_start"), Definition(kind="loss")]
     stop = stop_rule(sweep.trials[0] if sweep.trials else None, sweep)
     out = []
     for d in defs:

@@ -73,7 +73,8 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
     lines = [
         f"{title}: log tau_mem = c + {rhs}",
         f"  {how} in log space on {fit.n_trials} trials{cens}; R² = {fmt_num(fit.r2, '.3f')}, σ = {fit.sigma:.3f};"
-        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of trials",
+        f" {int(round(fit.level * 100))}% bootstrap intervals from {fit.n_boot} resamples of {fit.n_points or fit.n_trials}"
+        f" grid points ({fmt_num(fit.usable * 100, '.0f')}% of {fit.n_boot_requested} usable)",
     ]
     for c in [fit.intercept, *fit.coefficients]:
         sym = f"{c.symbol} ({SYMBOLS[c.axis]})" if c.axis in SYMBOLS else c.symbol
@@ -81,7 +82,7 @@ def format_fit(fit: PowerLawFit, title: str = "joint fit") -> str:
     if fit.boot_unreliable:
         lines.append(
             f"  warning: only {fit.n_boot} of {fit.n_boot_requested} resamples could be fitted (too few trials"
-            " for the bootstrap): the intervals are too narrow"
+            " for the bootstrap): no interval is given (below 80% usable)"
         )
     return "\n".join(lines)
 
@@ -251,7 +252,21 @@ def report_text(an: Analysis) -> str:
     parts += [f"warning: {w}" for w in an.warnings]
     parts.append(format_fit(an.joint) if an.joint else an.joint_note)
     parts += [p for p in (marginal_text(an), fidelity_text(an), generation_text(an), replicates_text(an), sensitivity_text(an)) if p]
-    parts += [p for p in (definitions_text(an),) if p]
+    parts += [p for p in (definitions_text(an), findings_text(an)) if p]
     # an Optuna search's best trials or front; the budget planner's predictions against the onsets
     parts += [p for p in (pareto.section(an.sweep), budgets.section(an.sweep)) if p]
     return "\n".join(parts)
+
+
+def findings_text(an: Analysis) -> str:
+    """The papers' findings on this sweep (analysis/findings.py): claim, statistic with its
+    interval, verdict and what it rests on."""
+    if not an.findings:
+        return ""
+    lines = [f"findings (τ_mem: {an.headline}; each claim's statistic, 95% interval, verdict):"]
+    for f in an.findings:
+        val = "" if f.value is None else f" = {f.value:+.3g}"
+        ci = "" if f.lo is None or f.hi is None else f" [{f.lo:+.3g}, {f.hi:+.3g}]"
+        lines.append(f"  {f.verdict.upper():<13} {f.paper}: {f.claim}")
+        lines.append(f"  {'':<13} {f.statistic}{val}{ci}; {f.why}")
+    return "\n".join(lines)

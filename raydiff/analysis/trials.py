@@ -32,7 +32,7 @@ import numpy as np
 from raydiff import measures
 
 from raydiff.analysis.fits import AXES
-from raydiff.config import StopConfig
+from raydiff.config import StopConfig, normalized_time
 from raydiff.config.schema import build
 from raydiff.errors import ConfigError
 from raydiff.metrics.onset import interpolated_onset, loss_divergence_onset, mem_onset
@@ -43,20 +43,60 @@ from raydiff.results_folder import Sweep, reference_minima
 class Definition:
     """What τ_mem means. None fields take each trial's own stop rule (its config's `stop`)."""
 
-    kind: str = "mem_frac"  # mem_frac | loss
+    # mem_frac: a fixed level of a memorization fraction; rise_start: where that fraction's rise
+    # begins, back-extrapolated (`rise_start`: no rise time in it); loss: the loss divergence
+    kind: str = "mem_frac"  # mem_frac | rise_start | loss
     threshold: float | None = None  # mem_frac threshold; None: the trial's stop.mem_frac_threshold
     patience: int | None = None  # consecutive evaluations; None: the trial's stop.patience
     interpolate: bool = False  # mem_frac only: crossing interpolated in log(step) (interpolated_onset)
+    # which fraction (an onset definition's name, raydiff/measures): pixel (the `mem_frac`
+    # column), features (SSCD: `mem_frac_features`, or `mem_frac` where only features is measured),
+    # pixel_raw (`mem_frac_raw`). None: `mem_frac`, the trial's memorization test
+    series: str | None = None
 
     def label(self, stop: StopConfig | None = None) -> str:
         if self.kind == "loss":
             s = stop or StopConfig()
             return f"loss divergence (gap {s.loss_gap:g}, window {s.loss_window})"
+        name = series_label(self.series)
+        if self.kind == "rise_start":
+            return f"start of {name}'s rise (back-extrapolated)"
         thr = self.threshold if self.threshold is not None else (stop.mem_frac_threshold if stop else None)
         pat = self.patience if self.patience is not None else (stop.patience if stop else None)
         thr_s = "stop rule's" if thr is None else f"{thr:g}"
         pat_s = "" if pat is None else f", patience {pat}"
-        return f"mem_frac ≥ {thr_s}{pat_s}" + (", interpolated" if self.interpolate else "")
+        return f"{name} ≥ {thr_s}{pat_s}" + (", interpolated" if self.interpolate else "")
+
+
+def series_label(series: str | None) -> str:
+    """A fraction's name in tables: mem_frac, or its definition's (raydiff/measures' label)."""
+    if series is None or series not in measures.definition_names():
+        return "mem_frac"
+    d = measures.definition(series)
+    if d.raw:
+        return "mem_frac (raw weights)"
+    m = measures.get(d.measure)
+    return m.fraction_label or f"mem_frac ({d.label})"
+
+
+def headline_definition(stop: StopConfig, interpolate: bool = False) -> Definition:
+    """The onset definition a space declares as its headline τ_mem (stop.headline): the loss
+    divergence, or a memorization fraction's fixed level. None: `mem_frac`, the trial's test."""
+    if stop.headline == "loss":
+        return Definition(kind="loss")
+    return Definition(interpolate=interpolate, series=stop.headline)
+
+
+def series_column(series: str | None, rows: list[dict]) -> str:
+    """The metrics column a fraction named by an onset definition (raydiff/measures) lives in: its
+    own (mem_frac_features, mem_frac_raw, …), or `mem_frac` where the trial reported it there
+    (its only test, in folders from before the registry)."""
+    if series is None or series not in measures.definition_names():
+        return "mem_frac"
+    d = measures.definition(series)
+    if d.raw or any(r.get(d.field) is not None for r in rows):
+        return d.field
+    return "mem_frac"
 
 
 @dataclass(frozen=True)
@@ -84,6 +124,15 @@ class TrialStats:
     tau_gen: int | None = None  # τ_gen (steps): first FID within TAU_GEN_WITHIN of its best before onset
     tau_gen_censored: bool = False  # no onset and FID still at its best at the last FID: τ_gen ≥ tau_gen
     mem_rate_note: str = ""  # why an onset trial has no mem_rate ("not measurable: stopped at onset")
+    # τ under the fraction's 95% interval (mem_frac_lo/_hi) in place of the fraction: the earliest
+    # onset the binomial noise allows (the upper ends cross first) and the latest (the lower ends;
+    # None: they never cross, τ beyond the last evaluation). A bisection's single noisy snapshot
+    # moves τ within this bracket. Fixed-level definitions only
+    tau_lo: float | None = None
+    tau_hi: float | None = None
+    mem_rate_series: str = "mem_frac"  # the fraction mem_rate is the slope of (SSCD's where measured)
+    peak_swd: float | None = None  # Marion & Wu's peak fidelity: the lowest SWD at or before the onset
+    peak_swd_step: int | None = None
 
     def value(self, axis: str) -> float | None:
         return getattr(self, axis)
@@ -128,6 +177,8 @@ def recorded_onset(t: dict, stop: StopConfig) -> int | None:
     """The recorded τ that the onset re-read from mem_frac must agree with: `tau_mem_step`, unless
     the stop rule names other definitions (`stop.on`), in which case tau_mem_step is theirs and
     the memorization test's own column (`tau_mem_pixel_step`, `tau_mem_features_step`) is the one."""
+    if stop.headline and f"tau_mem_{stop.headline}_step" in t:  # the space's headline definition's column
+        return t.get(f"tau_mem_{stop.headline}_step")
     own = memorization_test(t)
     if stop.on and tuple(stop.on) != (own,) and f"tau_mem_{own}_step" in t:
         return t.get(f"tau_mem_{own}_step")
@@ -143,8 +194,11 @@ def onset_of(rows: list[dict], d: Definition, stop: StopConfig) -> float | None:
         return None if s is None else float(s)
     thr = stop.mem_frac_threshold if d.threshold is None else d.threshold
     pat = stop.patience if d.patience is None else d.patience
-    fracs = [r.get("mem_frac") for r in rows]
-    s = interpolated_onset(steps, fracs, thr, pat) if d.interpolate else mem_onset(steps, fracs, thr, pat)
+    fracs = [r.get(series_column(d.series, rows)) for r in rows]
+    if d.kind == "rise_start":
+        s = rise_start(steps, fracs, thr, pat)
+    else:
+        s = interpolated_onset(steps, fracs, thr, pat) if d.interpolate else mem_onset(steps, fracs, thr, pat)
     return None if s is None else float(s)
 
 
@@ -152,21 +206,77 @@ RATE_STOPPED = "not measurable: stopped at onset"
 RATE_NOT_YET = "not measurable yet: no evaluation past the onset's confirmation"
 
 
-def mem_rate(rows: list[dict], onset: float, patience: int, running: bool = False) -> tuple[float | None, str]:
-    """(slope, "") of mem_frac against step over the evaluations from the onset evaluation on, or
-    (None, why) when the trial measured nothing past the evaluation that confirmed its onset (the
-    `patience`-th from the onset on): a trial the stopper ended there saw mem_frac only around
-    the threshold, and a slope through those few noisy values is no rate of memorization (it
-    can even come out negative). `stop.continue_for` keeps a trial training past its onset."""
-    pts = [(r["step"], r["mem_frac"]) for r in rows if r["step"] >= math.floor(onset) and _finite(r.get("mem_frac"))]
+RISE_TOP = 0.5  # the rise fitted by rise_start: from the crossing up to the first fraction at or above this
+
+
+def rise_start(steps: list[int], fracs: list[float], threshold: float, patience: int) -> float | None:
+    """Where the fraction's rise begins, free of its rise time: a line f = a + b·log(step) through
+    the rise (the last evaluation before the fixed-level crossing, then the crossing and on, up to
+    the first at or above RISE_TOP), back-extrapolated to the floor (the median fraction over the
+    first half of the evaluations before the crossing: before the rise). A fixed level τ_0.1 is that start plus the time the rise takes to climb to 0.1: when the
+    climb is slower at larger N, τ_0.1's exponent carries it; this one does not. Never later
+    than the fixed-level onset; None without a crossing or a rise (fewer than two points, or flat)."""
+    fixed = mem_onset(steps, fracs, threshold, patience)
+    if fixed is None:
+        return None
+    keep = [k for k, f in enumerate(fracs) if f is not None]  # fidelity-only evaluations carry no fraction
+    steps, fracs = [steps[k] for k in keep], [fracs[k] for k in keep]
+    i = steps.index(fixed)
+    early = fracs[: i // 2]  # the first half of the evaluations before the crossing: before any rise
+    floor = float(np.median(early)) if early else 0.0
+    j = i
+    while j + 1 < len(steps) and fracs[j] < RISE_TOP:
+        j += 1
+    lo = i - 1 if i > 0 and fracs[i - 1] > floor else i
+    pts = [(math.log(steps[k]), fracs[k]) for k in range(lo, j + 1)]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    x, y = np.array(pts).T
+    slope, icpt = np.polyfit(x, y, 1)
+    if not slope > 0:
+        return None
+    return float(min(fixed, math.exp((floor - icpt) / slope)))
+
+
+def onset_bracket(rows: list[dict], d: Definition, stop: StopConfig) -> tuple[float | None, float | None]:
+    """(τ_lo, τ_hi): the fixed-level onset of the fraction's upper and lower interval ends."""
+    if d.kind != "mem_frac":
+        return None, None
+    column = series_column(d.series, rows)
+    rows = [r for r in rows if r.get(column) is not None and r.get(f"{column}_lo") is not None]
+    if not rows:
+        return None, None
+    thr = stop.mem_frac_threshold if d.threshold is None else d.threshold
+    pat = stop.patience if d.patience is None else d.patience
+    steps = [r["step"] for r in rows]
+    early = mem_onset(steps, [r[f"{column}_hi"] for r in rows], thr, pat)
+    late = mem_onset(steps, [r[f"{column}_lo"] for r in rows], thr, pat)
+    return (None if early is None else float(early)), (None if late is None else float(late))
+
+
+def rate_column(rows: list[dict]) -> str:
+    """Marion & Wu's memorization rate is the SSCD score's slope: mem_frac_features where
+    measured, else mem_frac (the trial's own test)."""
+    return "mem_frac_features" if any(_finite(r.get("mem_frac_features")) for r in rows) else "mem_frac"
+
+
+def mem_rate(rows: list[dict], onset: float, patience: int, running: bool = False, column: str = "mem_frac") -> tuple[float | None, str]:
+    """(slope, "") of the fraction `column` (rate_column: the SSCD score's where measured) against
+    step over the evaluations from the onset evaluation on, or (None, why) when the trial measured
+    nothing past the evaluation that confirmed its onset (the `patience`-th from the onset on): a
+    trial the stopper ended there saw the fraction only around the threshold, and a slope through
+    those few noisy values is no rate of memorization (it can even come out negative).
+    `stop.continue_for` keeps a trial training past its onset."""
+    pts = [(r["step"], r[column]) for r in rows if r["step"] >= math.floor(onset) and _finite(r.get(column))]
     if len(pts) <= max(patience, 1) or len({s for s, _ in pts}) < 2:
         return None, RATE_NOT_YET if running else RATE_STOPPED
     s, m = np.array(pts, dtype=float).T
     return float(np.polyfit(s, m, 1)[0]), ""
 
 
-def peak_fidelity(rows: list[dict], onset: float | None) -> tuple[float | None, int | None]:
-    pts = [(r["fid"], r["step"]) for r in rows if _finite(r.get("fid")) and (onset is None or r["step"] <= onset)]
+def peak_fidelity(rows: list[dict], onset: float | None, column: str = "fid") -> tuple[float | None, int | None]:
+    """The lowest `column` (fid, or sliced_wasserstein: Marion & Wu's peak fidelity) at or before the onset."""
+    pts = [(r[column], r["step"]) for r in rows if _finite(r.get(column)) and (onset is None or r["step"] <= onset)]
     if not pts:
         return None, None
     fid, step = min(pts)
@@ -213,13 +323,14 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         censor = int(max(steps_done or 0, last_eval or 0))
         reason = f"no onset by step {censor}" + (f" ({status})" if status != "budget" else " (step budget spent)")
     n, b, lr = t.get("n_train"), t.get("batch_size"), t.get("lr")
-    norm = None
-    if onset is not None and n and b and lr:
-        norm = onset * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
+    norm = normalized_time(onset, n, b, lr, minima) if (onset is not None and n and b and lr) else None
+    rcol = rate_column(rows)
     rate, rate_note = (None, "")
     if onset is not None:
-        rate, rate_note = mem_rate(rows, onset, stop.patience if d.patience is None else d.patience, status == "running")
+        rate, rate_note = mem_rate(rows, onset, stop.patience if d.patience is None else d.patience, status == "running", rcol)
     fid, fid_step = peak_fidelity(rows, onset)
+    swd, swd_step = peak_fidelity(rows, onset, "sliced_wasserstein")
+    lo, hi = onset_bracket(rows, d, stop) if state == "onset" else (None, None)
     gen, gen_cens = generalization_time(rows, onset) if state in ("onset", "censored") else (None, False)
     return TrialStats(
         trial_id=tid, status=status, state=state, reason=reason,
@@ -228,6 +339,7 @@ def _stats(tid: str, t: dict | None, rows: list[dict], d: Definition, stop: Stop
         tau_recorded=recorded_onset(t, stop), tau_normalized=norm if state == "onset" else None,
         censor_step=censor, mem_rate=rate, mem_rate_note=rate_note, peak_fid=fid, peak_fid_step=fid_step,
         seed=t.get("seed"), point=point_key(t) if t else "", tau_gen=gen, tau_gen_censored=gen_cens,
+        tau_lo=lo, tau_hi=hi, mem_rate_series=rcol, peak_swd=swd, peak_swd_step=swd_step,
     )  # fmt: skip
 
 
@@ -285,7 +397,7 @@ def normalized_steps(steps: np.ndarray, s: TrialStats, minima: dict[str, float])
     """Steps in Marion & Wu's normalized time units (None when the trial's axes are unknown)."""
     if not (s.n_train and s.batch_size and s.lr):
         return None
-    return steps * (minima["n_train"] / s.n_train) * (s.batch_size / minima["batch_size"]) * (s.lr / minima["lr"])
+    return normalized_time(steps, s.n_train, s.batch_size, s.lr, minima)
 
 
 def _finite(v) -> bool:

@@ -37,6 +37,7 @@ from raydiff.config.space import (
     apply_overrides,
     experiment_from_dict,
     load_search_space,
+    normalized_time,
     packaged_search_space,
     search_space_from_dict,
 )
@@ -45,5 +46,5 @@ __all__ = [
     "DATASETS", "NATIVE_SHAPES", "PRESETS", "SECTIONS", "BudgetPlannerConfig", "ConfigError", "DataConfig", "DiffusionConfig",
     "Distribution", "EvalConfig", "ExperimentConfig", "ModelConfig", "Objective", "OnsetPrior", "Resources", "SearchConfig",
     "SearchSpace", "StopConfig", "SweepConfig", "TrainConfig", "apply_overrides", "experiment_from_dict",
-    "load_search_space", "packaged_search_space", "parse_yaml", "plain", "search_space_from_dict",
+    "load_search_space", "normalized_time", "packaged_search_space", "parse_yaml", "plain", "search_space_from_dict",
 ]  # fmt: skip

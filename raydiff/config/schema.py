@@ -34,6 +34,8 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
+            if path in RETIRED:
+                raise ConfigError(f"is no longer a setting: {RETIRED[path]}; remove it", key=path)
             raise ConfigError(unknown_key(key, names), key=path)
         kwargs[key] = coerce(value, hints[key], path)
     missing = [f.name for f in fields(cls) if f.name not in kwargs and f.default is f.default_factory is dataclasses.MISSING]
@@ -139,6 +141,12 @@ def check_name(name: Any, key: str) -> str:
 def field_hint(cls: type, name: str) -> Any:
     """The annotated type of one field of a dataclass."""
     return typing.get_type_hints(cls)[name]
+
+
+# settings that were removed, with what replaced them: a file that still sets one is told so
+RETIRED = {
+    "eval.bootstrap": "f_mem's interval is exact (Clopper–Pearson), no resampling; the fits' resamples are `raydiff analyze --boot`",
+}
 
 
 def unknown_key(key: Any, allowed: list[str]) -> str:

@@ -19,7 +19,9 @@ from raydiff import measures
 from raydiff.config.schema import check_name, choice, field_hint, plain, positive, unknown_key
 from raydiff.errors import ConfigError
 
-DATASETS = ("digits", "cifar10", "gmm", "folder")
+DATASETS = ("digits", "cifar10", "gmm", "folder", "hf")  # hf: a Hugging Face `datasets` dataset (hub or local)
+CROPS = ("none", "center")  # none: resize to a square as is; center: shorter side to image_size, then the centre square
+ORDERS = ("rows", "sorted", "shuffled")  # "the first N" of an hf split: its rows as stored | sorted by order_column | shuffled by data.seed
 OBJECTIVES = ("ddpm", "flow")
 MODEL_KINDS = ("raydiff", "diffusers", "python")
 FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:callable
@@ -32,12 +34,15 @@ MEMORIZATION_SPACES = ("pixel", "features", "both")  # the older switch; eval.me
 FID_REFERENCES = ("auto", "images")
 FIGURE_PLACES = ("loop", "snapshots")  # figures (FID, SWD) measured in the training loop | on EMA snapshots, off it
 CADENCES = ("uniform", "geometric")
+STEP_GRIDS = ("rounded", "floored")  # DDPM's respaced sampling grid (diffusion/ddpm.py)
+UNET_STYLES = ("raydiff", "bonnaire2025")  # models/unet.py STYLES: the blocks' details
+FID_MODES = ("clean", "legacy_pytorch")  # clean-fid's resize before Inception (metrics/fid.py)
 NORMALIZATIONS = ("symmetric", "centered")  # uint8 → [-1, 1] | [0, 1] minus the training mean per channel
 BATCH_RULES = ("fixed", "min_n")  # B = batch_size | B = min(N, batch_cap or batch_size)
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SAMPLINGS = ("replacement", "epochs")  # batches drawn with replacement | shuffled epochs
 NATIVE_SHAPES = {"digits": (8, 1), "cifar10": (32, 3)}  # (image_size, channels), fixed by the data
-DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3)}  # configurable
+DEFAULT_SHAPES = {"gmm": (8, 1), "folder": (32, 3), "hf": (32, 3)}  # configurable
 CLASSES = {"digits": 10, "cifar10": 10}  # labelled datasets (gmm: its components; folder: none)
 
 
@@ -53,16 +58,32 @@ class DataConfig:
     gmm_components: int = 10
     gmm_std: float = 0.15
     class_conditional: bool = False
-    seed: int = 0  # gmm sampling only; real datasets take the first N
+    seed: int = 0  # gmm sampling, and order: shuffled of an hf dataset; real datasets take the first N
     # the model's pixel range: symmetric: uint8 → [-1, 1]; centered: [0, 1] minus the per-channel
     # mean of the N training images (Bonnaire et al.'s loader), the same mean for every image
     normalization: str = "symmetric"
+    # folder and hf: how an image becomes image_size × image_size (channels 1: grayscale, ITU-R 601)
+    crop: str = "none"
+    # hf: a dataset of the Hugging Face hub ("owner/name") or a local one (a save_to_disk folder, or a
+    # folder of parquet/image files), read through the `datasets` library (pip install -e ".[hf]")
+    hf_name: str | None = None
+    hf_config: str | None = None  # the hub dataset's subset (config name)
+    hf_revision: str | None = None  # a commit of the hub repository: pinned, so "the first N" never moves
+    split: str = "train"  # the split(s) the first N come from; "train+valid+test" concatenates
+    test_split: str | None = None  # held-out images: the first n_test of this split; None: the last n_test of `split`
+    image_column: str = "image"
+    label_column: str | None = None  # None: unlabeled
+    label_classes: int | None = None  # labels 0..label_classes-1; needed with class_conditional
+    order: str = "rows"
+    order_column: str | None = None  # order: sorted
 
     @property
     def num_classes(self) -> int:
         """Class labels the network is conditioned on (0: unconditional)."""
         if not self.class_conditional:
             return 0
+        if self.dataset == "hf":
+            return self.label_classes or 0
         return self.gmm_components if self.dataset == "gmm" else CLASSES.get(self.dataset, 0)
 
     @property
@@ -91,6 +112,31 @@ class DataConfig:
         if self.dataset == "folder" and not self.root:
             raise ConfigError("the folder dataset needs a path of images", key="data.root")
         choice("data.normalization", self.normalization, NORMALIZATIONS)
+        choice("data.crop", self.crop, CROPS)
+        if self.crop != "none" and self.dataset not in ("folder", "hf"):
+            raise ConfigError(f"crops folder and hf images; {self.dataset} images are used as they are", key="data.crop")
+        choice("data.order", self.order, ORDERS)
+        if self.label_classes is not None:
+            positive("data.label_classes", self.label_classes)
+        hf_keys = ("hf_name", "hf_config", "hf_revision", "test_split", "label_column", "label_classes", "order_column")
+        if self.dataset != "hf":
+            given = [k for k in hf_keys if getattr(self, k) is not None]
+            if given or self.order != "rows" or self.split != "train" or self.image_column != "image":
+                what = given[0] if given else ("order" if self.order != "rows" else "split" if self.split != "train" else "image_column")
+                raise ConfigError(f"belongs to dataset: hf (this one is {self.dataset})", key=f"data.{what}")
+            return
+        if not self.hf_name:
+            raise ConfigError("the hf dataset needs a name: a hub id (owner/name) or a local folder", key="data.hf_name")
+        if self.hf_revision is not None and not re.fullmatch(r"[0-9a-f]{40}", self.hf_revision):
+            raise ConfigError(f"must be a commit of the hub repository, 40 hex digits (got {self.hf_revision!r})",
+                              key="data.hf_revision")  # fmt: skip
+        for key in ("split", "image_column"):
+            if not getattr(self, key):
+                raise ConfigError("must not be empty", key=f"data.{key}")
+        if (self.order == "sorted") != (self.order_column is not None):
+            raise ConfigError("order: sorted needs order_column, and order_column needs order: sorted", key="data.order_column")
+        if self.class_conditional and (self.label_column is None or self.label_classes is None):
+            raise ConfigError("class_conditional on an hf dataset needs label_column and label_classes", key="data.class_conditional")
 
 
 @dataclass(frozen=True)
@@ -109,6 +155,9 @@ class ModelConfig:
     noise_dim: int | None = None  # sinusoidal c_noise features; None: base_channels
     scale_shift: bool = False  # embedding as scale and shift of a GroupNorm (ADM's AdaGN)
     resblock_updown: bool = False  # down/up-sample with residual blocks (ADM) instead of convs
+    # the blocks' details (models/unet.py STYLES): raydiff's, or bonnaire2025: their Utils/Unet.py
+    # (GroupNorm 8 groups, 4 heads, GELU time MLP, PyTorch default init, Dropout2d, their sinusoid)
+    style: str = "raydiff"
     # kind: diffusers — UNet2DModel's own keys; unset ones follow the fields above:
     # block_out_channels = base_channels × channel_mults, layers_per_block = num_res_blocks,
     # attention blocks (AttnDownBlock2D/AttnUpBlock2D) at attn_resolutions, attention_head_dim = head_dim
@@ -124,6 +173,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         choice("model.kind", self.kind, MODEL_KINDS)
+        choice("model.style", self.style, UNET_STYLES)
+        if self.style != "raydiff" and self.kind != "raydiff":
+            raise ConfigError(f"is for raydiff's U-Net (model.kind: raydiff; this model is {self.kind})", key="model.style")
+        if self.style == "bonnaire2025":
+            widths = {self.base_channels * m for m in self.channel_mults}
+            if any(w % 8 for w in widths):
+                raise ConfigError(f"bonnaire2025 normalizes with 8 groups: every width {sorted(widths)} must divide by 8", key="model.style")
         if self.kind == "python":
             if not self.factory or not FACTORY.fullmatch(self.factory):
                 raise ConfigError(f"kind python needs a factory 'package.module:callable' (got {self.factory!r})", key="model.factory")
@@ -173,9 +229,22 @@ class DiffusionConfig:
     sampler: str | None = None  # None: ddim for ddpm, euler for flow
     sample_steps: int = 50
     guidance: float = 0.0  # classifier-free guidance weight (0: plain conditional model)
+    # DDPM only (diffusion/ddpm.py). clip_x0: clamp DDIM's predicted x0 to [-1, 1] at every step
+    # (false: Bonnaire et al.'s sampler). step_grid: rounded: sample_steps network calls ending
+    # on x̂₀; floored: sample_steps calls between floor(linspace(0, T − 1, sample_steps + 1)),
+    # ending on x at index 0 (theirs, 99 calls). t_min: training t uniform on {t_min … T − 1}
+    # (theirs: 1)
+    clip_x0: bool = True
+    step_grid: str = "rounded"
+    t_min: int = 0
 
     def validate(self) -> None:
         choice("diffusion.objective", self.objective, OBJECTIVES)
+        choice("diffusion.step_grid", self.step_grid, STEP_GRIDS)
+        if not 0 <= self.t_min < self.num_timesteps:
+            raise ConfigError(f"must be in 0..num_timesteps − 1 ({self.num_timesteps - 1}) (got {self.t_min})", key="diffusion.t_min")
+        if self.objective == "flow" and (not self.clip_x0 or self.step_grid != "rounded" or self.t_min):
+            raise ConfigError("clip_x0, step_grid and t_min are DDPM's (this objective is flow)", key="diffusion.objective")
         positive("diffusion.num_timesteps", self.num_timesteps)
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ConfigError(
@@ -185,6 +254,11 @@ class DiffusionConfig:
         if self.sampler is not None:
             choice("diffusion.sampler", self.sampler, SAMPLERS[self.objective])
         positive("diffusion.sample_steps", self.sample_steps)
+        if self.objective == "ddpm" and self.step_grid == "floored" and self.sample_steps >= self.num_timesteps:
+            raise ConfigError(
+                f"the floored grid takes ≤ num_timesteps − 1 ({self.num_timesteps - 1}) steps (got {self.sample_steps})",
+                key="diffusion.sample_steps",
+            )
         if self.objective == "ddpm" and self.sample_steps > self.num_timesteps:
             raise ConfigError(
                 f"must be ≤ num_timesteps ({self.num_timesteps}) (got {self.sample_steps})",
@@ -298,6 +372,9 @@ class EvalConfig:
     sample_batch: int = 512
     sample_seed: int = 1234  # same initial noise at every evaluation
     mem_ratio: float = 1.0 / 3.0  # Bonnaire et al.: memorized when ‖x−a₁‖/‖x−a₂‖ < 1/3
+    # the pixel ratio test on the sampler's float output (Bonnaire et al.'s compute_fmem.py reads
+    # the saved float tensors) instead of on the samples rounded to uint8 pixels (raydiff)
+    mem_on_floats: bool = False
     memorization_space: str = "pixel"  # pixel | features | both: the older switch (eval.measures supersedes it)
     # the measures a trial runs (names in raydiff/measures' registry: memorization tests, loss,
     # figures such as fid and swd). None: memorization_space's tests, the loss probes, and FID and
@@ -305,7 +382,6 @@ class EvalConfig:
     measures: tuple[str, ...] | None = None
     mem_cosine: float = 0.6  # Marion & Wu: memorized when max cosine similarity > 0.6
     embedding: str | None = None  # TorchScript embedding (SSCD) path or URL, for features space
-    bootstrap: int = 1000
     fid_every: int = 4  # FID at every k-th evaluation (0: never); FID is the costly part
     fid_samples: int = 512
     # FID also in fidelity-only evaluations (no memorization test) on their own schedule from
@@ -313,6 +389,9 @@ class EvalConfig:
     # They draw no training randomness, so they add fidelity points without moving τ_mem.
     fid_every_steps: int | None = None
     fid_features: str = "auto"  # auto: inception for 32×32 RGB, digits_classifier for digits
+    # clean-fid's mode for Inception: clean (PIL bicubic resize to 299) or legacy_pytorch
+    # (bilinear F.interpolate, as pytorch-fid resizes inside the network: Bonnaire et al.'s FID)
+    fid_mode: str = "clean"
     fid_split: str = "test"  # the split `fid` compares with (test | train); `fid_train` is always train
     fid_reference: str = "auto"  # auto: clean-fid's precomputed split statistics where they exist
     # (CIFAR-10, Inception, clean mode, 32 px), else the data's images; images: always the images
@@ -391,7 +470,6 @@ class EvalConfig:
             raise ConfigError(f"must be in (-1, 1) (got {self.mem_cosine})", key="eval.mem_cosine")
         if "embedding" in needs(self.resolved_measures()) and not self.embedding:
             raise ConfigError("feature-space memorization needs an embedding path or URL", key="eval.embedding")
-        positive("eval.bootstrap", self.bootstrap)
         if self.fid_every < 0:
             raise ConfigError(f"must be ≥ 0 (got {self.fid_every})", key="eval.fid_every")
         if self.fid_every_steps is not None:
@@ -400,6 +478,7 @@ class EvalConfig:
             raise ConfigError(f"must be ≥ 2 (got {self.fid_samples})", key="eval.fid_samples")
         choice("eval.fid_features", self.fid_features, FEATURES)
         choice("eval.fid_split", self.fid_split, ("test", "train"))
+        choice("eval.fid_mode", self.fid_mode, FID_MODES)
         choice("eval.fid_reference", self.fid_reference, FID_REFERENCES)
         if self.swd_samples < 0 or self.swd_samples == 1:
             raise ConfigError(f"must be 0 (off) or ≥ 2 (got {self.swd_samples})", key="eval.swd_samples")
@@ -453,6 +532,10 @@ class StopConfig:
     # None: the trial's memorization test (pixel; features when only that is measured).
     on: tuple[str, ...] | None = None
     continue_for: float = 0.0
+    # The headline τ_mem: the onset definition `raydiff analyze` reads tau_mem_step by, fits, draws
+    # the collapse figures with and names in the report (pixel | features | pixel_raw | loss;
+    # Marion & Wu: loss). None: mem_frac, the trial's memorization test
+    headline: str | None = None
 
     def validate(self) -> None:
         if not 0.0 < self.mem_frac_threshold <= 1.0:
@@ -466,6 +549,8 @@ class StopConfig:
             choice(f"stop.on[{i}]", d, measures.definition_names())
         if self.on and len(set(self.on)) != len(self.on):
             raise ConfigError(f"names a definition twice ({list(self.on)})", key="stop.on")
+        if self.headline is not None:
+            choice("stop.headline", self.headline, measures.definition_names())
         if not 0.0 <= self.continue_for <= 100.0:
             raise ConfigError(f"must be in [0, 100], a fraction of τ (got {self.continue_for})", key="stop.continue_for")
 
@@ -515,7 +600,18 @@ class ExperimentConfig:
                 )
         if not self.memorization_tests and not self.stop.on:
             raise ConfigError("runs no memorization test: name one in eval.measures, or stop.on's definitions", key="eval.measures")
+        if self.stop.headline and self.stop.headline not in definitions:
+            raise ConfigError(
+                f"names {self.stop.headline!r}, which this trial does not measure (measures: {', '.join(self.measured)};"
+                f" raw weights: {', '.join(self.raw_tests) or 'none'})",
+                key="stop.headline",
+            )
         steps = self.eval.mem_sample_steps
+        if steps is not None and self.diffusion.step_grid == "floored" and steps >= self.diffusion.num_timesteps:
+            raise ConfigError(
+                f"the floored grid takes ≤ diffusion.num_timesteps − 1 ({self.diffusion.num_timesteps - 1}) steps (got {steps})",
+                key="eval.mem_sample_steps",
+            )
         if steps is not None and self.diffusion.objective == "ddpm" and steps > self.diffusion.num_timesteps:
             raise ConfigError(
                 f"must be ≤ diffusion.num_timesteps ({self.diffusion.num_timesteps}) (got {steps})", key="eval.mem_sample_steps"
@@ -730,7 +826,7 @@ LIMITS: dict[str, int] = {
     "train.batch_size": 65_536, "train.max_steps": 1_000_000_000, "train.budget_ref_n": 1_000_000_000,
     "train.budget_ref_batch": 65_536, "eval.every_steps": 1_000_000_000, "eval.every_images": 10**12, "eval.fid_every_steps": 1_000_000_000,
     "eval.refine_snapshots": 1024, "eval.num_samples": 1_000_000, "eval.mem_sample_steps": 100_000,
-    "eval.sample_batch": 65_536, "eval.bootstrap": 1_000_000, "eval.fid_samples": 1_000_000,
+    "eval.sample_batch": 65_536, "eval.fid_samples": 1_000_000,
     "eval.swd_samples": 1_000_000, "eval.swd_projections": 100_000, "eval.probe_images": 65_536,
     "eval.probe_noise_levels": 10_000, "eval.save_samples": 10_000,
 }  # fmt: skip

@@ -86,7 +86,7 @@ class SearchSpace:
         return list(self.corners) if self.corners else resolve(self, self.search.corners())
 
     def minima(self) -> dict[str, float]:
-        """N_min, B_min, η_min over the sweep, for the normalized time (docs/results.md)."""
+        """N_min, B_min, η_min over the sweep, for the normalized time (`normalized_time`)."""
         exps = self.extremes()
         return {
             "n_train": min(e.data.n_train for e in exps),
@@ -144,8 +144,9 @@ def apply_overrides(base: ExperimentConfig, overrides: dict[str, Any], *, valida
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if key == "model.preset":
-            # a preset replaces the architecture, so drop the base's architecture fields
-            raw["model"] = {"preset": value, "dropout": raw["model"]["dropout"]}
+            # a preset replaces the architecture, so drop the base's architecture fields; dropout
+            # and the blocks' style (model.style) are the file's, at every size
+            raw["model"] = {"preset": value, "dropout": raw["model"]["dropout"], "style": raw["model"]["style"]}
             continue
         raw[section][name] = value
     exp = experiment_from_dict(raw)
@@ -277,3 +278,15 @@ def load_search_space(path: str | Path) -> SearchSpace:
 def packaged_search_space(name: str) -> Path:
     """The path of a search space that ships with raydiff (default, smoke, the papers' …)."""
     return PACKAGED / f"{name}.yaml"
+
+
+def normalized_time(step, n: float, b: float, lr: float, minima: dict[str, float]):
+    """Marion & Wu's collapse variable, the one home of its formula:
+
+        T = step · (N_min / N) · (B / B_min) · (η / η_min)
+
+    `step` a number or a numpy array of steps; `minima` the sweep's N_min, B_min, η_min
+    (SearchSpace.minima, or results_folder.reference_minima for a results folder). None stays None."""
+    if step is None:
+        return None
+    return step * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])

@@ -14,7 +14,9 @@ from raydiff.diffusion.flow import RectifiedFlow
 
 def build_process(cfg: DiffusionConfig) -> Process:
     if cfg.objective == "ddpm":
-        return DDPM(cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+        return DDPM(
+            cfg.num_timesteps, cfg.beta_start, cfg.beta_end, clip_x0=cfg.clip_x0, grid=cfg.step_grid, t_min=cfg.t_min
+        )
     return RectifiedFlow()
 
 

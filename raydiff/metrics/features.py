@@ -143,19 +143,13 @@ def inception(cfg: Any, device: Any) -> Embed:
     return embed
 
 
-def selected_tests(cfg: Any) -> tuple[str, ...]:
-    """The measures an experiment runs (eval.measures, or what the older settings imply)."""
-    return tuple(cfg.eval.resolved_measures())
-
-
 def networks_needed(cfg: Any) -> tuple[str, ...]:
     """The feature networks the experiment's measures need (each measure's `needs` that names one)."""
     from raydiff import measures
 
     out: list[str] = []
-    for name in selected_tests(cfg):
-        if name in measures.REGISTRY:
-            out += [n for n in measures.get(name).needs if n in FEATURE_NETWORKS and n not in out]
+    for name in cfg.memorization_tests:  # ExperimentConfig: eval.measures resolved
+        out += [n for n in measures.get(name).needs if n in FEATURE_NETWORKS and n not in out]
     return tuple(out)
 
 

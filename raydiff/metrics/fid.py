@@ -150,26 +150,50 @@ class DigitsClassifierFeatures:
 # ---------------------------------------------------------------------------- Inception
 
 
+INCEPTION_MODES = ("clean", "legacy_pytorch")
+
+
+def inception_resizer(mode: str):
+    """clean-fid's resize of one float image [H, W, 3] in 0..255 to 299×299: clean: PIL bicubic
+    (clean-fid's own); legacy_pytorch: F.interpolate bilinear, align_corners=False, as
+    pytorch-fid resizes inside its network (the FID of Bonnaire et al.'s compute_FID.py)."""
+    from cleanfid.resize import build_resizer
+
+    if mode not in INCEPTION_MODES:
+        raise ValueError(f"mode must be one of {', '.join(INCEPTION_MODES)} (got {mode!r})")
+    return build_resizer(mode)
+
+
 class InceptionFeatures:
     """clean-fid's Inception-v3 (TorchScript weights, fetched once into the raydiff cache)."""
 
     name = "inception_v3"
     dim = 2048
-    mode = "clean"
 
-    def __init__(self, device: str | torch.device = "cpu"):
-        from cleanfid.inception_torchscript import InceptionV3W
-        from cleanfid.resize import build_resizer
-
+    def __init__(self, device: str | torch.device = "cpu", mode: str = "clean"):
+        self.mode = mode
+        self.resize = inception_resizer(mode)
         folder = cache_dir("weights")
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            self.model = InceptionV3W(str(folder), download=True, resize_inside=False).to(device).eval()
+            if mode == "legacy_pytorch":  # pytorch-fid's port of the TF FID Inception, as clean-fid's legacy mode uses it
+                from cleanfid.inception_pytorch import InceptionV3
+
+                old = torch.hub.get_dir()
+                torch.hub.set_dir(str(folder))  # its weights into the raydiff cache, not ~/.cache
+                try:
+                    net = InceptionV3(output_blocks=[3], resize_input=False).to(device).eval()
+                finally:
+                    torch.hub.set_dir(old)
+                self.model = lambda x: net(x / 255.0)[0].squeeze(-1).squeeze(-1)  # [B, 2048]
+            else:
+                from cleanfid.inception_torchscript import InceptionV3W
+
+                self.model = InceptionV3W(str(folder), download=True, resize_inside=False).to(device).eval()
         except OSError as e:  # urllib errors are OSErrors
             from raydiff.errors import UserError
 
             raise UserError(f"could not fetch the Inception weights into {folder}: {e}") from None
-        self.resize = build_resizer("clean")
         self.device = device
 
     @torch.no_grad()
@@ -177,7 +201,7 @@ class InceptionFeatures:
         imgs = images.cpu()
         if imgs.shape[1] == 1:
             imgs = imgs.expand(-1, 3, -1, -1)
-        # clean-fid's clean mode: resize each image as float32 with PIL bicubic to 299×299
+        # each image as float32 to 299×299 (clean: PIL bicubic; legacy_pytorch: bilinear interpolate)
         batch = np.stack([self.resize(im.permute(1, 2, 0).numpy()) for im in imgs]).transpose(0, 3, 1, 2)
         feats = self.model(torch.from_numpy(batch).float().to(self.device))
         return feats.double().cpu().numpy()
@@ -211,10 +235,11 @@ def cleanfid_reference(dataset: str, resolution: int, split: str, mode: str = "c
     return Stats(mu, sigma, PRECOMPUTED[(dataset, resolution)][split])
 
 
-def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """`auto` picks the digits classifier for digits and Inception for everything else."""
+def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu", mode: str = "clean") -> FeatureExtractor:
+    """`auto` picks the digits classifier for digits and Inception for everything else; `mode`
+    is Inception's resize (clean | legacy_pytorch)."""
     if kind == "auto":
         kind = "digits_classifier" if dataset == "digits" else "inception"
     if kind == "digits_classifier":
         return DigitsClassifierFeatures(device)
-    return InceptionFeatures(device)
+    return InceptionFeatures(device, mode)

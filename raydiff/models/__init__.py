@@ -34,6 +34,7 @@ def build_unet(model: "ModelConfig", in_channels: int, image_size: int, num_clas
         noise_dim=model.noise_dim,
         scale_shift=model.scale_shift,
         resblock_updown=model.resblock_updown,
+        style=model.style,
     )
 
 

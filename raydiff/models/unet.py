@@ -7,15 +7,38 @@ in `raydiff.diffusion`; the network only embeds c_noise sinusoidally.
 Layout as in DDPM / ADM: per resolution level `num_res_blocks` residual blocks (with
 self-attention at the resolutions listed in `attn_resolutions`), down-sampling between levels, a
 middle block, and a mirrored up path that concatenates the skip activations.
+
+A `Style` holds the details in which U-Nets of this layout differ: raydiff's own, and
+Bonnaire et al.'s (2025) as their Utils/Unet.py writes it (GroupNorm with 8 groups everywhere, 4
+attention heads, a GELU in the time MLP, PyTorch's default initialisation, channel dropout, and
+sinusoid frequencies 10000^(−i/(half − 1)) in the order sin, cos). The two have the same
+parameters, one for one: the styles change what the network computes, not its size.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Style:
+    norm_groups: int | None = None  # GroupNorm groups everywhere; None: _groups(width)
+    num_heads: int | None = None  # attention heads; None: channels // head_dim
+    time_act: str = "silu"  # the activation between the time MLP's two layers: silu | gelu
+    zero_init: bool = True  # zero the last conv of each block, attention's projection and the output conv
+    channel_dropout: bool = False  # Dropout2d (whole channels) instead of Dropout (elements)
+    sinusoid: str = "raydiff"  # raydiff: cos, sin, freqs 10000^(−i/half); bonnaire2025: sin, cos, 10000^(−i/(half − 1))
+
+
+STYLES: dict[str, Style] = {
+    "raydiff": Style(),
+    "bonnaire2025": Style(norm_groups=8, num_heads=4, time_act="gelu", zero_init=False, channel_dropout=True, sinusoid="bonnaire2025"),
+}
 
 
 def _groups(channels: int) -> int:
@@ -26,12 +49,21 @@ def _groups(channels: int) -> int:
     return 1
 
 
-def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding. c_noise: [B] float → [B, dim]."""
+def timestep_embedding(c_noise: torch.Tensor, dim: int, max_period: float = 10_000.0, kind: str = "raydiff") -> torch.Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017). c_noise: [B] float → [B, dim].
+
+    raydiff: [cos, sin] of c·10000^(−i/half); bonnaire2025: [sin, cos] of c·10000^(−i/(half − 1))
+    (their SinusoidalPositionEmbeddings: the last frequency is exactly 1/10000)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
-    args = c_noise.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    i = torch.arange(half, device=c_noise.device, dtype=torch.float32)
+    if kind == "bonnaire2025":
+        freqs = torch.exp(i * -(math.log(max_period) / (half - 1)))
+        args = c_noise.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    else:
+        freqs = torch.exp(-math.log(max_period) * i / half)
+        args = c_noise.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
@@ -43,18 +75,20 @@ class ResBlock(nn.Module):
     "down" / "up" the block also halves / doubles the resolution (ADM's resblock_updown)."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = False, resample: str = "none"
-    ):
+        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, scale_shift: bool = False, resample: str = "none",
+        style: Style = Style(),
+    ):  # fmt: skip
         super().__init__()
         self.scale_shift, self.resample = scale_shift, resample
-        self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
+        self.norm1 = nn.GroupNorm(style.norm_groups or _groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch if scale_shift else out_ch)
-        self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.norm2 = nn.GroupNorm(style.norm_groups or _groups(out_ch), out_ch)
+        self.dropout = nn.Dropout2d(dropout) if style.channel_dropout else nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
-        nn.init.zeros_(self.conv2.bias)
+        if style.zero_init:  # each block starts as the identity: stable early training
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,14 +114,15 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the H×W positions."""
 
-    def __init__(self, channels: int, head_dim: int):
+    def __init__(self, channels: int, head_dim: int, style: Style = Style()):
         super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.heads = style.num_heads or max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(style.norm_groups or _groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        if style.zero_init:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -113,22 +148,27 @@ class UNet(nn.Module):
         noise_dim: int | None = None,
         scale_shift: bool = False,
         resblock_updown: bool = False,
+        style: str = "raydiff",
     ):
         super().__init__()
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)} (got {style!r})")
+        st = self.style = STYLES[style]
         emb_dim = emb_dim or 4 * base_channels
         self.noise_dim = noise_dim or base_channels  # width of the sinusoidal c_noise features
         self.num_classes = num_classes
-        self.noise_embed = nn.Sequential(nn.Linear(self.noise_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        act = nn.GELU() if st.time_act == "gelu" else nn.SiLU()
+        self.noise_embed = nn.Sequential(nn.Linear(self.noise_dim, emb_dim), act, nn.Linear(emb_dim, emb_dim))
         # one extra row: the "no label" token, used for guidance and unconditional sampling
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
         def block(i: int, o: int, attn: bool = False) -> nn.Module:
-            res = ResBlock(i, o, emb_dim, dropout, scale_shift)
-            return AttnResBlock(res, Attention(o, head_dim)) if attn else res
+            res = ResBlock(i, o, emb_dim, dropout, scale_shift, style=st)
+            return AttnResBlock(res, Attention(o, head_dim, st)) if attn else res
 
         def resample(ch: int, kind: str) -> nn.Module:
             if resblock_updown:
-                return ResBlock(ch, ch, emb_dim, dropout, scale_shift, resample=kind)
+                return ResBlock(ch, ch, emb_dim, dropout, scale_shift, resample=kind, style=st)
             return Downsample(ch) if kind == "down" else Upsample(ch)
 
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -148,7 +188,7 @@ class UNet(nn.Module):
 
         self.mid = nn.ModuleList([block(ch, ch)])
         if attn_resolutions:
-            self.mid.append(Attention(ch, head_dim))
+            self.mid.append(Attention(ch, head_dim, st))
         self.mid.append(block(ch, ch))
 
         self.up = nn.ModuleList()
@@ -161,16 +201,17 @@ class UNet(nn.Module):
                 self.up.append(resample(ch, "up"))
                 res *= 2
 
-        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.norm_out = nn.GroupNorm(st.norm_groups or _groups(ch), ch)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        if st.zero_init:
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
     def forward(
         self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x: [B, C, H, W]; c_noise: [B] float; class_labels: [B] int64 (num_classes = no label)."""
-        emb = self.noise_embed(timestep_embedding(c_noise, self.noise_dim))
+        emb = self.noise_embed(timestep_embedding(c_noise, self.noise_dim, kind=self.style.sinusoid))
         if self.class_embed is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)

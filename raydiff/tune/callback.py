@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 
 from raydiff import measures, results
+from raydiff.config import ExperimentConfig, SearchSpace, normalized_time
 from raydiff.ledger import SamplesWriter
-from raydiff.config import ExperimentConfig, SearchSpace
 from raydiff.metrics.stop import final_status
 from raydiff.models import model_name
 from raydiff.tune.dryrun import config_json
@@ -80,7 +80,7 @@ def trial_row(
         "steps_done": last.get("step", 0),
         "tau_mem_step": tau if status == "memorized" else None,
         "tau_mem_images": tau * b if (tau is not None and status == "memorized") else None,
-        "tau_mem_normalized": normalized_time(tau, n, b, lr, minima) if status == "memorized" else None,
+        "tau_mem_normalized": normalized_time(None if tau is None else float(tau), n, b, lr, minima) if status == "memorized" else None,
         "tau_mem_seconds": last.get("tau_mem_seconds") if status == "memorized" else None,
         "best_fid": best[0],
         "best_fid_step": best[1],
@@ -92,13 +92,6 @@ def trial_row(
         "error": error,
         "config": config_json(cfg),
     }
-
-
-def normalized_time(step: float | None, n: int, b: int, lr: float, minima: dict[str, float]) -> float | None:
-    """T = τ · (N_min / N) · (B / B_min) · (η / η_min) (Marion & Wu's collapse variable)."""
-    if step is None:
-        return None
-    return float(step) * (minima["n_train"] / n) * (b / minima["batch_size"]) * (lr / minima["lr"])
 
 
 class ResultsCallback(tune.Callback):
@@ -115,10 +108,13 @@ class ResultsCallback(tune.Callback):
         self.last: dict[str, dict[str, Any]] = {}
         self.trials: dict[str, dict[str, Any]] = {}
         self.final: set[str] = set()  # trials that ended in an earlier run of this sweep: their rows stand
+        # files the store refused (a trial id for its metrics file, TRIALS_FILE for trials.parquet):
+        # their rows stay here and are written again at every later write, once the store is back
+        self.unwritten: dict[str, str] = {}  # file key → the store's error, first line
 
     def __getstate__(self):  # rows live in the files, not in the pickled experiment state
         state = self.__dict__.copy()
-        state.update(evals={}, last={}, trials={})
+        state.update(evals={}, last={}, trials={}, unwritten={})
         return state
 
     def setup(self, **info) -> None:
@@ -175,15 +171,41 @@ class ResultsCallback(tune.Callback):
         self.trials[trial.trial_id] = row
         if before is not None and _same(before, row, results.trials_schema()):
             return  # finished again after a resume, identically: leave the file as it is
-        fs, root = results.filesystem(self.uri)
-        rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
-        results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
+        self._write(results.TRIALS_FILE)
 
     def _write_metrics(self, trial_id: str) -> None:
+        self._write(trial_id)
+
+    def _write(self, key: str) -> None:
+        """Write one file (and retry those the store refused before); a store that does not
+        answer keeps the rows here, and the sweep goes on: its trials need no store to train."""
+        for k in [key, *[k for k in self.unwritten if k != key]]:
+            try:
+                self._write_file(k)
+            except OSError as e:
+                if not self.unwritten:
+                    print(f"raydiff: storage {self.uri} refused a write ({results.first_line(e)}); rows kept, retried at every result", flush=True)
+                self.unwritten[k] = results.first_line(e)
+                return  # the store is down: the others wait for the next write
+            self.unwritten.pop(k, None)
+
+    def _write_file(self, key: str) -> None:
         fs, root = results.filesystem(self.uri)
-        rows = [self.evals[trial_id][s] for s in sorted(self.evals[trial_id])]
-        path = results.join(root, results.METRICS_DIR, f"{trial_id}.parquet")
+        if key == results.TRIALS_FILE:
+            rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
+            results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
+            return
+        rows = [self.evals[key][s] for s in sorted(self.evals[key])]
+        path = results.join(root, results.METRICS_DIR, f"{key}.parquet")
         results.write_atomic(results.table(rows, results.metrics_schema(), self.metadata), fs, path)
+
+    def flush(self) -> None:
+        """Write what the store refused so far (at the sweep's end); leaves `unwritten` empty or not."""
+        if self.unwritten:
+            self._write(next(iter(self.unwritten)))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.flush()
 
 
 def _error_text(trial) -> str | None:
@@ -208,4 +230,4 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-__all__ = ["ResultsCallback", "metric_row", "normalized_time", "trial_row"]
+__all__ = ["ResultsCallback", "metric_row", "trial_row"]

@@ -46,19 +46,22 @@ from raydiff.tune.trainable import CheckpointCadence, trainable
 from raydiff.tune.waiting import WaitingCallback
 
 def prestage(space: SearchSpace) -> None:
-    """Fetch datasets and feature weights once, here, before trials would race to fetch them."""
+    """Fetch datasets and feature weights once, here, before trials would race to fetch them (an hf
+    dataset: its files into the Hugging Face cache, at its pinned revision)."""
     seen: set[tuple] = set()
     networks: set[tuple[str, str]] = set()
     for exp in space.extremes():
         # each feature network the trial's memorization tests need (SSCD, DINOv2, CLIP, Inception)
         prestage_features(exp, networks)
-        key = (exp.data.dataset, exp.data.root, exp.eval.fid_features if (exp.eval.fid_every or exp.eval.fid_every_steps) else None)
+        fid_on = exp.eval.fid_every or exp.eval.fid_every_steps
+        source = (exp.data.dataset, exp.data.root, exp.data.hf_name, exp.data.hf_config, exp.data.hf_revision, exp.data.split, exp.data.test_split)
+        key = (source, (exp.eval.fid_features, exp.eval.fid_mode) if fid_on else None)
         if key in seen:
             continue
         seen.add(key)
         data = load(exp.data)
         if exp.eval.fid_every or exp.eval.fid_every_steps:
-            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu")
+            extractor = build_extractor(exp.eval.fid_features, exp.data.dataset, "cpu", exp.eval.fid_mode)
             size = data.shape[1]
             if exp.eval.fid_reference == "auto" and has_precomputed(extractor, exp.data.dataset, size):
                 for split in ("train", "test"):
@@ -86,7 +89,9 @@ def run_sweep(
         space = load_saved_space(loc)  # the one load of the saved space
     else:
         loc = locate(space, storage, name)
-    extra_callbacks = logger_callbacks(log_to, loc.name)  # a missing package fails here, before Ray starts
+    # a missing package, or a tracking server that is down or refuses, fails here, before Ray starts;
+    # a tracker records each trial's resolved config as its parameters
+    extra_callbacks = logger_callbacks(log_to, loc.name, params_of=lambda config: space.experiment(overrides_of(config)).to_dict())
     preflight(space, loc, resume=resume)
     check_reachable(address or os.environ.get("RAY_ADDRESS"))  # a mistyped --address fails before any download
     prestage(space)
@@ -125,7 +130,7 @@ def run_sweep(
         fn = tune.with_resources(
             fn, lambda config: resource_dict_to_pg_factory(request_of(space, space.experiment(overrides_of(config))).as_ray())
         )
-        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out), WaitingCallback(loc.uri, out=out), *extra_callbacks]
+        callbacks = [ResultsCallback(space, loc.uri, meta), ProgressCallback(out=out, width=width, planned=setup.n_trials), WaitingCallback(loc.uri, out=out), *extra_callbacks]
         if any(e.eval.figures == "snapshots" for e in space.extremes()):  # figures measured as the snapshots land
             from raydiff.tune.figures import FigureCallback
 
@@ -168,9 +173,20 @@ def run_sweep(
             )
         t0 = time.perf_counter()
         grid = tuner.fit()
+        writer = callbacks[0]
+        writer.flush()
+        resume = f"raydiff sweep --resume {loc.name} --storage {loc.storage}"
+        if writer.unwritten:  # the store stopped answering and has not come back: say so, in one line
+            raise SweepInterrupted(
+                f"storage {loc.uri} stopped answering ({next(iter(writer.unwritten.values()))}); {len(writer.unwritten)}"
+                f" results file(s) not written; when it answers again, finish the sweep with: {resume}"
+            )
         # Tune answers Ctrl+C (and SIGTERM, forwarded) by saving its state and returning: trials
         # without a row in trials.parquet are then unfinished, and the sweep is not done.
-        rows = results.read_trials(fs, root).to_pylist()
+        try:
+            rows = results.read_trials(fs, root).to_pylist()
+        except (UserError, OSError) as e:
+            raise SweepInterrupted(f"cannot read back {loc.uri} ({results.first_line(e)}); when the store answers, finish the sweep with: {resume}") from None
         if len(rows) < len(grid):
             raise SweepInterrupted(
                 f"sweep {loc.name!r} stopped with {len(grid) - len(rows)} of {len(grid)} trials unfinished; "

@@ -71,7 +71,7 @@ def test_evaluator_reports_feature_mem_frac(model_path):
         "data": {"dataset": "gmm", "image_size": 32, "channels": 3, "n_train": 24, "n_test": 8},
         "model": {"base_channels": 8, "channel_mults": [1], "emb_dim": 16},
         "diffusion": {"objective": "flow", "sample_steps": 2},
-        "eval": {"num_samples": 16, "fid_every": 0, "probe_images": 4, "probe_noise_levels": 2, "bootstrap": 20,
+        "eval": {"num_samples": 16, "fid_every": 0, "probe_images": 4, "probe_noise_levels": 2,
                  "memorization_space": "both", "embedding": str(model_path), "save_samples": 0},
     })  # fmt: skip
     cfg: ExperimentConfig = space.base

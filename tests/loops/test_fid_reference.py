@@ -45,7 +45,7 @@ def evaluator(monkeypatch, extractor, dataset="cifar10", **eval_kw):
         "model": {"base_channels": 8, "channel_mults": [1], "emb_dim": 16},
         "diffusion": {"objective": "flow", "sample_steps": 2},
         "eval": {"num_samples": 4, "fid_every": 2, "fid_samples": 12, "swd_samples": 8, "swd_projections": 50,
-                 "probe_images": 4, "probe_noise_levels": 2, "bootstrap": 20, "save_samples": 0, **eval_kw},
+                 "probe_images": 4, "probe_noise_levels": 2, "save_samples": 0, **eval_kw},
     })  # fmt: skip
     g = torch.Generator().manual_seed(0)
     x = lambda n: torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)  # noqa: E731

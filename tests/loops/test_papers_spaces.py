@@ -1,4 +1,4 @@
-"""The papers' search spaces: dry-run tables in both sweep modes, the Bonnaire folder error, and
+"""The papers' search spaces: dry-run tables in both sweep modes, Bonnaire's on a folder, and
 one CPU trial of the Marion & Wu settings on a CIFAR-10 archive written by the test."""
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ def test_marion_file_records_the_papers_settings():
     assert base.eval.refine_snapshots > 0 and base.data.normalization == "symmetric"
 
 
-def test_bonnaire_needs_its_folder(capsys, tmp_path):
-    assert main(["sweep", str(BONNAIRE), "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert err.startswith("raydiff: error: ") and "data.root: no such folder" in err
+def as_folder(raw: dict, root) -> dict:
+    """Bonnaire's space with its CelebA read from a folder of images instead of the hub."""
+    for key in ("hf_name", "hf_config", "hf_revision", "split", "order", "image_column"):
+        raw["data"].pop(key)
+    raw["data"].update(dataset="folder", root=str(root))
+    return raw
 
 
 def test_bonnaire_grid_with_a_folder(tmp_path):
@@ -84,7 +85,7 @@ def test_bonnaire_grid_with_a_folder(tmp_path):
     Image.new("L", (32, 32), 128).save(png, format="PNG")
     for i in range(512 + 2048):  # enough for n ≤ 512 beside the 2,048 held out
         (tmp_path / f"{i:06d}.png").write_bytes(png.getvalue())
-    raw["data"]["root"] = str(tmp_path)
+    as_folder(raw, tmp_path)
     raw["grid"]["data.n_train"] = [128, 256, 512]
     space = search_space_from_dict(raw)
     assert len(space.points()) == 3 * 5  # grid mode: every (n, W)
@@ -95,7 +96,10 @@ def test_bonnaire_grid_with_a_folder(tmp_path):
     # their loader, batch rule, DataLoader and sampler (Utils/loader.py, run_Unet.py, generate.py)
     assert (exp.data.normalization, exp.train.sampling, exp.diffusion.resolved_sampler) == ("centered", "epochs", "ddim")
     assert [e.batch for e in space.experiments()[::5]] == [128, 256, 512]  # B = min(n, 512)
-    assert (exp.eval.num_samples, exp.eval.mem_sample_steps, exp.eval.refine_snapshots > 0) == (10_000, 100, True)
+    assert (exp.eval.num_samples, exp.eval.mem_sample_steps, exp.eval.refine_snapshots > 0) == (10_000, 99, True)
+    # their sampler, t range, float f_mem, FID pipeline and U-Net blocks (Utils/Diffusion.py, compute_fmem.py, compute_FID.py, Unet.py)
+    assert (exp.diffusion.step_grid, exp.diffusion.clip_x0, exp.diffusion.t_min, exp.eval.mem_on_floats) == ("floored", False, 1, True)
+    assert (exp.eval.fid_mode, exp.model.style, exp.stop.headline) == ("legacy_pytorch", "bonnaire2025", "pixel")
     raw["grid"]["data.n_train"].append(1024)
     with pytest.raises(ConfigError, match="n_train \\+ n_test must be ≤ 2560"):  # the folder's size: preflight's
         preflight(search_space_from_dict(raw))
@@ -111,7 +115,7 @@ def test_one_marion_trial_on_cpu(tmp_path, monkeypatch):
         "train.budget_scaling": "fixed", "train.device": "cpu", "diffusion.sample_steps": 1,
         "eval.every_steps": 2, "eval.every_images": None, "eval.cadence": "uniform", "eval.num_samples": 2,
         "eval.fid_every": 0, "eval.memorization_space": "pixel", "stop.on": ["pixel", "loss"], "eval.probe_images": 1,
-        "eval.probe_noise_levels": 1, "eval.bootstrap": 20, "eval.save_samples": 2,
+        "eval.probe_noise_levels": 1, "eval.save_samples": 2,
     })  # fmt: skip
     # the file's own settings are what runs: rectified flow, class labels, EMA 0.9999, Adam
     assert (cfg.diffusion.objective, cfg.data.class_conditional, cfg.train.ema_decay) == ("flow", True, 0.9999)
@@ -148,8 +152,7 @@ def test_one_bonnaire_trial_on_cpu(tmp_path):
     for i in range(16 + 8):
         pixels = torch.randint(0, 256, (32, 32), dtype=torch.uint8, generator=g).numpy()
         Image.fromarray(pixels, mode="L").save(tmp_path / f"{i:06d}.png")
-    raw = yaml.safe_load(BONNAIRE.read_text())
-    raw["data"]["root"] = str(tmp_path)
+    raw = as_folder(yaml.safe_load(BONNAIRE.read_text()), tmp_path)
     space = search_space_from_dict(raw)
     cfg = apply_overrides(space.base, {
         "model.preset": "bonnaire-w8", "data.n_train": 16, "data.n_test": 8, "train.max_steps": 4,

@@ -36,7 +36,7 @@ TINY = {
     "model": {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "emb_dim": 32},
     "diffusion": {"objective": "ddpm", "sample_steps": 10},
     "train": {"batch_size": 32, "lr": 5e-3, "max_steps": 1500, "device": "cpu"},
-    "eval": {"every_steps": EVERY, "num_samples": 64, "fid_every": 0, "probe_images": 16, "bootstrap": 200},
+    "eval": {"every_steps": EVERY, "num_samples": 64, "fid_every": 0, "probe_images": 16},
     "stop": {"mem_frac_threshold": 0.1, "patience": 2},
 }
 

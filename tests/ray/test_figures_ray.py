@@ -1,6 +1,7 @@
 """Figures off the training loop through real Ray: trials save snapshots, Ray tasks measure them as
-they land (sweep.measure_resources), and `raydiff measure` measures a finished sweep again with a
-figure the sweep did not run."""
+they land (sweep.measure_resources) — one of them killed mid-way and retried, leaving no half row —
+and `raydiff measure` measures a finished sweep again, the same rows, and with a figure the sweep
+did not run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from raydiff import cli, results
+from raydiff.remeasure import FAULT_ENV
 from raydiff.snapshots import SnapshotStore
 
 pytestmark = pytest.mark.ray
@@ -32,7 +34,10 @@ SPACE = {
 def sweep(tmp_path_factory):
     d = tmp_path_factory.mktemp("figs")
     (d / "space.yaml").write_text(yaml.safe_dump(SPACE))
-    assert cli.main(["sweep", str(d / "space.yaml"), "--storage", str(d / "storage")]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the first task to measure step 200 dies right after writing it
+        mp.setenv(FAULT_ENV, f"*:200:{d / 'killed'}")
+        assert cli.main(["sweep", str(d / "space.yaml"), "--storage", str(d / "storage")]) == 0
+    assert (d / "killed").exists()
     return d / "storage" / "figs"
 
 
@@ -48,6 +53,15 @@ def test_every_snapshot_measured_during_the_sweep(sweep):
         assert got == steps and all(r["fid"] is not None for r in rows)  # every one measured, once
     metrics = pq.read_table(sweep / results.METRICS_DIR).to_pylist()
     assert all(r["fid"] is None for r in metrics)  # the loop measured none
+
+
+def test_measuring_again_gives_the_same_rows(sweep):
+    fs, root = results.filesystem(str(sweep))
+    key = lambda r: (r["trial_id"], r["measure"], r["step"])  # noqa: E731
+    strip = lambda rows: sorted(({k: v for k, v in r.items() if k != "measure_s"} for r in rows), key=key)  # noqa: E731
+    before = strip(results.read_figures(fs, root).to_pylist())
+    assert cli.main(["measure", str(sweep), "--metrics", "fid"]) == 0
+    assert strip(results.read_figures(fs, root).to_pylist()) == before
 
 
 def test_measure_a_finished_sweep_with_a_new_figure(sweep, capsys):

@@ -31,7 +31,9 @@ def bonnaire_cpu(tmp_path_factory):
     raw = yaml.safe_load(packaged_search_space("bonnaire2025").read_text())
     raw["sweep"].update(name="bonnaire_cpu", max_failures=0, resources={"cpu": 1, "gpu": 0})
     raw["sweep"].pop("resources_by")  # the GPU packing rules: this copy runs on CPUs
-    raw["data"].update(root=str(images), image_size=8, n_test=64)
+    for key in ("hf_name", "hf_config", "hf_revision", "split", "order", "image_column"):  # CelebA from a folder here
+        raw["data"].pop(key)
+    raw["data"].update(dataset="folder", root=str(images), image_size=8, n_test=64)
     raw["grid"] = {"data.n_train": [8, 12]}
     raw["model"] = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "emb_dim": 32, "dropout": 0.0}
     raw["train"].update(max_steps=3000, optimizer="adam", lr=5e-3)

@@ -166,11 +166,11 @@ def test_sensitivity_table_covers_thresholds_and_loss_divergence(tmp_path):
     an = analyze_sweep(load_sweep(str(tmp_path / "s")), n_boot=100)
     labels = [r.definition for r in an.sensitivity]
     assert labels[:3] == ["mem_frac ≥ 0.05, patience 2", "mem_frac ≥ 0.1, patience 2", "mem_frac ≥ 0.2, patience 2"]
-    assert labels[3].startswith("loss divergence")
+    assert labels[3] == "start of mem_frac's rise (back-extrapolated)" and labels[4].startswith("loss divergence")
     by = {r.definition: r for r in an.sensitivity}
     # each trial stopped two evaluations after its 0.1 crossing: a 0.2 onset is never seen
     assert by[labels[2]].n_onset == 0 and by[labels[2]].fit is None
-    for lab in (labels[0], labels[1], labels[3]):
+    for lab in (labels[0], labels[1], labels[3], labels[4]):
         assert by[lab].fit.coef("n_train").lo <= 1.0 <= by[lab].fit.coef("n_train").hi
     assert by[labels[1]].fit.coef("n_train").value == pytest.approx(an.joint.coef("n_train").value)
 
@@ -281,7 +281,7 @@ def test_not_a_results_folder_and_corrupt_parquet_are_one_line_errors(tmp_path, 
     assert "corrupt or unreadable Parquet" in err and err.count("\n") == 1
 
     write_sweep(tmp_path / "ok", n=(64, 128, 256), b=(16,), lr=(1e-4,), seed=9)
-    assert main(["analyze", str(tmp_path / "ok"), "--copies", "nope", "--boot", "10", "--out", str(tmp_path / "o")]) == 2
+    assert main(["analyze", str(tmp_path / "ok"), "--copies", "nope", "--boot", "40", "--out", str(tmp_path / "o")]) == 2
     assert "--copies: no trial nope" in capsys.readouterr().err
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import subprocess
 import sys
@@ -62,7 +63,13 @@ def test_tables_and_machine_readable_outputs(analyzed):
     assert {t["trial_id"] for t in fits["trials"]} == {f"synthetic_{i:05d}" for i in range(6)}
     rows = pq.read_table(out / "fits.parquet").to_pylist()
     joint = {r["name"]: r for r in rows if r["fit"] == "joint"}
-    assert set(joint) == {"c", "alpha", "beta"} and joint["alpha"]["lo"] <= joint["alpha"]["value"] <= joint["alpha"]["hi"]
+    assert set(joint) == {"c", "alpha", "beta"}
+    a = joint["alpha"]
+    # 5 trials for 3 coefficients: many resamples lose rank; below 80% usable there is no interval
+    if fits["joint"]["usable"] >= 0.8:
+        assert a["lo"] <= a["value"] <= a["hi"]
+    else:
+        assert a["lo"] is None or math.isnan(a["lo"])
     assert {r["fit"] for r in rows} >= {"joint", "marginal", "sensitivity"}
     stats = pq.read_table(out / "trial_stats.parquet").to_pylist()
     assert len(stats) == 6 and {s["state"] for s in stats} == {"onset", "running"}

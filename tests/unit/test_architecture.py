@@ -155,6 +155,7 @@ def test_config_is_pure():
     allowed = {"raydiff", "raydiff.errors", "raydiff.metrics.objectives", "raydiff.metrics"}
     for name, deps in graph().items():
         if name.startswith("raydiff.config"):
+            # the registry of measures (standard library only at module level) names the tests a config may select
             assert all(d.startswith(("raydiff.config", "raydiff.measures")) or d in allowed for d in deps), (name, deps)
     out = subprocess.run(
         [sys.executable, "-c", "import sys, raydiff.config; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}))"],

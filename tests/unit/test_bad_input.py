@@ -27,7 +27,7 @@ BASE = {
     "model": {"base_channels": 8, "channel_mults": [1], "num_res_blocks": 1, "emb_dim": 16},
     "diffusion": {"sample_steps": 4},
     "train": {"batch_size": 4, "lr": 1e-3, "max_steps": 20},
-    "eval": {"every_steps": 10, "num_samples": 8, "fid_every": 0, "probe_images": 4, "bootstrap": 10},
+    "eval": {"every_steps": 10, "num_samples": 8, "fid_every": 0, "probe_images": 4},
 }
 
 

@@ -227,3 +227,12 @@ def test_yaml_booleans_are_yaml_12():
     assert parse_yaml("a: yes\nb: off\nc: true\nd: FALSE\n") == {"a": "yes", "b": "off", "c": True, "d": False}
     space = search_space_from_dict(parse_yaml("stop:\n  on: [pixel]\n  continue_for: 0.5\n"))
     assert space.base.stop.on == ("pixel",) and space.base.stop.continue_for == 0.5
+
+
+def test_a_retired_setting_says_what_replaced_it():
+    """eval.bootstrap was validated and never read: a file that still sets it is told why."""
+    from raydiff.config import experiment_from_dict
+
+    with pytest.raises(ConfigError, match="no longer a setting: f_mem's interval is exact") as e:
+        experiment_from_dict({"eval": {"bootstrap": 1000}})
+    assert e.value.key == "eval.bootstrap"

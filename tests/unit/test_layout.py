@@ -22,7 +22,8 @@ from paths import ROOT
 
 TESTS = ROOT / "tests"
 LAYERS = ("unit", "loops", "ray")
-HELPERS = ("conftest.py", "paths.py", "processes.py", "analysis_synth.py", "cifar_archive.py", "planner_sim.py")
+HELPERS = ("conftest.py", "paths.py", "processes.py", "analysis_synth.py", "cifar_archive.py", "planner_sim.py", "hf_local.py",
+           "mlflow_server.py", "wandb_files.py")
 RAY_CALLS = {"ray.init", "run_sweep", "Command", "ray_tax.run"}
 RAY_FIXTURES = {("ray/test_multinode.py", "cluster"), ("ray/test_smoke_sweep.py", "smoke")}
 

@@ -11,6 +11,7 @@ import pytest
 from raydiff import ledger, results
 from raydiff.cli import main
 from raydiff.config import search_space_from_dict
+from raydiff.status import duration, onset_in_s, sweep_left_s
 from raydiff.tune.progress import ProgressCallback
 
 HEADER = re.compile(r"^\s*trial\s+N\s+B\s+lr\s+step", re.M)
@@ -67,7 +68,7 @@ def test_table_shows_latest_values_and_keeps_the_last_fid():
     cb.on_trial_result(0, [t], t, result(100, frac=0.02, fid=41.5))
     cb.on_trial_result(0, [t], t, result(200, frac=0.05, fid=None))  # an evaluation without FID
     last_table = out.getvalue().strip().split("\n")[-2:]
-    assert last_table[1].split() == ["abc", "8", "32", "5e-03", "200", "3000", "0.050", "41.50", "running", "-", "-"]
+    assert last_table[1].split() == ["abc", "8", "32", "5e-03", "200", "3000", "0.050", "41.50", "running", "-", "-", "-"]
 
 
 def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
@@ -82,6 +83,81 @@ def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
     cb.on_trial_complete(0, [t], t)
     tail = out.getvalue().rsplit("finished", 1)[1]
     assert HEADER.search(tail), "after the line, the table is drawn again at once"
+
+
+@pytest.mark.parametrize("seconds, text", [(-5, "due"), (0, "due"), (0.4, "0s"), (45, "45s"), (750, "12m30s"), (11_100, "3h05m")])
+def test_duration(seconds, text):
+    assert duration(seconds) == text
+
+
+def running(step, wall_s, budget=3000, tau=None, status="running"):
+    return {"status": status, "step": step, "wall_s": wall_s, "budget_steps": budget, "tau_predicted": tau}
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        pytest.param(running(100, 10, tau=500), 40.0, id="10-steps-a-second-400-to-go"),
+        pytest.param(running(600, 60, tau=500), -10.0, id="past-tau-due"),
+        pytest.param(running(100, 10), None, id="no-fit-no-estimate"),
+        pytest.param(running(0, 0, tau=500), None, id="no-speed-yet"),
+        pytest.param(running(100, 10, tau=500, status="memorized"), None, id="finished"),
+    ],
+)
+def test_onset_in_s(row, expected):
+    assert onset_in_s(row) == expected
+
+
+@pytest.mark.parametrize(
+    "rows, width, not_started, expected",
+    [
+        # one trial, 10 steps/s: to τ̂ = 500 from 100 → 40 s
+        pytest.param([running(100, 10, tau=500)], 1, 0, 40.0, id="one-to-tau"),
+        # τ̂ beyond the budget: to the budget, 2900 steps → 290 s
+        pytest.param([running(100, 10, tau=9000)], 1, 0, 290.0, id="tau-past-budget"),
+        # no fit: to the budget
+        pytest.param([running(100, 10)], 1, 0, 290.0, id="no-fit"),
+        # two at once, 40 s and 290 s left: the longer one ends the sweep
+        pytest.param([running(100, 10, tau=500), running(100, 10)], 2, 0, 290.0, id="longest-running"),
+        # one at a time, 2 not started, each as long as the mean whole trial (50 s; 300 s) → 40 + 290 + 2·175 s
+        pytest.param([running(100, 10, tau=500), running(100, 10)], 1, 2, 680.0, id="queue-at-width-1"),
+        # a finished trial's wall time counts in the mean: (50 + 300 + 100) / 3 = 150 s each for 3 pending, width 2
+        pytest.param([running(100, 10, tau=500), running(100, 10), {"status": "memorized", "wall_s": 100},
+                      {"status": "pending"}], 2, 2, (40 + 290 + 3 * 150) / 2, id="finished-and-pending"),  # fmt: skip
+        pytest.param([{"status": "pending"}], 1, 3, None, id="nothing-running"),
+    ],
+)
+def test_sweep_left_s(rows, width, not_started, expected):
+    got = sweep_left_s(rows, width, not_started)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def test_live_table_estimates_onsets_from_the_finished_trials():
+    """Three trials memorize at τ = 10·N; a running N = 64 trial at step 140 after 14 s (10 steps/s)
+    gets τ̂ ≈ 640 from the planner's fit, so its onset ≈ 50 s away; the sweep ends when it does."""
+    out, clock = io.StringIO(), Clock()
+    cb = ProgressCallback(out=out, clock=clock, interval_s=0, width=2, planned=4)
+    done = [trial(f"t{i}", n) for i, n in enumerate((8, 16, 32))]
+    for t, n in zip(done, (8, 16, 32)):
+        t.last_result = result(10 * n, frac=0.5, tau_mem_step=10 * n, n_train=n, params=1000, wall_s=n,
+                               stop_status="memorized", stop_reason="onset")  # fmt: skip
+        cb.on_trial_complete(0, done, t)
+    live = trial("t3", 64)
+    cb.on_trial_result(0, [*done, live], live, result(140, n_train=64, params=1000, wall_s=14.0))
+    lines = out.getvalue().strip().splitlines()
+    row = next(ln for ln in lines if ln.split()[0] == "t3").split()
+    tau_hat = 10 * 64 - 0.5  # the law is fitted to the middle of the last gap (planner.observe)
+    assert row[-1] == duration((tau_hat - 140) / 10) == "50s"
+    assert lines[-1] == "expected end in 50s (running trials to their expected onset or budget at their speed so far)"
+    assert [ln.split()[-1] for ln in lines if ln.split()[0] in ("t0", "t1", "t2")][-3:] == ["-", "-", "-"]  # finished: none
+
+
+def test_live_table_prefers_the_trials_own_plan():
+    out, clock = io.StringIO(), Clock()
+    cb = ProgressCallback(out=out, clock=clock, interval_s=0)
+    t = SimpleNamespace(trial_id="p", config={"point": {"data.n_train": 8}, "planner": {"tau_mem_predicted": 1200.0}}, last_result={})
+    cb.on_trial_result(0, [t], t, result(200, wall_s=20.0))  # 10 steps/s, 1000 steps to τ̂
+    assert out.getvalue().splitlines()[1].split()[-1] == "1m40s"
 
 
 def test_callback_pickles_without_its_stream():
