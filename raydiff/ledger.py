@@ -61,20 +61,28 @@ def samples_schema() -> pa.Schema:
 
 
 def ledger_rows(trial_id: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per sample of the report's ledger ([] when the report has none). Lists may arrive
-    as tuples (Ray's report); NaN scores become null."""
+    """One row per sample of the report's ledger ([] when the report has none). The step may be
+    one number or a list with the same value for every sample; lists may arrive as tuples (Ray's
+    report), and a ledger flattened by a logger ("ledger/<column>" keys) is read too. NaN scores
+    become null."""
     led = report.get(LEDGER_KEY)
     if not led:
+        prefix = LEDGER_KEY + "/"
+        led = {k[len(prefix) :]: v for k, v in report.items() if k.startswith(prefix)}
+    if not led:
         return []
+    cols = {k: list(v) for k, v in led.items() if k != "step"}
+    n = len(cols.get("sample", ()))
     step = led.get("step", report.get("step"))
+    if isinstance(step, (list, tuple)):
+        if len(step) != n or len(set(step)) > 1:
+            raise ValueError("the ledger's step list must hold one step for every sample")
+        step = step[0] if step else report.get("step")
     if step is None:
         raise ValueError("a ledger needs the evaluation's step")
-    known = set(samples_schema().names)
-    cols = {k: list(v) for k, v in led.items() if k != "step"}
-    unknown = sorted(set(cols) - known)
+    unknown = sorted(set(cols) - set(samples_schema().names))
     if unknown:
         raise ValueError(f"the ledger has columns of no registered memorization test: {', '.join(unknown)}")
-    n = len(cols.get("sample", ()))
     if any(len(v) != n for v in cols.values()):
         raise ValueError("the ledger's lists differ in length")
     rows = []

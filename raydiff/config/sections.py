@@ -498,8 +498,6 @@ class EvalConfig:
     def _validate_tests(self) -> None:
         """mem_thresholds names registered memorization tests, each with a threshold in its score's
         range; feature_models names feature networks of registered cosine tests, each a non-empty id."""
-        import raydiff.measures as measures
-
         tests = measures.names("memorization")
         for name, value in self.mem_thresholds:
             key = f"eval.mem_thresholds.{name}"
