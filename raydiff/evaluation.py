@@ -24,6 +24,7 @@ from raydiff.config.sections import needs
 from raydiff.data import ImageData, from_model, to_model, train_mean
 from raydiff.diffusion import Process
 from raydiff.measures import Verdicts
+from raydiff.metrics import features
 from raydiff.metrics import fid as fidlib
 from raydiff.metrics.memorization import Neighbours, fraction_with_interval, nearest_two, settled
 from raydiff.metrics.swd import sliced_wasserstein
@@ -194,12 +195,10 @@ class Evaluator:
             self._references(data)
         # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
         self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
-        self.embedding = None
-        if "embedding" in needs(tuple(t.name for t in self.tests)):
-            from raydiff.metrics.embedding import load_embedding
-
-            self.embedding = load_embedding(ev.embedding, device, precision=ev.feature_precision)
-            self.networks["embedding"] = (self.embedding, self.embedding(data.x_train))
+        for name in features.networks_needed(cfg) if self.tests else ():  # SSCD, DINOv2, CLIP, Inception …
+            net = features.load(name, cfg, device)
+            self.networks[name] = (net, net(data.x_train))
+        self.embedding = self.networks["embedding"][0] if "embedding" in self.networks else None  # named in mem_embedding
         self.count = 0
 
     def _references(self, data: ImageData) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from raydiff import ledger
-from raydiff.metrics.agreement import cohen_kappa, pairwise_kappa
+from raydiff.metrics.agreement import pairwise_kappa
 from raydiff.metrics.onset import mem_onset
 
 TYPICALITY_K = 5  # neighbours averaged for typicality
