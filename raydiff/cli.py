@@ -210,11 +210,11 @@ def cmd_train(args) -> int:
     cfg = space.experiments()[args.point]
 
     def report(m, _ckpt):
+        num = lambda key: float("nan") if m.get(key) is None else m[key]  # noqa: E731 - None: not measured here
         fid = "-" if m.get("fid") is None else f"{m['fid']:.2f}"
         print(
-            f"step {m['step']:>7}  loss {m.get('loss', float('nan')):.4f}  train/test probe"
-            f" {m.get('train_loss', float('nan')):.4f}/{m.get('test_loss', float('nan')):.4f}"
-            f"  mem_frac {m.get('mem_frac', float('nan')):.3f}  fid {fid}  {m['wall_s']:.1f}s",
+            f"step {m['step']:>7}  loss {num('loss'):.4f}  train/test probe {num('train_loss'):.4f}/{num('test_loss'):.4f}"
+            f"  mem_frac {num('mem_frac'):.3f}  fid {fid}  {m['wall_s']:.1f}s",
             flush=True,
         )
         if m.get("stop_status"):

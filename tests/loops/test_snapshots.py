@@ -110,3 +110,17 @@ def test_unknown_figure_is_one_line(measured):
         measure_sweep(str(root), ["pixel"])
     with pytest.raises(UserError, match="no snapshots of trial"):
         measure_sweep(str(root), None, ["nope"])
+
+
+def test_raydiff_train_prints_fidelity_only_rows(tmp_path, capsys):
+    """`raydiff train` prints every report, fidelity-only ones too (no memorization test in them)."""
+    import yaml
+
+    from raydiff import cli
+    from tiny_trial import TINY
+
+    space = {**TINY, "eval": {**TINY["eval"], **FIGURES}, "train": {**TINY["train"], "max_steps": 40}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(space))
+    assert cli.main(["train", str(tmp_path / "s.yaml"), "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(" mem_frac nan " in ln and " fid -" not in ln for ln in lines)  # step 10: a fidelity-only row
