@@ -14,6 +14,7 @@ from raydiff.cli import main
 from raydiff.config import ConfigError, apply_overrides, load_search_space, packaged_search_space, search_space_from_dict
 from raydiff.preflight import preflight
 from raydiff.trial import train
+from raydiff.training.reports import history_row, history_series
 
 MARION = packaged_search_space("marion2026_cifar10")
 BONNAIRE = packaged_search_space("bonnaire2025")
@@ -199,8 +200,10 @@ def test_marion_trial_measures_its_own_onset_definitions(tmp_path, monkeypatch):
     reports = []
     train(cfg, lambda m, ckpt: reports.append(m) or False)
     last = reports[-1]
+    assert not [k for k in last if k.startswith("history_")]  # a report is O(1): the series stay in train()
+    series = history_series(cfg, [history_row(r["step"], cfg.batch, r["wall_s"], r) for r in reports])
     for key in ("history_pixel", "history_features", "history_pixel_raw", "history_train_loss", "history_test_loss"):
-        assert len(last[key]) == len(last["history_steps"]) == 2, key
+        assert len(series[key]) == len(series["history_steps"]) == 2, key
     for d in ("pixel", "features", "pixel_raw", "loss"):
         assert f"tau_mem_{d}_step" in last
-    assert last["tau_mem_step"] == stop_onset(onsets(last, cfg.stop), cfg.stop)  # the latest of features and loss
+    assert last["tau_mem_step"] == stop_onset(onsets(series, cfg.stop), cfg.stop)  # the latest of features and loss
