@@ -147,7 +147,7 @@ TARGETS = [
      lambda s: s.data["default, after"]["units"], "{:,.0f}", "≤ 4,000", lambda v: v <= 4000, "≈ 8,700 (523 s / 0.060 s)"),
     ("measurement tax: Σ eval_s / Σ wall_s over the default's trials", "7",
      lambda s: s.data["default, after"]["measurement_tax"], "{:.1%}", "≤ 3%", lambda v: v <= 0.03, "8.5%"),
-    ("measurement share of marion2026_cifar10's grid at the prior τ, exact FLOP arithmetic (was: a CIFAR-size projection)", "3d",
+    ("in-loop measurement share of marion2026_cifar10's grid at the prior τ, exact FLOP arithmetic (was: a CIFAR-size projection)", "3d",
      lambda s: s.data["marion_share"], "{:.1%}", "≤ 10%", lambda v: v <= 0.10, "72%"),
     ("Ray tax: a few-minute trial through Tune vs train() directly", "2",
      lambda s: s.data["ratio"], "{:.3f}", "≤ 1.02", lambda v: v <= 1.02, "1.053"),

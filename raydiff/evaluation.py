@@ -73,7 +73,7 @@ def settling_round(first: int, total: int, threshold: float) -> int:
     """The sequential test's first round, doubled until that round can settle on its own: with
     none of its samples memorized, the interval at its Bonferroni share of the level lies below
     `threshold` (0 of 32 cannot at 0.1 over three looks: its upper bound is 0.139; 0 of 64 over
-    two looks is 0.056). A round that cannot settle is a batch always drawn for nothing. Doubling
+    two looks is 0.066). A round that cannot settle is a batch always drawn for nothing. Doubling
     keeps the looks on the same sample counts as before (r, 2r, 4r, …), minus the first."""
     while first < total and not settled(0, first, threshold, sequential_looks(first, total)):
         first = min(total, 2 * first)

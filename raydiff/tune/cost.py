@@ -27,6 +27,14 @@ per image come from the measure registry (`flops_per_sample`: SSCD, Inception), 
 classifier's are counted on the meta device; an exact nearest-neighbour search of S samples among
 N images of dimension D is S·N·D·2. Not counted: the optimizer and EMA updates (O(P) per step),
 data movement, the Fréchet distance's matrix square root (O(D³) once per FID), host work.
+
+With eval.figures: snapshots the figure schedule saves EMA snapshots instead of measuring FID and
+SWD in the loop; their cost (each drawing its own fid_samples, as `raydiff measure` does) and the
+snapshots' bytes within eval.snapshot_budget_mb are reported beside the in-loop share, not in it.
+
+Copied here, for want of a pure function in the loop's modules: the sequential test's round
+arithmetic (evaluation.Evaluator._memorization), the figure cadence (Evaluator.figure_due) and
+the loop's control flow itself (trial.train), which `simulate` mirrors line by line.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from raydiff.evaluation import sequential_looks, settling_round
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
-from raydiff.training.refine import bisect_crossing, crossed, merge_interim
+from raydiff.training.refine import bisect_crossing, crossings, merge_interim
 from raydiff.training.reports import Onsets, history_row
 from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
 from raydiff.tune.planner import prior_tau
@@ -165,7 +173,7 @@ class Event:
     """One thing the simulated trial measures, at `step`."""
 
     step: int
-    kind: str  # evaluation | refinement | raw | fidelity (a fidelity-only evaluation)
+    kind: str  # evaluation | refinement | raw | fidelity (a fidelity-only evaluation) | snapshot (figures off the loop)
     mem_samples: int = 0  # samples drawn for (and tested by) the memorization tests
     tests: tuple[str, ...] = ()  # the memorization tests run on them
     fid_samples: int = 0  # samples the figures draw beyond those (a shared pass reuses the tests')
@@ -188,13 +196,19 @@ class Run:
 
     @property
     def fid_count(self) -> int:
-        return sum(e.fid for e in self.events)
+        """Figures measured in the loop (evaluations with FID/SWD, fidelity-only evaluations)."""
+        return sum(e.fid for e in self.events if e.kind != "snapshot")
+
+
+def figure_measures(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The trial's figures (the registry's fidelity measures it runs, FID and SWD)."""
+    return tuple(m for m in cfg.measured if measures.get(m).kind == "fidelity")
 
 
 def measures_figures(cfg: ExperimentConfig) -> bool:
-    """The trial measures figures in a feature network (Evaluator builds its extractor)."""
+    """The trial measures figures in a feature network on its cadence (the Evaluator builds its extractor)."""
     ev = cfg.eval
-    return "fid_features" in needs(cfg.measured) and bool(ev.fid_every or ev.fid_every_steps)
+    return "fid_features" in needs(figure_measures(cfg)) and bool(ev.fid_every or ev.fid_every_steps)
 
 
 def simulate(cfg: ExperimentConfig, tau: float) -> Run:
@@ -205,7 +219,8 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
     ev, stop = cfg.eval, cfg.stop
     budget, k, b, theta = cfg.budget_steps, ev.refine_snapshots, cfg.batch, stop.mem_frac_threshold
     tests, raw = cfg.memorization_tests, cfg.raw_tests
-    probes, figures = "loss" in cfg.measured, measures_figures(cfg)
+    off_loop = ev.figures == "snapshots"  # the figure schedule saves EMA snapshots; `raydiff measure` measures them
+    probes, figures = "loss" in cfg.measured, measures_figures(cfg) and not off_loop
     mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
     nan = float("nan")
 
@@ -229,6 +244,9 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         snaps = refine_steps(step, nxt, k) if k else []
         interim: list[tuple[dict, dict]] = []
         for s in sorted(x for x in fidelity_at if step < x < nxt):  # fidelity-only evaluations
+            if off_loop:
+                events.append(Event(s, "snapshot", fid_samples=ev.fid_samples, fid=True))
+                continue
             events.append(Event(s, "fidelity", fid_samples=ev.fid_samples, fid=figures))
             m = {"train_loss": nan, "test_loss": nan, "fid": 0.0 if figures else None}
             interim.append(({**history_row(s, b, 0.0, m), "fidelity_only": True}, m))
@@ -238,7 +256,10 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         metrics: dict[str, Any] = {**tested(step, tests), "train_loss": nan, "test_loss": nan}
         if probes:
             metrics["train_loss"], metrics["test_loss"] = assumed_losses(step, tau, stop.loss_gap)
-        do_fid = figures and (step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0))
+        due = step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0)  # Evaluator.figure_due
+        if off_loop and due:
+            events.append(Event(step, "snapshot", fid_samples=ev.fid_samples, fid=True))
+        do_fid = figures and due
         if do_fid and mem_steps == cfg.diffusion.sample_steps:  # one sampling pass serves both
             n = ev.num_samples
             events.append(Event(step, "evaluation", n, tests, max(n, ev.fid_samples) - n, True, probes))
@@ -250,17 +271,9 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         if raw:  # training.refine.raw_memorization: those tests on the raw weights
             events.append(Event(step, "raw", sequential_count(cfg, [f] * len(raw)), raw))
             metrics.update(tested(step, raw, raw_weights=True))
-        if snaps and crossed(history, metrics.get("mem_frac"), theta):  # training.refine.refine's binary search
-
-            def above(i: int) -> bool:
-                s = snaps[i]
-                fs = assumed_mem_frac(s, tau, theta)
-                events.append(Event(s, "refinement", sequential_count(cfg, [fs] * len(tests)), tests))
-                m = {**tested(s, tests), "train_loss": nan, "test_loss": nan}
-                interim.append(({**history_row(s, b, 0.0, m), "refined": True}, m))
-                return fs >= theta
-
-            bisect_crossing(len(snaps), above)
+        fresh = crossings(cfg, history, metrics) if snaps else ()
+        if fresh:  # training.refine.refine: a binary search per crossing test, sharing the snapshots it evaluates
+            interim += refinement(cfg, snaps, fresh, tested, events)
         history += [row for row, _ in merge_interim(interim)]
         history.append(history_row(step, b, 0.0, metrics))
         onset = Onsets.of(cfg, history)
@@ -270,6 +283,34 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         schedule = upcoming_evaluations(cfg, step, history, schedule, onset)
     status = decision.status if decision is not None else "budget"
     return Run(float(tau), step, status, onset.tau, tuple(sorted(events, key=lambda e: e.step)))
+
+
+def refinement(cfg: ExperimentConfig, snaps: list[int], fresh, tested, events: list[Event]) -> list[tuple[dict, dict]]:
+    """training.refine.refine on the assumed curve: the snapshots (steps) its binary searches visit,
+    one memorization-only evaluation each (of the crossing tests), stopping once the bracket is
+    within eval.refine_fraction of its upper end. (refine's search, copied: it runs an Evaluator.)"""
+    theta, fraction, nan = cfg.stop.mem_frac_threshold, cfg.eval.refine_fraction, float("nan")
+    names = tuple(t for t, _ in fresh if t) or cfg.memorization_tests
+    done: dict[int, dict[str, Any]] = {}
+
+    def value(i: int, field: str) -> float | None:
+        if i not in done:
+            done[i] = {**tested(snaps[i], names), "train_loss": nan, "test_loss": nan}
+        return done[i].get(field)
+
+    def narrow(lo: int, hi: int) -> bool:  # the bracket's width against τ̂, its upper end
+        if fraction is None or hi >= len(snaps) or lo < 0:
+            return False
+        return snaps[hi] - snaps[lo] <= fraction * snaps[hi]
+
+    for _, col in fresh:
+        bisect_crossing(len(snaps), lambda i, c=col: (v := value(i, c)) is not None and v >= theta, narrow)
+    out = []
+    for i in sorted(done):
+        f = done[i].get(fresh[0][1])
+        events.append(Event(snaps[i], "refinement", sequential_count(cfg, [f] * len(names)), names))
+        out.append(({**history_row(snaps[i], cfg.batch, 0.0, done[i]), "refined": True}, done[i]))
+    return out
 
 
 # ------------------------------------------------------------------------------ FLOPs of a run
@@ -283,7 +324,13 @@ class TrialCost:
     tau_source: str  # "prior" | "--tau"
     forward: float  # FLOPs of one forward pass on one image
     training: float
-    measurement: dict[str, float] = field(default_factory=dict)
+    measurement: dict[str, float] = field(default_factory=dict)  # in the loop, by kind
+    # eval.figures: snapshots: the figures measured off the loop on the snapshots kept (`raydiff
+    # measure`), beside the in-loop share, not in it; the snapshots' bytes within the budget
+    figures_off_loop: float = 0.0
+    snapshots: int = 0  # kept within eval.snapshot_budget_mb
+    snapshots_dropped: int = 0  # past it
+    snapshot_bytes: int = 0
 
     @property
     def measured(self) -> float:
@@ -295,11 +342,13 @@ class TrialCost:
 
     @property
     def share(self) -> float:
-        """The in-loop measurement share: every measurement runs inside the training loop today."""
+        """The in-loop measurement share: the loop's measurement over its training and measurement
+        (figures measured off the loop on snapshots are not in it)."""
         return self.measured / self.total if self.total else 0.0
 
     def gpu_hours(self, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> float:
-        return gpu_hours(self.total, tflops, utilization)
+        """Training, the loop's measurement and the figures off the loop."""
+        return gpu_hours(self.total + self.figures_off_loop, tflops, utilization)
 
     def to_dict(self, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> dict[str, Any]:
         r = self.run
@@ -310,7 +359,8 @@ class TrialCost:
             "raw_tests": r.count("raw"), "forward_flops": self.forward, "training_flops": self.training,
             "measurement_flops": dict(self.measurement), "measurement_total_flops": self.measured,
             "total_flops": self.total, "measurement_share": self.share,
-            "gpu_hours": self.gpu_hours(tflops, utilization),
+            "gpu_hours": self.gpu_hours(tflops, utilization), "figures_off_loop_flops": self.figures_off_loop,
+            "snapshots": self.snapshots, "snapshots_dropped": self.snapshots_dropped, "snapshot_bytes": self.snapshot_bytes,
         }  # fmt: skip
 
 
@@ -331,7 +381,33 @@ def trial_cost(
         tau = prior_tau(prior, cfg.data.n_train, cfg.batch, cfg.train.lr)
     run = simulate(cfg, tau)
     fwd = forward_flops(cfg) if forward is None else forward
-    return TrialCost(run, source, fwd, training_flops(cfg, run, fwd), measurement_flops(cfg, run, fwd))
+    kept, dropped, size = snapshots_kept(cfg, run)
+    off = figure_flops(cfg, kept, fwd, references=True) if kept else 0.0
+    return TrialCost(run, source, fwd, training_flops(cfg, run, fwd), measurement_flops(cfg, run, fwd), off, kept, dropped, kept * size)
+
+
+@functools.lru_cache(maxsize=None)
+def _state_bytes(model: Any, channels: int, size: int, classes: int) -> int:
+    import torch
+
+    from raydiff.models import build_network
+
+    with torch.device("meta"):
+        state = build_network(model, channels, size, classes).state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def snapshots_kept(cfg: ExperimentConfig, run: Run) -> tuple[int, int, int]:
+    """(snapshots kept, dropped past eval.snapshot_budget_mb, bytes of one): a snapshot is the
+    evaluated weights' state_dict, as its parameters and buffers take in memory (torch.save adds
+    a few kB)."""
+    n = run.count("snapshot")
+    if not n:
+        return 0, 0, 0
+    size, channels = cfg.data.shape
+    one = _state_bytes(cfg.model, channels, size, cfg.data.num_classes)
+    kept = min(n, int(cfg.eval.snapshot_budget_mb * 2**20) // one) if one else n
+    return kept, n - kept, one
 
 
 def training_flops(cfg: ExperimentConfig, run: Run, forward: float) -> float:
@@ -351,7 +427,6 @@ def test_flops(cfg: ExperimentConfig, name: str, samples: int) -> float:
 def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[str, float]:
     """Measurement FLOPs by kind (KINDS) of a simulated run."""
     ev, data = cfg.eval, cfg.data
-    size = data.shape[0]
     n = data.n_train
     guided = 2 if (cfg.diffusion.guidance > 0 and data.num_classes > 0) else 1
     per_sample = forward * guided  # one sampler step of one image
@@ -361,14 +436,8 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[s
     for name in cfg.memorization_tests:  # a feature network's embeddings of the training images, once per trial
         out["mem_features"] += n * measures.get(name).flops_per_sample
     probe_images = min(ev.probe_images, n, data.n_test)
-    fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
-    if run.fid_count:  # reference features, once per trial (evaluation.Evaluator._references)
-        precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"
-        if precomputed:  # clean-fid's split statistics; the SWD reference is the first swd_samples test images
-            refs = min(ev.swd_samples, data.n_test) if ev.swd_samples else 0
-        else:  # the test images, and the training images where they outnumber the features (a full-rank covariance)
-            refs = data.n_test + (n if n > fid_dim else 0)
-        out["fidelity"] += refs * fid_image
+    if run.fid_count:  # the in-loop figures' reference features, once per trial
+        out["fidelity"] += figure_flops(cfg, 0, forward, references=True)
     for e in run.events:
         sampling = e.mem_samples * mem_steps * per_sample
         search = sum(test_flops(cfg, t, e.mem_samples) for t in e.tests)
@@ -379,13 +448,35 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[s
             out["raw_test" if e.kind == "raw" else "refinement"] += sampling + search
         if e.probes:
             out["probes"] += 2 * probe_images * ev.probe_noise_levels * forward
-        if e.fid:
+        if e.fid and e.kind != "snapshot":
             out["fidelity"] += e.fid_samples * cfg.diffusion.sample_steps * per_sample  # the figures' own samples
-            out["fidelity"] += ev.fid_samples * fid_image  # their features, once for FID and SWD
-            if "swd" in cfg.measured and ev.swd_samples:  # both sets projected on swd_projections directions
-                k = min(ev.swd_samples, ev.fid_samples)
-                out["fidelity"] += 2 * k * fid_dim * ev.swd_projections * 2
+            out["fidelity"] += figure_flops(cfg, 1, forward, sampling=False)
     return out
+
+
+def figure_flops(cfg: ExperimentConfig, times: int, forward: float, sampling: bool = True, references: bool = False) -> float:
+    """The figures (FID, SWD) measured `times` times: fid_samples samples each (sampling: drawn
+    for them alone, at diffusion.sample_steps, as `raydiff measure` does on a snapshot), their
+    features (Inception or the digits classifier) and SWD's projections; with `references`, the
+    reference features a trial's evaluator extracts once (evaluation.Evaluator._references)."""
+    ev, data = cfg.eval, cfg.data
+    size, n = data.shape[0], data.n_train
+    guided = 2 if (cfg.diffusion.guidance > 0 and data.num_classes > 0) else 1
+    fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
+    each = ev.fid_samples * fid_image
+    if sampling:
+        each += ev.fid_samples * cfg.diffusion.sample_steps * forward * guided
+    if "swd" in cfg.measured and ev.swd_samples:  # both sets projected on swd_projections directions
+        each += 2 * min(ev.swd_samples, ev.fid_samples) * fid_dim * ev.swd_projections * 2
+    total = times * each
+    if references:
+        precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"
+        if precomputed:  # clean-fid's split statistics; the SWD reference is the first swd_samples test images
+            refs = min(ev.swd_samples, data.n_test) if ev.swd_samples else 0
+        else:  # the test images, and the training images where they outnumber the features (a full-rank covariance)
+            refs = data.n_test + (n if n > fid_dim else 0)
+        total += refs * fid_image
+    return total
 
 
 # ------------------------------------------------------------------------------ a sweep's table
@@ -415,6 +506,14 @@ class SweepCost:
     def share(self) -> float:
         return self.measured / self.total if self.total else 0.0
 
+    @property
+    def figures_off_loop(self) -> float:
+        return sum(t.figures_off_loop for t in self.trials)
+
+    @property
+    def snapshot_bytes(self) -> int:
+        return sum(t.snapshot_bytes for t in self.trials)
+
 
 def sweep_cost(exps: list[ExperimentConfig], tau: float | None = None, prior: OnsetPrior | None = None) -> SweepCost:
     return SweepCost(tuple(trial_cost(e, tau, prior) for e in exps))
@@ -429,22 +528,31 @@ def unit_of(flops: float) -> tuple[str, float]:
 
 
 def cost_rows(cost: SweepCost, tflops: float = H100_BF16_TFLOPS, utilization: float = UTILIZATION) -> tuple[list[str], list[list[str]]]:
-    """The dry run's cost table: one row per trial, then the total; FLOPs in the total's unit."""
-    unit, scale = unit_of(cost.total)
-    cols = ["#", "τ", "stop", "evals / FIDs", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "measuring", "GPU-h"]
+    """The dry run's cost table: one row per trial, then the total; FLOPs in the total's unit. The
+    in-loop measurement share; figures measured off the loop on snapshots (eval.figures: snapshots)
+    in their own columns, beside it."""
+    unit, scale = unit_of(cost.total + cost.figures_off_loop)
+    off = any(t.run.count("snapshot") for t in cost.trials)
+    cols = ["#", "τ", "stop", "evals / FIDs", f"train {unit}", *(f"{v} {unit}" for v in KINDS.values()), "in-loop share"]
+    cols += [f"figures off-loop {unit}", "snapshots (GiB)"] * off + ["GPU-h"]
 
-    def row(label: str, tau: str, stop: str, evals: str, training: float, m: dict[str, float], share: float, total: float) -> list[str]:
-        return [label, tau, stop, evals, f"{training / scale:,.1f}", *(f"{m[k] / scale:,.1f}" for k in KINDS),
-                f"{share:.1%}", f"{gpu_hours(total, tflops, utilization):,.3g}"]  # fmt: skip
+    def row(label, tau, stop, evals, training, m, share, total, figures, snaps, gib) -> list[str]:
+        out = [label, tau, stop, evals, f"{training / scale:,.1f}", *(f"{m[k] / scale:,.1f}" for k in KINDS), f"{share:.1%}"]
+        if off:
+            out += [f"{figures / scale:,.1f}", f"{snaps} ({gib:,.2f})"]
+        return out + [f"{gpu_hours(total + figures, tflops, utilization):,.3g}"]
 
     rows = []
     for i, t in enumerate(cost.trials):
         r = t.run
-        evals = f"{r.count('evaluation')} / {r.fid_count}"
-        rows.append(row(str(i), f"{r.tau:,.0f}", f"{r.stop_step:,}", evals, t.training, t.measurement, t.share, t.total))
+        snaps = f"{t.snapshots}" + (f" +{t.snapshots_dropped} over budget" if t.snapshots_dropped else "")
+        rows.append(row(str(i), f"{r.tau:,.0f}", f"{r.stop_step:,}", f"{r.count('evaluation')} / {r.fid_count}", t.training,
+                        t.measurement, t.share, t.total, t.figures_off_loop, snaps, t.snapshot_bytes / 2**30))  # fmt: skip
     n_evals = sum(t.run.count("evaluation") for t in cost.trials)
     n_fid = sum(t.run.fid_count for t in cost.trials)
-    rows.append(row("total", "", "", f"{n_evals} / {n_fid}", cost.training, cost.measurement, cost.share, cost.total))
+    n_snaps = str(sum(t.snapshots for t in cost.trials))
+    rows.append(row("total", "", "", f"{n_evals} / {n_fid}", cost.training, cost.measurement, cost.share, cost.total,
+                    cost.figures_off_loop, n_snaps, cost.snapshot_bytes / 2**30))  # fmt: skip
     return cols, rows
 
 
@@ -458,8 +566,8 @@ def assumptions_text(tau: float | None, prior: OnsetPrior | None, tflops: float,
     return [
         f"Cost to the expected stop, by exact FLOP arithmetic (PF = 10¹⁵ FLOP, TF = 10¹², GF = 10⁹), assuming {onset}:",
         "  mem_frac 0 before τ, then the stop's threshold rising linearly to 1 at 2τ; the test loss departs at τ.",
-        f"GPU-h at {tflops:g} TFLOP/s × {utilization:.0%} utilisation (--gpu-tflops, --gpu-utilization);"
-        " every measurement runs inside the training loop today.",
+        f"GPU-h (training, measurement and any figures off the loop) at {tflops:g} TFLOP/s × {utilization:.0%}"
+        " utilisation (--gpu-tflops, --gpu-utilization).",
     ]
 
 

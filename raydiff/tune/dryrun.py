@@ -73,6 +73,7 @@ def print_cost_json(
         "trials": len(cost.trials), "training_flops": cost.training, "measurement_flops": cost.measurement,
         "measurement_total_flops": cost.measured, "total_flops": cost.total, "measurement_share": cost.share,
         "gpu_hours": sum(t.gpu_hours(tflops, utilization) for t in cost.trials), "gpu_tflops": tflops,
+        "figures_off_loop_flops": cost.figures_off_loop, "snapshot_bytes": cost.snapshot_bytes,
         "gpu_utilization": utilization, "tau": tau, "tau_source": "--tau" if tau is not None else "prior",
         "prior": None if prior is None else dataclasses.asdict(prior),
     }  # fmt: skip
