@@ -379,11 +379,11 @@ class Evaluator:
         return out
 
 
-def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, list]:
+def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, Any]:
     """One evaluation's per-sample record, a list per field: each sample's index in the evaluation's
     sample set and, per memorization test, its nearest training image, score and verdict."""
     n = len(next(iter(verdicts.values())).copied)
-    out: dict[str, list] = {"step": [step] * n, "sample": list(range(n))}
+    out: dict[str, Any] = {"step": int(step), "sample": list(range(n))}  # ledger.LEDGER_KEY's form: the step once
     for name, v in verdicts.items():
         out[f"nearest_{name}"] = v.nearest.tolist()
         out[f"score_{name}"] = v.score.float().tolist()
