@@ -48,13 +48,18 @@ def check_flags(args) -> None:
             raise UserError("is empty; leave the flag out for its default", key=f"--{flag.replace('_', '-')}")
     for flag, (lo, hi) in FLAG_BOUNDS.items():
         value = getattr(args, flag, None)
-        if value is not None and not lo <= value <= hi:
-            raise UserError(f"must be in {lo:,}..{hi:,} (got {value:,})", key=f"--{flag}")
+        if value is not None and not lo <= value <= hi:  # NaN too
+            raise UserError(f"must be in {_num(lo)}..{_num(hi)} (got {_num(value)})", key=f"--{flag.replace('_', '-')}")
+
+
+def _num(v: float) -> str:
+    """4,096 and 1,000,000,000,000 as counts are written; 0.5, nan and inf as they are."""
+    return f"{int(v):,}" if isinstance(v, int) or (v == v and abs(v) < 1e16 and float(v).is_integer()) else f"{v:g}"
 
 
 POSITIONALS = {"space": "search-space YAML or packaged name", "results": "results folder"}
 # integer flags and their ranges: an unbounded one would be accepted and then never end
-FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000)}
+FLAG_BOUNDS = {"threads": (1, 4096), "point": (0, 10_000_000), "tau": (1, 1e12), "gpu_tflops": (1e-3, 1e6), "gpu_utilization": (1e-6, 1)}
 
 
 def cmd_sweep(args) -> int:
@@ -67,18 +72,13 @@ def cmd_sweep(args) -> int:
     for flag, value in (("--tau", args.tau), ("--gpu-tflops", args.gpu_tflops), ("--gpu-utilization", args.gpu_utilization), ("--json-cost", args.json_cost or None)):
         if value is not None and not args.dry_run:
             raise UserError(f"{flag} goes with --dry-run (it sets the cost shown before a sweep runs)", key=flag)
-    if args.tau is not None and not args.tau > 0:
-        raise UserError(f"must be a positive number of steps (got {args.tau:g})", key="--tau")
-    if args.gpu_tflops is not None and not args.gpu_tflops > 0:
-        raise UserError(f"must be > 0 TFLOP/s (got {args.gpu_tflops:g})", key="--gpu-tflops")
-    if args.gpu_utilization is not None and not 0 < args.gpu_utilization <= 1:
-        raise UserError(f"must be in (0, 1] (got {args.gpu_utilization:g})", key="--gpu-utilization")
     if args.json and args.json_cost:
         raise UserError("give --json (the trials' configs) or --json-cost (their costs), not both", key="--json-cost")
     if args.cluster and not args.dry_run:
         raise UserError("--cluster goes with --dry-run (a sweep runs on the cluster it is started on)", key="--cluster")
-    if args.json and args.cluster:
-        raise UserError("adds columns to the dry run's table, and --json prints configs only: give one of --cluster and --json", key="--cluster")
+    if (args.json or args.json_cost) and args.cluster:
+        flag = "--json" if args.json else "--json-cost"
+        raise UserError(f"adds columns to the dry run's table, and {flag} prints JSON lines only: give one of --cluster and {flag}", key="--cluster")
     gcs_endpoint(args.address)  # the form of --address, on a dry run too
     if args.storage is not None:
         check_storage_form(args.storage)
@@ -105,11 +105,10 @@ def cmd_sweep(args) -> int:
         from raydiff.preflight import preflight
         from raydiff.tune.cost import H100_BF16_TFLOPS, UTILIZATION
         from raydiff.tune.dryrun import check_plan, print_cost_json, print_json, print_plan
-        from raydiff.trackers import needs_package
+        from raydiff.trackers import needs_packages
 
         loc = locate(space, args.storage, args.name)  # --name and --storage, on every branch
-        for name in log_to:  # a --log-to whose package is missing fails here too
-            needs_package(name)
+        needs_packages(log_to)  # a --log-to whose package is missing fails here too
         unseen: list[str] = []  # data this machine cannot open: the cluster's nodes may have it
         preflight(space, unseen=unseen)
         gpu = {"tflops": args.gpu_tflops or H100_BF16_TFLOPS, "utilization": args.gpu_utilization or UTILIZATION}
@@ -280,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    " ols (alias: exclude) drops them, named, which biases the exponents toward 0")  # fmt: skip
     a.add_argument("--interpolate", action="store_true",
                    help="interpolate the onset crossing between two evaluations in log(step)")  # fmt: skip
-    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 40..20000 (default 2000)")
+    a.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the intervals: 0 (none) or 10..20000 (default 2000)")
     a.add_argument("--copies", metavar="TRIAL[,TRIAL]", help="trials for the copies figure (default: smallest and largest N)")
     a.add_argument("--log-to", action="append", metavar="mlflow|wandb",
                    help="also log the fits, findings and every file written as one run of the sweep's MLflow experiment"

@@ -210,12 +210,10 @@ def store_endpoint(uri: str) -> tuple[str, int] | None:
         return None
     scheme = query.get("scheme") or (endpoint.split("://", 1)[0] if "://" in endpoint else "https")
     hostport = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    host, _, port = hostport.rpartition(":") if re.search(r":\d+$", hostport) else (hostport, "", "")
-    try:
-        port_n = int(port) if port else (80 if scheme == "http" else 443)
-    except ValueError:
-        port_n = -1
-    if not host or not 0 < port_n < 65536:
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[\w.-]+)(?::(\d{1,5}))?", hostport)
+    host, port = (m.group(1), m.group(2)) if m else ("", None)
+    port_n = int(port) if port else (80 if scheme == "http" else 443)
+    if not host or not 0 < port_n < 65536 or scheme not in ("http", "https"):
         raise UserError(f"storage {uri}: the S3 endpoint {endpoint!r} is not host[:port] or http(s)://host[:port]")
     return host.strip("[]"), port_n
 

@@ -42,6 +42,14 @@ def parse_log_to(values: list[str] | None, allowed: dict[str, str] | tuple[str, 
 OFFLINE_WANDB = ("offline", "disabled", "dryrun")
 
 
+def needs_packages(names: tuple[str, ...]) -> None:
+    """UserError for the first `--log-to` name whose package is not installed."""
+    for name in names:
+        if importlib.util.find_spec(LOGGERS.get(name, name)) is None:
+            extra = ' -e ".[trackers]"' if name in PACKAGES else f" {LOGGERS.get(name, name)}"
+            raise UserError(f"--log-to {name} needs the {LOGGERS.get(name, name)} package: pip install{extra}")
+
+
 def needs_package(name: str) -> None:
     if importlib.util.find_spec(PACKAGES.get(name, name)) is None:
         raise UserError(f'--log-to {name} needs the {PACKAGES.get(name, name)} package: pip install -e ".[trackers]"')

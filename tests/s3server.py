@@ -31,6 +31,19 @@ class S3:
     env: dict[str, str]
     client: object  # boto3's, to look at the bucket behind raydiff's back
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) the server served
+    server: object = None  # moto's ThreadedMotoServer
+
+    def stop(self) -> None:
+        """The store stops answering (its port closed); what it holds stays, as a restarted
+        MinIO's disk would."""
+        self.server.stop()
+        self.server = None
+
+    def restart(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
 
     def keys(self, prefix: str = "") -> list[str]:
         out, token = [], None
@@ -97,6 +110,7 @@ def s3_server(bucket: str = BUCKET) -> Iterator[S3]:
         port = _free_port()
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
+        store = S3("", port, {}, None, served, server)
         try:
             url = f"http://127.0.0.1:{port}"
             env = {
@@ -114,7 +128,9 @@ def s3_server(bucket: str = BUCKET) -> Iterator[S3]:
                 mp.setenv(k, v)
             client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
             client.create_bucket(Bucket=bucket)
-            yield S3(url, port, env, client, served)
+            store = S3(url, port, env, client, served, server)
+            yield store
         finally:
-            server.stop()
+            if store.server is not None:
+                store.server.stop()
             log.removeHandler(handler)

@@ -153,9 +153,10 @@ def default_out(uri: str) -> Path:
     return Path(uri).expanduser() / "analysis"
 
 
-# bootstrap resamples: 0 (no intervals), or enough that each 2.5% tail of a 95% interval holds
-# one resample, and few enough that the fits end (each resample is one fit, a tobit one too)
-BOOT_MIN, BOOT_MAX = 40, 20_000
+# bootstrap resamples: 0 (no intervals), or enough that the 2.5% and 97.5% percentiles are two
+# different resamples (1 gives a zero-width "interval"), and few enough that the fits end (each
+# resample is one fit, a tobit one too: 20,000 take minutes)
+BOOT_MIN, BOOT_MAX = 10, 20_000
 
 
 def check_boot(n_boot: int) -> None:

@@ -72,7 +72,11 @@ def series_label(series: str | None) -> str:
     """A fraction's name in tables: mem_frac, or its definition's (raydiff/measures' label)."""
     if series is None or series not in measures.definition_names():
         return "mem_frac"
-    return f"mem_frac ({measures.definition(series).label})"
+    d = measures.definition(series)
+    if d.raw:
+        return "mem_frac (raw weights)"
+    m = measures.get(d.measure)
+    return m.fraction_label or f"mem_frac ({d.label})"
 
 
 def headline_definition(stop: StopConfig, interpolate: bool = False) -> Definition:

@@ -48,6 +48,7 @@ class Measure:
     kind: ClassVar[str]  # one of KINDS
     description: ClassVar[str]
     label: ClassVar[str] = ""  # a short name for tables ("pixel ratio test"); empty: the name
+    fraction_label: ClassVar[str] = ""  # a memorization test's fraction in tables ("SSCD mem_frac"); empty: from label
     columns: ClassVar[tuple[Column, ...]] = ()
     # what a trial must hold for it: "samples" (generated images), "probes" (fixed train/test
     # images at fixed noise), or a feature network's name (FEATURE_NETWORKS in metrics/features.py)

@@ -33,6 +33,7 @@ class CosineTest(MemorizationTest):
 class SSCD(CosineTest):
     name = "features"
     label = "feature cosine test"
+    fraction_label = "SSCD mem_frac"
     description = "cosine test in SSCD feature space (eval.embedding): max cosine > eval.mem_cosine"
     prefix = "mem_frac_features"
     needs = ("samples", "embedding")

@@ -14,6 +14,7 @@ from raydiff.measures.memorization import MemorizationTest, Verdicts
 class PixelRatio(MemorizationTest):
     name = "pixel"
     label = "pixel ratio test"
+    fraction_label = "mem_frac (pixel)"
     description = "ratio test in pixel space: ‖x − a₁‖/‖x − a₂‖ < eval.mem_ratio"
     prefix = "mem_frac"
     score_name = "ratio"

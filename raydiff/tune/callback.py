@@ -122,10 +122,14 @@ class ResultsCallback(tune.Callback):
         self.trials: dict[str, dict[str, Any]] = {}
         self.final: set[str] = set()  # trials that ended in an earlier run of this sweep: their rows stand
         self.trials_dirty, self.trials_written = False, -math.inf  # rows not in trials.parquet yet; when it was written
+        # files the store refused (a trial id for its metrics, TRIALS_FILE for trials.parquet):
+        # their rows stay here and are written again at every later write, once the store is back
+        # (a trial's whole file then: it holds the rows its refused parts would have)
+        self.unwritten: dict[str, str] = {}  # file key → the store's error, first line
 
     def __getstate__(self):  # rows live in the files, not in the pickled experiment state
         state = self.__dict__.copy()
-        state.update(evals={}, parts={}, last={}, trials={}, trials_dirty=False)
+        state.update(evals={}, parts={}, last={}, trials={}, trials_dirty=False, unwritten={})
         return state
 
     def setup(self, **info) -> None:
@@ -166,9 +170,9 @@ class ResultsCallback(tune.Callback):
             del rows[s]
         rows[row["step"]] = row
         if again:  # rare: the trial's whole file again, without the parts it replaces
-            self._rewrite_metrics(trial.trial_id, row["step"])
+            self._write(trial.trial_id, drop_from=row["step"])
         else:  # the common case: one small file for this row, whatever the trial's length
-            self._write_part(trial.trial_id, row)
+            self._write(trial.trial_id, part=row)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = self.last.get(trial.trial_id) or dict(trial.last_result or {})
@@ -192,7 +196,7 @@ class ResultsCallback(tune.Callback):
                 self.on_trial_error(0, trials, trial)
             elif trial.status == "TERMINATED" and reported(trial.last_result) is not None:  # not one stopped by an interrupt
                 self.on_trial_complete(0, trials, trial)
-        self._write_trials(force=True)
+        self.flush()
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self._write_trials()  # rows held back by the interval, once it has passed
@@ -201,7 +205,8 @@ class ResultsCallback(tune.Callback):
         if trial.trial_id in self.final:
             return
         # its rows into metrics/<trial>.parquet first: a trial in trials.parquet has its file whole
-        self._compact(trial.trial_id)
+        if self.parts.get(trial.trial_id) or trial.trial_id in self.unwritten:
+            self._write(trial.trial_id)
         evals = sorted(self.evals.get(trial.trial_id, {}).values(), key=lambda r: r["step"])
         row = trial_row(trial.trial_id, cfg, last, evals, self.minima, status, reason, error)
         row.update(planned_columns(trial.config))  # budget planner's record
@@ -216,39 +221,50 @@ class ResultsCallback(tune.Callback):
         """trials.parquet with every finished trial: O(trials) bytes a write, so at most every
         `trials_every_s` seconds (a sweep of a thousand short trials would otherwise write
         O(trials²)), and always when `force`d (the sweep's end)."""
-        now = time.monotonic()
-        if not self.trials_dirty or (not force and now - self.trials_written < self.trials_every_s):
+        if self.trials_dirty and (force or time.monotonic() - self.trials_written >= self.trials_every_s):
+            self._write(results.TRIALS_FILE)
+
+    def flush(self) -> None:
+        """Write what is held back (trials.parquet's interval) or was refused by the store so far
+        (at the sweep's end); leaves `unwritten` empty or not."""
+        self._write_trials(force=True)
+        if self.unwritten:
+            self._write(next(iter(self.unwritten)))
+
+    def _write(self, key: str, part: dict[str, Any] | None = None, drop_from: int | None = None) -> None:
+        """Write one file (and retry those the store refused before); a store that does not
+        answer keeps the rows here, and the sweep goes on: its trials need no store to train."""
+        for k in [key, *[k for k in self.unwritten if k != key]]:
+            try:
+                self._write_file(k, part if k == key else None, drop_from if k == key else None)
+            except OSError as e:
+                if not self.unwritten:
+                    print(f"raydiff: storage {self.uri} refused a write ({results.first_line(e)}); rows kept, retried at every result", flush=True)
+                self.unwritten[k] = results.first_line(e)
+                return  # the store is down: the others wait for the next write
+            self.unwritten.pop(k, None)
+
+    def _write_file(self, key: str, part: dict[str, Any] | None = None, drop_from: int | None = None) -> None:
+        """trials.parquet (key TRIALS_FILE), or a trial's metrics: `part`, its newest row, as a part
+        file of one row; else (an ended trial's compaction, a restarted trial that reported
+        `drop_from` again, rows the store refused) its whole file, then its parts deleted. The
+        parts at or after `drop_from` go first: a reader never sees a stale later row."""
+        fs, root = results.filesystem(self.uri)
+        schema = results.metrics_schema()
+        if key == results.TRIALS_FILE:
+            rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
+            results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
+            self.trials_dirty, self.trials_written = False, time.monotonic()
             return
-        fs, root = results.filesystem(self.uri)
-        rows = sorted(self.trials.values(), key=lambda r: r["trial_id"])
-        results.write_atomic(results.table(rows, results.trials_schema(), self.metadata), fs, results.join(root, results.TRIALS_FILE))
-        self.trials_dirty, self.trials_written = False, time.monotonic()
-
-    def _rows(self, trial_id: str) -> list[dict[str, Any]]:
-        return [self.evals[trial_id][s] for s in sorted(self.evals.get(trial_id, {}))]
-
-    def _write_part(self, trial_id: str, row: dict[str, Any]) -> None:
-        fs, root = results.filesystem(self.uri)
-        path = results.metrics_part_path(root, trial_id, row["step"])
-        results.write_atomic(results.table([row], results.metrics_schema(), self.metadata), fs, path)
-        self.parts.setdefault(trial_id, set()).add(row["step"])
-
-    def _rewrite_metrics(self, trial_id: str, from_step: int) -> None:
-        """The trial's whole file, after it reported `from_step` again: its parts at or after that
-        step go first (a reader then sees the rows before it, never a stale later one), the parts
-        before it after the file (they hold the rows it now holds too)."""
-        fs, root = results.filesystem(self.uri)
-        self._delete_parts(fs, root, trial_id, lambda s: s >= from_step)
-        results.write_atomic(results.table(self._rows(trial_id), results.metrics_schema(), self.metadata), fs, results.metrics_path(root, trial_id))
-        self._delete_parts(fs, root, trial_id, lambda s: True)
-
-    def _compact(self, trial_id: str) -> None:
-        """An ended trial's rows into metrics/<trial>.parquet, then its parts deleted."""
-        if not self.parts.get(trial_id):
-            return  # nothing in parts: its file (if it has rows) is whole already
-        fs, root = results.filesystem(self.uri)
-        results.write_atomic(results.table(self._rows(trial_id), results.metrics_schema(), self.metadata), fs, results.metrics_path(root, trial_id))
-        self._delete_parts(fs, root, trial_id, lambda s: True)
+        if part is not None and key not in self.unwritten:
+            results.write_atomic(results.table([part], schema, self.metadata), fs, results.metrics_part_path(root, key, part["step"]))
+            self.parts.setdefault(key, set()).add(part["step"])
+            return
+        if drop_from is not None:
+            self._delete_parts(fs, root, key, lambda s: s >= drop_from)
+        rows = [self.evals[key][s] for s in sorted(self.evals.get(key, {}))]
+        results.write_atomic(results.table(rows, schema, self.metadata), fs, results.metrics_path(root, key))
+        self._delete_parts(fs, root, key, lambda s: True)
 
     def _delete_parts(self, fs, root: str, trial_id: str, which) -> None:
         steps = self.parts.get(trial_id, set())

@@ -144,6 +144,8 @@ def read_cluster_file(path: str | Path, head: bool = True) -> list[NodeType]:
     path = Path(path)
     where = str(path)
     try:
+        if not path.is_file():  # a folder, a device or a pipe would be read forever or not at all
+            raise ClusterFileError("no such cluster file (a launcher YAML, a KubeRay manifest or an .sbatch script)", where=where)
         if path.stat().st_size > CLUSTER_FILE_MAX_BYTES:
             raise ClusterFileError(f"is {path.stat().st_size:,} bytes; a cluster file is under {CLUSTER_FILE_MAX_BYTES:,}", where=where)
         text = path.read_text()

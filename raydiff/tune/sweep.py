@@ -173,9 +173,20 @@ def run_sweep(
             )
         t0 = time.perf_counter()
         grid = tuner.fit()
+        writer = callbacks[0]
+        writer.flush()
+        resume = f"raydiff sweep --resume {loc.name} --storage {loc.storage}"
+        if writer.unwritten:  # the store stopped answering and has not come back: say so, in one line
+            raise SweepInterrupted(
+                f"storage {loc.uri} stopped answering ({next(iter(writer.unwritten.values()))}); {len(writer.unwritten)}"
+                f" results file(s) not written; when it answers again, finish the sweep with: {resume}"
+            )
         # Tune answers Ctrl+C (and SIGTERM, forwarded) by saving its state and returning: trials
         # without a row in trials.parquet are then unfinished, and the sweep is not done.
-        rows = results.read_trials(fs, root).to_pylist()
+        try:
+            rows = results.read_trials(fs, root).to_pylist()
+        except (UserError, OSError) as e:
+            raise SweepInterrupted(f"cannot read back {loc.uri} ({results.first_line(e)}); when the store answers, finish the sweep with: {resume}") from None
         if len(rows) < len(grid):
             raise SweepInterrupted(
                 f"sweep {loc.name!r} stopped with {len(grid) - len(rows)} of {len(grid)} trials unfinished; "

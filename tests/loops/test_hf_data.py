@@ -5,6 +5,8 @@ space: its dry run warns where the data is not here, a sweep here refuses."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from raydiff.config import ConfigError, experiment_from_dict, packaged_search_sp
 from raydiff.errors import DataUnavailable
 from raydiff.preflight import check_dataset, preflight
 
-pytest.importorskip("datasets")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("datasets") is None, reason="needs the datasets package (pip install -e \".[hf]\")")
 
 
 def flat(value: int, h: int = 6, w: int = 4) -> np.ndarray:
@@ -225,7 +227,10 @@ def test_prestage_fills_the_datasets_cache(tmp_path, capsys):
     import os
     from pathlib import Path
 
-    copy = write_hub_copy(tmp_path / "fresh-copy", {"train": [flat(v) for v in range(0, 200, 10)]})
+    import uuid
+
+    # a name no earlier run used: the cache is keyed by it, and HF_HOME may outlive a run
+    copy = write_hub_copy(tmp_path / f"copy-{uuid.uuid4().hex[:8]}", {"train": [flat(v) for v in range(0, 200, 10)]})
     raw = yaml.safe_load(packaged_search_space("smoke").read_text())
     raw["data"] = {"dataset": "hf", "hf_name": str(copy), "hf_config": "faces", "n_test": 4, "image_size": 8,
                    "channels": 1, "crop": "center"}  # fmt: skip

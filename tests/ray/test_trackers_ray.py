@@ -36,7 +36,9 @@ def tracked(tmp_path_factory):
     raw["train"].update(max_steps=600)
     path = tmp / "tracked.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp), "WANDB_SILENT": "true"}
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp), "WANDB_SILENT": "true",  # nothing in the user's home:
+           "WANDB_CACHE_DIR": str(tmp / "wandb-cache"), "WANDB_CONFIG_DIR": str(tmp / "wandb-config"),
+           "WANDB_DATA_DIR": str(tmp / "wandb-data")}  # fmt: skip
     with mlflow_server(tmp) as uri, pytest.MonkeyPatch.context() as mp:
         for k, v in {**env, "MLFLOW_TRACKING_URI": uri}.items():
             mp.setenv(k, v)  # before Ray starts: its workers (W&B's logging actors) inherit them

@@ -289,9 +289,9 @@ def test_prior_scales_as_n_over_b_eta():
     [
         pytest.param(["smoke", "--dry-run", "--json-cost"], "--json-cost: needs an onset to assume", id="no-prior-no-tau"),
         pytest.param(["--tau", "100"], "--tau goes with --dry-run", id="tau-without-dry-run"),
-        pytest.param(["--dry-run", "--tau", "0"], "--tau: must be a positive number of steps", id="tau-zero"),
-        pytest.param(["--dry-run", "--gpu-utilization", "1.5"], "--gpu-utilization: must be in (0, 1]", id="utilization"),
-        pytest.param(["--dry-run", "--gpu-tflops", "-1"], "--gpu-tflops: must be > 0", id="tflops"),
+        pytest.param(["--dry-run", "--tau", "0"], "--tau: must be in 1..1,000,000,000,000 (got 0)", id="tau-zero"),
+        pytest.param(["--dry-run", "--gpu-utilization", "1.5"], "--gpu-utilization: must be in 1e-06..1 (got 1.5)", id="utilization"),
+        pytest.param(["--dry-run", "--gpu-tflops", "-1"], "--gpu-tflops: must be in 0.001..1,000,000 (got -1)", id="tflops"),
         pytest.param(["--dry-run", "--json", "--json-cost"], "not both", id="two-jsons"),
     ],
 )

@@ -68,7 +68,7 @@ def test_table_shows_latest_values_and_keeps_the_last_fid():
     cb.on_trial_result(0, [t], t, result(100, frac=0.02, fid=41.5))
     cb.on_trial_result(0, [t], t, result(200, frac=0.05, fid=None))  # an evaluation without FID
     last_table = out.getvalue().strip().split("\n")[-2:]
-    assert last_table[1].split() == ["abc", "8", "32", "5e-03", "200", "3000", "0.050", "41.50", "running", "-", "-"]
+    assert last_table[1].split() == ["abc", "8", "32", "5e-03", "200", "3000", "0.050", "41.50", "running", "-", "-", "-"]
 
 
 def test_tty_redraws_in_place_and_keeps_the_table_under_new_lines():
