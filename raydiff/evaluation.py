@@ -24,6 +24,7 @@ from raydiff.config.sections import needs
 from raydiff.data import ImageData, from_model, to_model, train_mean
 from raydiff.diffusion import Process
 from raydiff.measures import Verdicts
+from raydiff.metrics import features
 from raydiff.metrics import fid as fidlib
 from raydiff.metrics.memorization import Neighbours, fraction_with_interval, nearest_two, settled
 from raydiff.metrics.swd import sliced_wasserstein
@@ -120,12 +121,12 @@ class MeasureContext:
         return self._features
 
     def frechet(self) -> dict[str, Any]:
-        """FID against the references, of the context's samples."""
+        """FID against the references, of the context's samples (moments and sqrtm on a GPU there)."""
         ev, cfg = self.evaluator, self.cfg.eval
-        gen = fidlib.Stats.of(self._fid_features())
+        gen = ev.stats(self._fid_features())
         return {
-            "fid": fidlib.frechet(gen, ev.fid_refs[cfg.fid_split]) if cfg.fid_split in ev.fid_refs else None,
-            "fid_train": fidlib.frechet(gen, ev.fid_refs["train"]) if "train" in ev.fid_refs else None,
+            "fid": fidlib.frechet(gen, ev.fid_refs[cfg.fid_split], ev.device) if cfg.fid_split in ev.fid_refs else None,
+            "fid_train": fidlib.frechet(gen, ev.fid_refs["train"], ev.device) if "train" in ev.fid_refs else None,
             "fid_extractor": f"{ev.extractor.name}/{ev.extractor.mode}", "fid_split": cfg.fid_split,
             "fid_samples": int(cfg.fid_samples), "fid_reference": ev.fid_reference,
         }  # fmt: skip
@@ -190,16 +191,14 @@ class Evaluator:
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
         self.fid_reference = ""
         if "fid_features" in needs(tuple(self.others)) and (figures is not None or ev.fid_every or ev.fid_every_steps):
-            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device, ev.fid_mode)
+            self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device, ev.fid_mode, ev.feature_precision)
             self._references(data)
         # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
         self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
-        self.embedding = None
-        if "embedding" in needs(tuple(t.name for t in self.tests)):
-            from raydiff.metrics.embedding import load_embedding
-
-            self.embedding = load_embedding(ev.embedding, device)
-            self.networks["embedding"] = (self.embedding, self.embedding(data.x_train))
+        for name in features.networks_needed(cfg) if self.tests else ():  # SSCD, DINOv2, CLIP, Inception …
+            net = features.load(name, cfg, device)
+            self.networks[name] = (net, net(data.x_train))
+        self.embedding = self.networks["embedding"][0] if "embedding" in self.networks else None  # named in mem_embedding
         self.count = 0
 
     def _references(self, data: ImageData) -> None:
@@ -220,11 +219,11 @@ class Evaluator:
                 sources[split] = "cleanfid:" + fidlib.cleanfid_stats_name(dataset, size, mode, split)
         else:
             test_feats = fidlib.batched_features(self.extractor, data.x_test)  # [M, D]
-            self.fid_refs["test"] = fidlib.Stats.of(test_feats)
+            self.fid_refs["test"] = self.stats(test_feats)
             sources["test"] = f"images:test[{len(data.x_test)}]"
             dim = getattr(self.extractor, "dim", 0)
             if len(data.x_train) > dim:  # a full-rank covariance needs more images than features
-                self.fid_refs["train"] = fidlib.Stats.of(fidlib.batched_features(self.extractor, data.x_train))
+                self.fid_refs["train"] = self.stats(fidlib.batched_features(self.extractor, data.x_train))
                 sources["train"] = f"images:train[{len(data.x_train)}]"
             else:  # fid_train stays null, and the reference column says why
                 sources["train"] = f"skipped:N={len(data.x_train)}≤{dim} feature dims (rank-deficient covariance)"
@@ -234,7 +233,13 @@ class Evaluator:
                 test_feats = fidlib.batched_features(self.extractor, data.x_test[:k])
             self.swd_ref = test_feats[:k]
             sources["swd"] = f"images:test[{k}]"
+        if getattr(self.extractor, "resize_name", None):  # which resize fed the feature network
+            sources["resize"] = self.extractor.resize_name
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
+
+    def stats(self, feats: np.ndarray) -> fidlib.Stats:
+        """Mean and covariance of features [S, D]: on a GPU there in float64, else with numpy."""
+        return fidlib.Stats.of(torch.from_numpy(feats).to(self.device) if self.device.type == "cuda" else feats)
 
     @torch.no_grad()
     def sample(self, net: nn.Module, n: int, steps: int | None = None, start: int = 0, floats: bool = False) -> torch.Tensor:
@@ -380,14 +385,24 @@ class Evaluator:
 
 
 def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, Any]:
-    """One evaluation's per-sample record, a list per field: each sample's index in the evaluation's
-    sample set and, per memorization test, its nearest training image, score and verdict."""
-    n = len(next(iter(verdicts.values())).copied)
-    out: dict[str, Any] = {"step": int(step), "sample": list(range(n))}  # ledger.LEDGER_KEY's form: the step once
-    for name, v in verdicts.items():
-        out[f"nearest_{name}"] = v.nearest.tolist()
-        out[f"score_{name}"] = v.score.float().tolist()
-        out[f"copied_{name}"] = v.copied.bool().tolist()
+    """One evaluation's per-sample record (raydiff/ledger.py writes it): its step and, as
+    equal-length lists, each sample's index in the evaluation's sample set and, per memorization
+    test, its nearest training image, score and verdict (`nearest_<test>`, `score_<test>`,
+    `copied_<test>`)."""
+    out: dict[str, Any] = {"step": int(step)}
+    n = None
+    for test, v in verdicts.items():
+        cols = {
+            f"nearest_{test}": np.asarray(v.nearest, dtype=np.int64).reshape(-1).tolist(),
+            f"score_{test}": np.asarray(v.score, dtype=np.float64).reshape(-1).tolist(),
+            f"copied_{test}": np.asarray(v.copied, dtype=bool).reshape(-1).tolist(),
+        }
+        lengths = {len(c) for c in cols.values()}
+        if len(lengths) != 1 or (n is not None and lengths != {n}):
+            raise ValueError(f"the verdicts of {test!r} do not cover the same samples as the others")
+        n = lengths.pop()
+        out.update(cols)
+    out["sample"] = list(range(n or 0))
     return out
 
 

@@ -4,7 +4,7 @@ by each memorization test, at each evaluation.
     <storage>/<sweep>/samples/<trial>/<step, 12 digits>.parquet   one row per sample of one evaluation
     <storage>/<sweep>/samples/<trial>/budget.json                 evaluations left out by the byte budget
 
-An evaluation puts its ledger into its report under `LEDGER_KEY` (`ledger_of` builds it from the
+An evaluation puts its ledger into its report under `LEDGER_KEY` (`evaluation.ledger` builds it from the
 tests' verdicts); the results callback turns it into rows (`ledger_rows`) and `SamplesWriter`
 writes them. A file per evaluation keeps each report's write small (a trial's ledger grows by
 S rows an evaluation, too many to rewrite whole at every report as metrics/ is). Files are
@@ -60,43 +60,29 @@ def samples_schema() -> pa.Schema:
     return pa.schema(cols)
 
 
-def ledger_of(step: int, verdicts: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's ledger of one evaluation: test name → its `Verdicts` on the same S samples
-    (torch tensors or arrays) → equal-length lists, with the step."""
-    import numpy as np
-
-    out: dict[str, Any] = {"step": int(step)}
-    n = None
-    for test, v in verdicts.items():
-        cols = {
-            column("nearest", test): np.asarray(v.nearest, dtype=np.int64).reshape(-1).tolist(),
-            column("score", test): np.asarray(v.score, dtype=np.float64).reshape(-1).tolist(),
-            column("copied", test): np.asarray(v.copied, dtype=bool).reshape(-1).tolist(),
-        }
-        lengths = {len(c) for c in cols.values()}
-        if len(lengths) != 1 or (n is not None and lengths != {n}):
-            raise ValueError(f"the verdicts of {test!r} do not cover the same samples as the others")
-        n = lengths.pop()
-        out.update(cols)
-    out["sample"] = list(range(n or 0))
-    return out
-
-
 def ledger_rows(trial_id: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per sample of the report's ledger ([] when the report has none). Lists may arrive
-    as tuples (Ray's report); NaN scores become null."""
+    """One row per sample of the report's ledger ([] when the report has none). The step may be
+    one number or a list with the same value for every sample; lists may arrive as tuples (Ray's
+    report), and a ledger flattened by a logger ("ledger/<column>" keys) is read too. NaN scores
+    become null."""
     led = report.get(LEDGER_KEY)
     if not led:
+        prefix = LEDGER_KEY + "/"
+        led = {k[len(prefix) :]: v for k, v in report.items() if k.startswith(prefix)}
+    if not led:
         return []
+    cols = {k: list(v) for k, v in led.items() if k != "step"}
+    n = len(cols.get("sample", ()))
     step = led.get("step", report.get("step"))
+    if isinstance(step, (list, tuple)):
+        if len(step) != n or len(set(step)) > 1:
+            raise ValueError("the ledger's step list must hold one step for every sample")
+        step = step[0] if step else report.get("step")
     if step is None:
         raise ValueError("a ledger needs the evaluation's step")
-    known = set(samples_schema().names)
-    cols = {k: list(v) for k, v in led.items() if k != "step"}
-    unknown = sorted(set(cols) - known)
+    unknown = sorted(set(cols) - set(samples_schema().names))
     if unknown:
         raise ValueError(f"the ledger has columns of no registered memorization test: {', '.join(unknown)}")
-    n = len(cols.get("sample", ()))
     if any(len(v) != n for v in cols.values()):
         raise ValueError("the ledger's lists differ in length")
     rows = []

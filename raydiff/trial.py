@@ -28,8 +28,8 @@ from raydiff.evaluation import Evaluator
 from raydiff.training.refine import crossings, merge_interim, raw_memorization, refine
 from raydiff.training.reports import Onsets, diverged_report, evaluation_report, history_row, interim_report, static_fields
 from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
-from raydiff.training.state import TrainState, resolve_device
-from raydiff.training.step import OptimizerStep
+from raydiff.training.state import TrainState, configure_backends, resolve_device
+from raydiff.training.step import OptimizerStep, sampling_network
 
 Checkpoint = Callable[[], dict[str, Any]]
 Reporter = Callable[[dict[str, Any], Checkpoint | None], bool | None]
@@ -49,6 +49,7 @@ def train(
     """
     cfg = config
     device = resolve_device(cfg.train.device)
+    configure_backends(device)  # cudnn.benchmark and TF32 on CUDA; nothing elsewhere
     data = load(cfg.data)
     process = build_process(cfg.diffusion)
     ts = TrainState(cfg, data, device)
@@ -63,6 +64,10 @@ def train(
     step = OptimizerStep(cfg, ts, process, data, device)
     static = static_fields(cfg, ts, data)
     eval_net = ts.ema if (ts.ema is not None and cfg.eval.use_ema) else ts.net
+    # evaluations sample through the compiled network when train.compile is on; weights (snapshots,
+    # refinement's copies) are read from the plain module
+    sample_net = sampling_network(eval_net, cfg.train.compile)
+    raw_net = sampling_network(ts.net, cfg.train.compile) if cfg.raw_tests else ts.net
     refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
     schedule = upcoming_evaluations(cfg, ts.step, ts.history)
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
@@ -85,7 +90,7 @@ def train(
                 if snapshot is not None and snapshot(ts.step, eval_net.state_dict()):
                     saved.append(ts.step)
             elif ts.step in fidelity_at and ts.step != next_eval:
-                m = evaluator.fidelity(eval_net, ts.step)
+                m = evaluator.fidelity(sample_net, ts.step)
                 interim.append(({**history_row(ts.step, b, time.perf_counter() - t_start, m), "fidelity_only": True}, m))
             if (ts.step % NONFINITE_CHECK_EVERY == 0 or ts.step == next_eval) and not step.finite():
                 ts.wall_s = time.perf_counter() - t_start
@@ -96,11 +101,11 @@ def train(
         if off_loop and snapshot is not None and evaluator.figure_due(ts.step in fidelity_at):
             if snapshot(ts.step, eval_net.state_dict()):
                 saved.append(ts.step)
-        metrics = evaluator(eval_net, ts.step, fid=ts.step in fidelity_at)
+        metrics = evaluator(sample_net, ts.step, fid=ts.step in fidelity_at)
         if saved:  # the snapshots saved since the last report: whoever measures them hears of them here
             metrics["snapshots"], saved = list(saved), []
         if cfg.raw_tests:  # the EMA lags the raw weights: test them too (ExperimentConfig.raw_tests)
-            metrics.update(raw_memorization(evaluator, ts.net, ts.step, metrics, cfg.raw_tests))
+            metrics.update(raw_memorization(evaluator, raw_net, ts.step, metrics, cfg.raw_tests))
         fresh = crossings(cfg, ts.history, metrics) if snaps else ()
         if fresh:  # a test the stop waits on has just crossed: narrow its bracket from the snapshots
             interim += refine(evaluator, eval_net, snaps, threshold, b, fresh, cfg.eval.refine_fraction)

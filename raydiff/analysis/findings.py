@@ -10,7 +10,9 @@ Marion & Wu (2026): the curves collapse under normalized time for N and for B bu
 memorization rate (the SSCD score's slope after onset) falls with N and is flat in B; peak
 fidelity (the lowest SWD before τ_mem, FID where no SWD is measured) improves with N, with P,
 with smaller B and with larger η; larger models memorize sooner; train and test distributional
-distances are nearly equal; SWD and FID descend, rise and descend again (double descent).
+distances are nearly equal; SWD and FID descend, rise and descend again (double descent). Each
+statistic names the fidelity metric as analysis.fidelity.fidelity_label does (FID only in
+Inception features).
 Bonnaire et al. (2025): τ_mem ∝ n, τ_gen ≈ constant in n, τ_mem falls with the U-Net's width.
 
 Collapse along an axis a is measured by r = |s − e| / |s|: s is τ_mem's exponent on a (the joint
@@ -29,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from raydiff.analysis.fidelity import fidelity_label
 from raydiff.analysis.fits import SYMBOLS, PowerLawFit, fit_power_law
 from raydiff.analysis.trials import TrialStats
 from raydiff.metrics.memorization import clopper_pearson
@@ -111,14 +114,15 @@ def _coef(fit: PowerLawFit | None, axis: str) -> tuple[float, float, float] | No
     return c.value, c.lo, c.hi
 
 
-def _exponent_claim(an: "Analysis", axis: str, sym: str, **side_kw) -> Outcome:
+def _exponent_claim(an: "Analysis", axis: str, sym: str, *, below: float | None = None, equals: float | None = None) -> Outcome:
+    """A claim on τ_mem's exponent on `axis` in the joint fit: below a bound, or equal to a value."""
     stat = f"{sym} ({SYMBOLS[axis]}) of τ_mem [{an.headline}]"
     if axis not in an.axes:
         return untestable(stat, f"the sweep does not vary {SYMBOLS[axis]}")
     c = _coef(an.joint, axis)
     if c is None:
         return untestable(stat, an.joint_note or "no joint fit")
-    return side(stat, *c, **side_kw) if side_kw else covers(stat, *c, 1.0)
+    return covers(stat, *c, equals) if equals is not None else side(stat, *c, below=below)
 
 
 # --------------------------------------------------------------------------- Marion & Wu
@@ -189,7 +193,7 @@ def peak_claim(axis: str, sign: str) -> Callable[["Analysis", int], Outcome]:
 
     def run(an: "Analysis", n_boot: int) -> Outcome:
         swd = any(s.peak_swd is not None for s in an.stats)
-        stat = f"exponent of peak fidelity ({'lowest SWD' if swd else 'lowest FID'} before τ_mem) on {SYMBOLS[axis]}"
+        stat = f"exponent of peak fidelity (lowest {'SWD' if swd else fidelity_label(an.sweep)} before τ_mem) on {SYMBOLS[axis]}"
         fit, why = _axis_fit(an, _peak, axis, n_boot, "peak fidelity")
         if fit is None:
             return untestable(stat, why)
@@ -206,7 +210,8 @@ def larger_memorize_sooner(an: "Analysis", n_boot: int) -> Outcome:
 def train_test_equal(an: "Analysis", n_boot: int) -> Outcome:
     """Median over trials of the median relative gap |FID_train − FID_test| / FID_test over the
     evaluations before onset; interval: a percentile bootstrap over the trials."""
-    stat = "median |FID_train − FID_test| / FID_test before τ_mem"
+    fd = fidelity_label(an.sweep)
+    stat = f"median |{fd}_train − {fd}_test| / {fd}_test before τ_mem"
     refs = {str(r.get("fid_reference") or "") for rows in an.sweep.evals.values() for r in rows if _finite(r.get("fid_train"))}
     if any("cleanfid:" in ref.split("train=")[-1].split(";")[0] for ref in refs if "train=" in ref):
         return untestable(stat, "fid_train compares with clean-fid's statistics of the whole training split, not the N training images")
@@ -218,7 +223,7 @@ def train_test_equal(an: "Analysis", n_boot: int) -> Outcome:
         if g:
             gaps.append(float(np.median(g)))
     if len(gaps) < 3:
-        return untestable(stat, f"{len(gaps)} trial(s) measured FID on both splits: at least 3 are needed")
+        return untestable(stat, f"{len(gaps)} trial(s) measured {fd} on both splits: at least 3 are needed")
     rng = np.random.default_rng(0)
     boots = [np.median(rng.choice(gaps, len(gaps))) for _ in range(1000)]
     lo, hi = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
@@ -261,7 +266,7 @@ def double_descent(an: "Analysis", n_boot: int) -> Outcome:
 
 
 def tau_mem_linear_in_n(an: "Analysis", n_boot: int) -> Outcome:
-    return _exponent_claim(an, "n_train", "α")
+    return _exponent_claim(an, "n_train", "α", equals=1.0)
 
 
 def tau_gen_constant(an: "Analysis", n_boot: int) -> Outcome:
@@ -294,7 +299,7 @@ FINDINGS: list[tuple[str, str, Callable[["Analysis", int], Outcome]]] = [
     (MARION, "peak fidelity improves with larger η", peak_claim("lr", "-")),
     (MARION, "larger models memorize sooner", larger_memorize_sooner),
     (MARION, "train and test distributional distances are nearly equal", train_test_equal),
-    (MARION, "SWD and FID show a double descent during training", double_descent),
+    (MARION, "the fidelity distances (SWD, Fréchet) descend, rise and descend again in training", double_descent),
     (BONNAIRE, "τ_mem ∝ n", tau_mem_linear_in_n),
     (BONNAIRE, "τ_gen ≈ constant in n", tau_gen_constant),
     (BONNAIRE, "τ_mem falls with the U-Net's width", tau_mem_falls_with_width),

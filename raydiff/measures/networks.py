@@ -25,6 +25,7 @@ class OverridableCosine(CosineTest):
 
 @register
 class DINOv2(OverridableCosine):
+    label = "DINOv2 cosine test"
     name = "dinov2"
     description = "cosine test in DINOv2 space (pooled CLS, eval.feature_models.dinov2): max cosine > threshold"
     prefix = "mem_frac_dinov2"
@@ -40,6 +41,7 @@ class DINOv2(OverridableCosine):
 
 @register
 class CLIP(OverridableCosine):
+    label = "CLIP cosine test"
     name = "clip"
     description = "cosine test in CLIP image-embedding space (eval.feature_models.clip): max cosine > threshold"
     prefix = "mem_frac_clip"
@@ -55,6 +57,7 @@ class CLIP(OverridableCosine):
 
 @register
 class Inception(OverridableCosine):
+    label = "Inception cosine test"
     name = "inception"
     description = "cosine test in Inception-v3 pool-feature space (clean-fid's weights): max cosine > threshold"
     prefix = "mem_frac_inception"

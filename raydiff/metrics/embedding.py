@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from raydiff.data import cache_dir
 from raydiff.download import fetch, is_url, url_filename
 from raydiff.errors import UserError
+from raydiff.metrics.fid import feature_autocast
 
 SSCD_IMAGE_SIZE = 288
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,13 +31,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Embedding:
-    """uint8 images [B, C, H, W] → float32 embeddings [B, D] (on the CPU), in batches."""
+    """uint8 images [B, C, H, W] → float32 embeddings [B, D] on the model's device (where the
+    cosine search runs), in batches; with precision bf16 under bf16 autocast."""
 
     def __init__(
-        self, model: torch.jit.ScriptModule, name: str, device, image_size: int = SSCD_IMAGE_SIZE, batch: int = 256
-    ):
+        self, model: torch.jit.ScriptModule, name: str, device, image_size: int = SSCD_IMAGE_SIZE, batch: int = 256,
+        precision: str = "fp32",
+    ):  # fmt: skip
         self.model, self.name, self.device = model, name, torch.device(device)
-        self.image_size, self.batch = image_size, batch
+        self.image_size, self.batch, self.precision = image_size, batch, precision
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
@@ -53,7 +56,8 @@ class Embedding:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         batches = (images[i : i + self.batch] for i in range(0, len(images), self.batch))
-        out = [self.model(self.preprocess(b)).float().cpu() for b in batches]
+        with feature_autocast(self.device, self.precision):
+            out = [self.model(self.preprocess(b)).float() for b in batches]
         return torch.cat(out).reshape(len(images), -1)
 
 
@@ -67,7 +71,7 @@ def resolve(path_or_url: str) -> Path:
     return path
 
 
-def load_embedding(path_or_url: str, device, image_size: int = SSCD_IMAGE_SIZE) -> Embedding:
+def load_embedding(path_or_url: str, device, image_size: int = SSCD_IMAGE_SIZE, precision: str = "fp32") -> Embedding:
     path = resolve(path_or_url)
     try:
         with warnings.catch_warnings():  # SSCD ships TorchScript; torch ≥ 2.10 warns jit is deprecated
@@ -76,4 +80,4 @@ def load_embedding(path_or_url: str, device, image_size: int = SSCD_IMAGE_SIZE) 
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a TorchScript model ({first})", key="eval.embedding") from None
-    return Embedding(model, path.name, device, image_size)
+    return Embedding(model, path.name, device, image_size, precision=precision)

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from raydiff.errors import UserError
+from raydiff.metrics.fid import feature_autocast
 
-Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 [B, C, H, W] → float32 [B, D] on the CPU
+Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 [B, C, H, W] → float32 [B, D] on the network's device
 Loader = Callable[[Any, Any], Embed]  # (ExperimentConfig, device) → Embed
 
 FEATURE_NETWORKS: dict[str, Loader] = {}
@@ -60,6 +61,11 @@ def load(name: str, cfg: Any, device: Any = "cpu") -> Embed:
     return FEATURE_NETWORKS[name](cfg, device)
 
 
+def precision(cfg: Any) -> str:
+    """eval.feature_precision (fp32 | bf16); fp32 for a config without it."""
+    return str(getattr(cfg.eval, "feature_precision", "fp32"))
+
+
 def model_id(cfg: Any, name: str) -> str:
     """The hub id or local folder of network `name`: eval.feature_models[name], else the default."""
     given = dict(getattr(cfg.eval, "feature_models", ()) or ())
@@ -67,10 +73,14 @@ def model_id(cfg: Any, name: str) -> str:
 
 
 class Batched:
-    """uint8 [B, C, H, W] → float32 [B, D] on the CPU: resize, normalize, `forward` in batches."""
+    """uint8 [B, C, H, W] → float32 [B, D] on the device: resize (on the device), normalize,
+    `forward` in batches (under bf16 autocast with precision bf16)."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], size: int, mean, std, device, batch: int = 256):
+    def __init__(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], size: int, mean, std, device, batch: int = 256, precision: str = "fp32"
+    ):  # fmt: skip
         self.forward, self.size, self.batch, self.device = forward, int(size), batch, torch.device(device)
+        self.precision = precision
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
@@ -84,8 +94,9 @@ class Batched:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = [self.forward(self.preprocess(images[i : i + self.batch])).float().cpu() for i in range(0, len(images), self.batch)]
-        return torch.cat(out).reshape(len(images), -1) if out else torch.zeros(0, 0)
+        with feature_autocast(self.device, self.precision):
+            out = [self.forward(self.preprocess(images[i : i + self.batch])).float() for i in range(0, len(images), self.batch)]
+        return torch.cat(out).reshape(len(images), -1) if out else torch.zeros(0, 0, device=self.device)
 
 
 def _pretrained(cls_name: str, ident: str, device) -> Any:
@@ -113,7 +124,7 @@ def sscd(cfg: Any, device: Any) -> Embed:
 
     if not cfg.eval.embedding:
         raise UserError("the SSCD test needs an embedding path or URL", key="eval.embedding")
-    return load_embedding(cfg.eval.embedding, device)
+    return load_embedding(cfg.eval.embedding, device, precision=precision(cfg))
 
 
 @feature_network("dinov2")
@@ -121,24 +132,24 @@ def dinov2(cfg: Any, device: Any) -> Embed:
     model = _pretrained("Dinov2Model", model_id(cfg, "dinov2"), device)
     # the hub's DINOv2 configs say 518 (the position embeddings' grid); their processor feeds 224
     size = 224 if model.config.image_size == 518 else model.config.image_size
-    return Batched(lambda x: model(pixel_values=x).pooler_output, size, IMAGENET_MEAN, IMAGENET_STD, device)
+    return Batched(lambda x: model(pixel_values=x).pooler_output, size, IMAGENET_MEAN, IMAGENET_STD, device, precision=precision(cfg))
 
 
 @feature_network("clip")
 def clip(cfg: Any, device: Any) -> Embed:
     model = _pretrained("CLIPVisionModelWithProjection", model_id(cfg, "clip"), device)
-    return Batched(lambda x: model(pixel_values=x).image_embeds, model.config.image_size, CLIP_MEAN, CLIP_STD, device)
+    return Batched(lambda x: model(pixel_values=x).image_embeds, model.config.image_size, CLIP_MEAN, CLIP_STD, device, precision=precision(cfg))
 
 
 @feature_network("inception")
 def inception(cfg: Any, device: Any) -> Embed:
     from raydiff.metrics.fid import InceptionFeatures
 
-    net = InceptionFeatures(device)  # clean-fid's weights under the raydiff cache (weights/)
+    net = InceptionFeatures(device, precision=precision(cfg))  # clean-fid's weights under the raydiff cache (weights/)
 
     def embed(images: torch.Tensor, batch: int = 256) -> torch.Tensor:  # batches: 299² per image
         out = [torch.from_numpy(net(images[i : i + batch])).float() for i in range(0, len(images), batch)]
-        return torch.cat(out) if out else torch.zeros(0, net.dim)
+        return (torch.cat(out) if out else torch.zeros(0, net.dim)).to(device)
 
     return embed
 

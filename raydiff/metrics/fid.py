@@ -4,7 +4,15 @@ The distance itself is clean-fid's (`cleanfid.fid.frechet_distance`). What is em
 the data: Inception-v3 as clean-fid builds it ("clean" mode: PIL-bicubic resize to 299) for
 natural 32×32 RGB images, and for the 8×8 digits a small classifier trained once on the digits
 labels and cached (as LeNet features serve for MNIST FID), because Inception features of 8×8
-gray digits say little. Every value is recorded with its extractor, mode, split and sample count.
+gray digits say little. Every value is recorded with its extractor, mode, split and sample count, and which resize fed
+the Inception network (`resize_name`, in `fid_reference`).
+
+On a GPU: the features are computed in batches on the trial's device (bf16 autocast with
+eval.feature_precision: bf16), legacy_pytorch's bilinear resize runs batched on the device (the
+same F.interpolate clean-fid runs per image on the CPU), and the covariance and the matrix square
+root are computed on the device in float64 (`frechet_torch`). clean mode keeps clean-fid's PIL
+bicubic resize on the CPU by design: PIL's antialiased bicubic is the point of clean-fid, and no
+torch resize reproduces it. On the CPU every value is computed as before (clean-fid's scipy sqrtm).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raydiff.data import cache_dir
@@ -37,13 +46,44 @@ class Stats:
     count: int
 
     @classmethod
-    def of(cls, feats: np.ndarray) -> "Stats":
+    def of(cls, feats: np.ndarray | torch.Tensor) -> "Stats":
+        """Mean and covariance (unbiased, as np.cov) of features [S, D]: a tensor's on its own
+        device in float64 (a GPU's), an array's with numpy."""
+        if isinstance(feats, torch.Tensor):
+            x = feats.to(torch.float64)
+            mu = x.mean(0)
+            xc = x - mu
+            sigma = xc.T @ xc / max(1, x.shape[0] - 1)
+            return cls(mu.cpu().numpy(), sigma.cpu().numpy(), x.shape[0])
         feats = np.asarray(feats, dtype=np.float64)
         return cls(feats.mean(0), np.cov(feats, rowvar=False), feats.shape[0])
 
 
-def frechet(a: Stats, b: Stats) -> float:
+def frechet_torch(a: Stats, b: Stats, device: str | torch.device = "cpu") -> float:
+    """‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½ in float64 on `device`.
+
+    tr (Σ₁Σ₂)^½ = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½): the product Σ₁Σ₂ is similar to the symmetric PSD matrix
+    Σ₁^½ Σ₂ Σ₁^½, so two symmetric eigen-decompositions (eigh) replace scipy's general sqrtm
+    (Schur form, CPU only); eigenvalues a rank-deficient covariance leaves slightly negative are
+    clipped at 0."""
+    t = lambda v: torch.as_tensor(np.asarray(v), dtype=torch.float64, device=device)  # noqa: E731
+    mu1, mu2, s1, s2 = t(a.mu), t(b.mu), t(a.sigma), t(b.sigma)
+    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
+    lam, vec = torch.linalg.eigh(s1)
+    root1 = (vec * lam.clamp_min(0).sqrt()) @ vec.T  # Σ₁^½
+    m = root1 @ s2 @ root1
+    tr_covmean = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_covmean)
+
+
+def frechet(a: Stats, b: Stats, device: str | torch.device | None = None) -> float:
+    """The Fréchet distance of two Gaussians: on a CUDA `device` by `frechet_torch`, elsewhere
+    clean-fid's (scipy's sqrtm)."""
     import warnings
+
+    if device is not None and torch.device(device).type == "cuda":
+        return frechet_torch(a, b, device)
 
     from cleanfid.fid import frechet_distance
     from scipy.linalg import LinAlgWarning
@@ -57,6 +97,17 @@ def frechet(a: Stats, b: Stats) -> float:
 
 def batched_features(extractor: FeatureExtractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     return np.concatenate([extractor(images[i : i + batch]) for i in range(0, images.shape[0], batch)])
+
+
+FEATURE_PRECISIONS = ("fp32", "bf16")
+
+
+def feature_autocast(device: str | torch.device, precision: str = "fp32"):
+    """The context a feature network runs in: bf16 autocast with precision bf16 (on any device:
+    CPU autocast runs bf16 too), plain float32 otherwise."""
+    if precision not in FEATURE_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(FEATURE_PRECISIONS)} (got {precision!r})")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # --------------------------------------------------------------------- digits classifier
@@ -127,7 +178,10 @@ class DigitsClassifierFeatures:
     mode = f"v{DIGITS_CLASSIFIER_VERSION}"
     dim = 128  # the penultimate layer
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    resize_name = None  # no resize: the digits classifier reads the 8×8 pixels
+
+    def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32"):
+        self.precision = precision
         path = digits_classifier_path()
         net = DigitsNet()
         if path.exists():
@@ -144,7 +198,8 @@ class DigitsClassifierFeatures:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         x = images.to(self.device).float().div(127.5).sub(1.0)
-        return self.net.features(x).double().cpu().numpy()
+        with feature_autocast(self.device, self.precision):
+            return self.net.features(x).double().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- Inception
@@ -170,9 +225,12 @@ class InceptionFeatures:
     name = "inception_v3"
     dim = 2048
 
-    def __init__(self, device: str | torch.device = "cpu", mode: str = "clean"):
-        self.mode = mode
+    def __init__(self, device: str | torch.device = "cpu", mode: str = "clean", precision: str = "fp32"):
+        self.mode, self.precision = mode, precision
         self.resize = inception_resizer(mode)
+        # clean: PIL's bicubic on the CPU, image by image (clean-fid's by design); legacy_pytorch:
+        # the same bilinear F.interpolate clean-fid runs per image, batched on the device
+        self.resize_name = "clean:PIL-bicubic@cpu" if mode == "clean" else "legacy_pytorch:bilinear@device"
         folder = cache_dir("weights")
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -196,14 +254,22 @@ class InceptionFeatures:
             raise UserError(f"could not fetch the Inception weights into {folder}: {e}") from None
         self.device = device
 
+    def resized(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] → float32 [B, 3, 299, 299] in 0..255 on the device."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if self.mode == "legacy_pytorch":  # clean-fid's resizer: bilinear, align_corners=False, clipped to 0..255
+            x = images.to(self.device).float()
+            return F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False).clamp_(0, 255)
+        # clean: PIL bicubic, each image as float32 on the CPU
+        batch = np.stack([self.resize(im.permute(1, 2, 0).numpy()) for im in images.cpu()]).transpose(0, 3, 1, 2)
+        return torch.from_numpy(batch).float().to(self.device)
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        imgs = images.cpu()
-        if imgs.shape[1] == 1:
-            imgs = imgs.expand(-1, 3, -1, -1)
-        # each image as float32 to 299×299 (clean: PIL bicubic; legacy_pytorch: bilinear interpolate)
-        batch = np.stack([self.resize(im.permute(1, 2, 0).numpy()) for im in imgs]).transpose(0, 3, 1, 2)
-        feats = self.model(torch.from_numpy(batch).float().to(self.device))
+        x = self.resized(images)
+        with feature_autocast(self.device, self.precision):
+            feats = self.model(x)
         return feats.double().cpu().numpy()
 
 
@@ -235,11 +301,13 @@ def cleanfid_reference(dataset: str, resolution: int, split: str, mode: str = "c
     return Stats(mu, sigma, PRECOMPUTED[(dataset, resolution)][split])
 
 
-def build_extractor(kind: str, dataset: str, device: str | torch.device = "cpu", mode: str = "clean") -> FeatureExtractor:
+def build_extractor(
+    kind: str, dataset: str, device: str | torch.device = "cpu", mode: str = "clean", precision: str = "fp32"
+) -> FeatureExtractor:
     """`auto` picks the digits classifier for digits and Inception for everything else; `mode`
-    is Inception's resize (clean | legacy_pytorch)."""
+    is Inception's resize (clean | legacy_pytorch); `precision` eval.feature_precision."""
     if kind == "auto":
         kind = "digits_classifier" if dataset == "digits" else "inception"
     if kind == "digits_classifier":
-        return DigitsClassifierFeatures(device)
-    return InceptionFeatures(device, mode)
+        return DigitsClassifierFeatures(device, precision)
+    return InceptionFeatures(device, mode, precision)

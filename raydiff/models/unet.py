@@ -127,7 +127,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = (t.transpose(-1, -2) for t in qkv.unbind(1))  # each [B, heads, HW, c/heads]
+        if x.device.type == "cpu":  # strided views: the CPU kernel takes them (and its results stay as they were)
+            q, k, v = (t.transpose(-1, -2) for t in qkv.unbind(1))  # each [B, heads, HW, c/heads]
+        else:  # flash and memory-efficient SDPA kernels want each of q, k, v contiguous (last dim stride 1)
+            q, k, v = qkv.permute(1, 0, 2, 4, 3).contiguous().unbind(0)  # each [B, heads, HW, c/heads]
         out = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 

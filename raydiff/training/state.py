@@ -22,6 +22,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_backends(device: torch.device) -> dict[str, Any]:
+    """The process-wide CUDA settings a trial on `device` runs with, set once at its start; on
+    any other device nothing is touched (the CPU's results stay bit-identical). Returns the
+    settings as they are now. Idempotent: setting them again changes nothing.
+
+    cudnn.benchmark: cuDNN times its convolution algorithms once per input shape and keeps the
+    fastest (a trial's shapes are fixed: the batch, the sample batch). TF32: float32 matmuls and
+    convolutions on tensor cores (10-bit mantissa products, float32 accumulation; the bf16 autocast
+    regions are unaffected); set_float32_matmul_precision("high") is the same switch for matmuls."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    return {
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
 class TrainState:
     """Model, EMA, optimizer, counters, RNG streams and the evaluation history."""
 

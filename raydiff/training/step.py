@@ -97,6 +97,14 @@ class OptimizerStep:
         return mean
 
 
+def sampling_network(net: torch.nn.Module, compile_mode: str) -> torch.nn.Module:
+    """The module evaluations sample through: `net` itself when train.compile is off, else `net`
+    compiled once (sharing its parameters, so it follows the EMA's updates and a restore). Always
+    torch.compile's default mode: CUDA graphs (reduce-overhead) reuse their output buffers at the
+    next replay, and a multistep sampler keeps the previous step's output."""
+    return net if compile_mode == "off" else torch.compile(net)
+
+
 def injected_fault_step(cfg: ExperimentConfig) -> int | None:
     """Test hook: RAYDIFF_FAULT_AT_STEP="S" makes every trial raise at step S, "S:section.key=V"
     only the trials whose config has that value (e.g. "100:data.n_train=16"), so tests can prove

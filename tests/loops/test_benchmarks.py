@@ -141,6 +141,19 @@ def test_gpu_script_dry_mode_on_cpu(tmp_path):
     assert [r["memory_cap"] for r in raw["pack"]] == ["1/1", "1/2"]
 
 
+def test_gpu_sh_opens_with_the_smoke_sweep(tmp_path):
+    """gpu.sh's dry mode: the CIFAR-size smoke sweep's dry run (4 trials of 32×32×3 data at ¼ GPU
+    each), then gpu.py (its parts skipped here: the test above runs them)."""
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--cpu", "--skip", "train,eval,pack", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 trials (grid mode)" in proc.stdout and proc.stdout.count("0.25 GPU") == 4
+    assert out.exists() and json.loads(out.with_suffix(".json").read_text())["info"]["device"] == "cpu"
+
+
 def test_issue_targets_table_reads_its_sections():
     """The targets table takes each figure from its section (its own data, or a JSON dump's with
     string keys), judges it against the issue's target, and says which were not measured."""

@@ -240,12 +240,17 @@ def test_fmem_reads_the_sampler_floats_when_asked(floats):
     raw = ev.sample(net, 8, ev.mem_steps, floats=True)
     rounded = ev.sample(net, 8, ev.mem_steps)
     assert raw.dtype == torch.float32 and torch.equal(from_model(raw, *ev.norm), rounded)
-    samples, flags, nb = ev._memorization(net)
+    samples, verdicts = ev._memorization(net, ev.tests)
     assert samples.dtype == torch.uint8 and torch.equal(samples, rounded)
-    want = memorized_pixel(raw if floats else to_model(rounded, *ev.norm), ev.train_flat, cfg.eval.mem_ratio)[1]
-    other = memorized_pixel(to_model(rounded, *ev.norm) if floats else raw, ev.train_flat, cfg.eval.mem_ratio)[1]
-    torch.testing.assert_close(nb.d1, want.d1)
-    assert not torch.allclose(nb.d1, other.d1)
+
+    def ratio(x):
+        nb = memorized_pixel(x, ev.train_flat, cfg.eval.mem_ratio)[1]
+        return nb.d1 / nb.d2
+
+    want = ratio(raw if floats else to_model(rounded, *ev.norm))
+    other = ratio(to_model(rounded, *ev.norm) if floats else raw)
+    torch.testing.assert_close(verdicts["pixel"].score, want.cpu())
+    assert not torch.allclose(verdicts["pixel"].score, other.cpu())
 
 
 def test_legacy_pytorch_resize_is_bilinear_interpolate():

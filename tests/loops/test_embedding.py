@@ -77,7 +77,7 @@ def test_evaluator_reports_feature_mem_frac(model_path):
     cfg: ExperimentConfig = space.base
     data = ImageData(images(24, 2), torch.zeros(24, dtype=torch.long), images(8, 3), torch.zeros(8, dtype=torch.long), 0)
     ev = Evaluator(cfg, data, build_process(cfg.diffusion), torch.device("cpu"))
-    ev.sample = lambda net, n, steps=None, start=0: data.x_train[start : start + n]  # a model that has memorized perfectly
+    ev.sample = lambda net, n, steps=None, start=0, floats=False: data.x_train[start : start + n]  # a model that has memorized perfectly
     out = ev(UNet(3, 32, base_channels=8, channel_mults=(1,), emb_dim=16), step=1)
     assert out["mem_frac"] == 1.0  # pixel space
     assert out["mem_frac_features"] == 1.0

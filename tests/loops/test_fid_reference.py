@@ -39,7 +39,7 @@ def stage(split: str, mu: float) -> None:
 
 
 def evaluator(monkeypatch, extractor, dataset="cifar10", **eval_kw):
-    monkeypatch.setattr(fidlib, "build_extractor", lambda kind, ds, device: extractor)
+    monkeypatch.setattr(fidlib, "build_extractor", lambda kind, ds, device, *options: extractor)
     space = search_space_from_dict({
         "data": {"dataset": dataset, "n_train": 20, "n_test": 30, **({} if dataset == "cifar10" else {"image_size": 32, "channels": 3})},
         "model": {"base_channels": 8, "channel_mults": [1], "emb_dim": 16},
@@ -89,7 +89,7 @@ def test_fewer_sampler_steps_for_the_memorization_test(monkeypatch):
     ev = evaluator(monkeypatch, StandInOther(), mem_sample_steps=1)
     calls = []
     real = ev.sample
-    ev.sample = lambda n_, n, steps=None, start=0: calls.append((n, steps)) or real(n_, n, steps, start)
+    ev.sample = lambda n_, n, steps=None, start=0, floats=False: calls.append((n, steps)) or real(n_, n, steps, start, floats)
     ev(net(), step=1)
     assert calls == [(4, 1), (12, None)]  # memorization set with 1 step, the FID set with the full count
 

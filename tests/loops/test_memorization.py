@@ -211,7 +211,7 @@ def test_sequential_test_uses_every_sample_when_undecided(evaluators, monkeypatc
     copies = data.x_train[i % len(data.x_train)]  # uint8 copies of the training images
     some = torch.where((i % 10 == 0)[:, None, None, None], copies, torch.full_like(copies, 128))  # 13 of 128 copied
     for ev in (full, seq):
-        monkeypatch.setattr(ev, "sample", lambda net, n, steps=None, start=0: some[start : start + n])
+        monkeypatch.setattr(ev, "sample", lambda net, n, steps=None, start=0, floats=False: some[start : start + n])
     a, b = full(net, 20, memorization_only=True), seq(net, 20, memorization_only=True)
     assert a["mem_frac"] == 13 / 128 and b["mem_samples"] == a["mem_samples"] == 128
     assert (b["mem_frac"], b["mem_frac_lo"], b["mem_frac_hi"]) == (a["mem_frac"], a["mem_frac_lo"], a["mem_frac_hi"])

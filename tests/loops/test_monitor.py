@@ -97,7 +97,7 @@ def test_same_answers_as_the_sweeps_evaluator():
     net = build_network(cfg.model, data.shape[0], data.shape[1])
     ev = Evaluator(cfg, data, build_process(cfg.diffusion), torch.device("cpu"))
     samples = torch.cat([data.x_train[:4], ev.sample(net, 60)])  # uint8: four copies among generated ones
-    ev.sample = lambda net, n, steps=None, start=0: samples[start : start + n]
+    ev.sample = lambda net, n, steps=None, start=0, **kw: samples[start : start + n]
     ours = ev(net, 20, memorization_only=True)
     norm = (cfg.data.normalization, train_mean(cfg.data.normalization, data.x_train))
     r = MemorizationMonitor(to_model(data.x_train, *norm)).evaluate(to_model(samples, *norm), step=20)

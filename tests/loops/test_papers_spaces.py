@@ -14,7 +14,6 @@ from raydiff.cli import main
 from raydiff.config import ConfigError, apply_overrides, load_search_space, packaged_search_space, search_space_from_dict
 from raydiff.preflight import preflight
 from raydiff.trial import train
-from raydiff.training.reports import history_row, history_series
 
 MARION = packaged_search_space("marion2026_cifar10")
 BONNAIRE = packaged_search_space("bonnaire2025")
@@ -26,7 +25,8 @@ def dry_run(capsys, *args) -> tuple[list[list[str]], str]:
     assert main(["sweep", *args, "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [ln.split() for ln in lines if re.match(r"\s*\d+\s+cifar10\s", ln)]
-    return rows, lines[-1]
+    summary = next(ln for ln in lines if re.match(r"\d+ trials \(", ln))  # the cost table follows it
+    return rows, summary
 
 
 def test_marion_one_factor_dry_run(capsys, tmp_path):
@@ -175,7 +175,7 @@ def test_marion_trial_measures_its_own_onset_definitions(tmp_path, monkeypatch):
     trial with a stand-in TorchScript embedding reports every definition's series and τ."""
     import warnings
 
-    from raydiff.metrics.stop import onsets, stop_onset
+    from raydiff.metrics.stop import stop_onset
 
     class Pool(torch.nn.Module):
         def forward(self, x):
@@ -195,15 +195,17 @@ def test_marion_trial_measures_its_own_onset_definitions(tmp_path, monkeypatch):
         "train.device": "cpu", "diffusion.sample_steps": 1, "eval.every_steps": 2, "eval.every_images": None,
         "eval.cadence": "uniform", "eval.num_samples": 4, "eval.fid_every": 0, "eval.embedding": str(emb),
         "eval.probe_images": 1, "eval.probe_noise_levels": 1, "eval.save_samples": 0, "eval.refine_snapshots": 0,
+        "eval.mem_sample_steps": None,
     })  # fmt: skip
-    assert cfg.eval.memorization_space == "both" and cfg.measures_raw  # EMA 0.9999: raw weights tested too
+    # the loop measures what the stop needs: the SSCD test and the loss probes (no pixel, no raw-weights test)
+    assert cfg.measured == ("features", "loss", "fid", "swd") and cfg.definitions == ("features", "loss") and not cfg.measures_raw
     reports = []
     train(cfg, lambda m, ckpt: reports.append(m) or False)
     last = reports[-1]
     assert not [k for k in last if k.startswith("history_")]  # a report is O(1): the series stay in train()
-    series = history_series(cfg, [history_row(r["step"], cfg.batch, r["wall_s"], r) for r in reports])
-    for key in ("history_pixel", "history_features", "history_pixel_raw", "history_train_loss", "history_test_loss"):
-        assert len(series[key]) == len(series["history_steps"]) == 2, key
-    for d in ("pixel", "features", "pixel_raw", "loss"):
+    assert [r["step"] for r in reports] == [2, 4]
+    assert all(r["mem_frac_features"] is not None and r["test_loss"] is not None and r.get("mem_frac_raw") is None for r in reports)
+    for d in ("features", "loss"):
         assert f"tau_mem_{d}_step" in last
-    assert last["tau_mem_step"] == stop_onset(onsets(series, cfg.stop), cfg.stop)  # the latest of features and loss
+    found = {d: last[f"tau_mem_{d}_step"] for d in ("features", "loss")}
+    assert last["tau_mem_step"] == stop_onset(found, cfg.stop)  # the latest of features and loss

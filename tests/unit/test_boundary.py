@@ -24,7 +24,7 @@ import yaml
 
 from paths import ROOT
 from raydiff import cli, results
-from raydiff.config import load_search_space, packaged_search_space, search_space_from_dict
+from raydiff.config import packaged_search_space, search_space_from_dict
 from raydiff.errors import ConfigError, UserError
 from raydiff.models import external
 from raydiff.monitor import MemorizationMonitor

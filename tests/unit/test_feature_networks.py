@@ -170,3 +170,20 @@ def test_default_ids_load_from_the_hub_cache_offline(tmp_path):
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["dinov2"] == [2, 32] and out["clip"] == [2, 16]
     assert "facebook/dinov2-giant" in out["missing"] and "raydiff prestage" in out["missing"]
+
+
+def test_a_trial_runs_the_new_tests_through_its_evaluation(tmp_path, one_torch_thread):
+    """A trial selecting DINOv2 and CLIP beside the pixel test: the evaluation loads both networks
+    by their loaders, each test writes its fraction and its per-sample ledger columns."""
+    from raydiff.trial import train
+    from tiny_trial import tiny
+
+    models = {"dinov2": str(tiny_dinov2(tmp_path / "dinov2")), "clip": str(tiny_clip(tmp_path / "clip"))}
+    cfg = tiny(eval={"measures": ["pixel", "dinov2", "clip", "loss"], "feature_models": models}, train={"max_steps": 40})
+    reports: list[dict] = []
+    train(cfg, lambda m, ckpt: reports.append(m) or False)
+    for r in reports:
+        for name in ("dinov2", "clip"):
+            assert 0.0 <= r[f"mem_frac_{name}"] <= 1.0
+            n = len(r["ledger"]["sample"])
+            assert len(r["ledger"][f"score_{name}"]) == len(r["ledger"][f"nearest_{name}"]) == n == r["mem_samples"]

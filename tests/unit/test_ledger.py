@@ -8,10 +8,12 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 import torch
 
+from raydiff.evaluation import ledger as evaluation_ledger
 from raydiff import ledger, measures
 from raydiff.metrics.memorization import nearest_two
 
@@ -60,7 +62,7 @@ def reports(seed: int = 0) -> list[dict]:
     out = []
     for step in STEPS:
         x = planted_samples(train, step, rng)
-        out.append({"step": step, "train_loss": 0.0, "ledger": ledger.ledger_of(step, {n: t.verdicts(ctx, x) for n, t in tests.items()})})
+        out.append({"step": step, "train_loss": 0.0, "ledger": evaluation_ledger(step, {n: t.verdicts(ctx, x) for n, t in tests.items()})})
     return out
 
 
@@ -150,3 +152,50 @@ def test_byte_budget_holds_on_a_long_trial_and_records_what_it_left_out(tmp_path
     assert all(d["rows"] == n_samples for d in note["dropped"])
     rows = ledger.read_samples(pafs.LocalFileSystem(), str(tmp_path))
     assert rows.num_rows == n_samples * len(written)
+
+
+def test_the_evaluations_ledger_writes_the_same_rows(tmp_path):
+    """The evaluation's report (raydiff.evaluation.ledger: the step once per sample) and
+    `ledger_of` (the step once) give the same rows."""
+    from raydiff.evaluation import ledger as evaluation_ledger
+
+    rng = np.random.default_rng(2)
+    train = torch.from_numpy(rng.integers(0, 256, (N, C, H, H), dtype=np.uint8))
+    ctx = Context(train)
+    x = planted_samples(train, 400, rng)
+    verdicts = {"pixel": measures.get("pixel")().verdicts(ctx, x)}
+    a = ledger.ledger_rows("t", {"ledger": evaluation_ledger(400, verdicts)})
+    b = ledger.ledger_rows("t", {"ledger": ledger.ledger_of(400, verdicts)})
+    assert a == b and len(a) == S and {r["nearest_pixel"] for r in a if r["copied_pixel"]} == {7, 11, 29}
+    flat = {f"ledger/{k}": tuple(v) for k, v in evaluation_ledger(400, verdicts).items()}  # as a logger flattens it
+    assert ledger.ledger_rows("t", flat) == a
+
+
+def test_the_results_callback_writes_the_ledger_and_a_restored_trial_duplicates_nothing(tmp_path):
+    """The driver's writer, as a sweep runs it: each evaluation's ledger goes to samples/; the
+    driver dies (the callback is pickled with the experiment state, its rows live in the files),
+    the trial restarts from its checkpoint at step 200 and reports 300 and 400 again."""
+    import pickle
+
+    from paths import ROOT
+    from raydiff.config import load_search_space
+    from raydiff.tune.callback import ResultsCallback
+    from raydiff.tune.trainable import for_tune
+
+    space = load_search_space(ROOT / "raydiff" / "search_spaces" / "smoke.yaml")
+    trial = SimpleNamespace(trial_id="t0", config={"point": {}}, last_result={})
+    rs = [for_tune(r) for r in reports()]
+    cb = ResultsCallback(space, str(tmp_path), {})
+    cb.setup()
+    for r in rs:
+        cb.on_trial_result(0, [trial], trial, r)
+    fs = pafs.LocalFileSystem()
+    first = ledger.read_samples(fs, str(tmp_path)).to_pandas()
+    assert len(first) == S * len(STEPS)
+    cb = pickle.loads(pickle.dumps(cb))  # the resumed driver
+    cb.setup()
+    for r in rs[2:]:
+        cb.on_trial_result(0, [trial], trial, r)
+    again = ledger.read_samples(fs, str(tmp_path)).to_pandas()
+    assert not again.duplicated(["trial_id", "step", "sample"]).any()
+    pd.testing.assert_frame_equal(first, again)
