@@ -2,6 +2,12 @@
 
     <storage>/<sweep>/trials.parquet      one row per finished trial
     <storage>/<sweep>/metrics/<trial>.parquet   one row per evaluation (together: a Parquet dataset)
+    <storage>/<sweep>/metrics/<trial>.<step, 12 digits>.part.parquet   a running trial's rows, one a file
+
+While a trial runs each evaluation's row goes into a part file of its own (a write per report
+that does not grow with the trial's history); when the trial ends its rows are compacted into
+metrics/<trial>.parquet and its parts deleted. Readers take both, a row of the compacted file
+before a part's of the same (trial_id, step) (a reader may list the folder between the two).
 
 Column names are a contract with other tools (docs/results.md); more columns are fine, renames are not.
 Every file carries the search space, package versions and the git commit in its schema
@@ -32,6 +38,7 @@ from raydiff.errors import UserError
 
 TRIALS_FILE = "trials.parquet"
 METRICS_DIR = "metrics"
+PART_SUFFIX = ".part.parquet"  # metrics/<trial>.<step:012d>.part.parquet: one row of a running trial
 FIGURES_DIR = "figures"  # figures/<trial>/<measure>/<step>.parquet: fidelity measures of snapshots (raydiff measure)
 SPACE_FILE = "search_space.json"
 WAITING_FILE = "waiting.json"  # while trials wait for resources: what the autoscaler says (tune/waiting.py)
@@ -412,13 +419,44 @@ def metric_files(fs: pafs.FileSystem, root: str) -> list[str]:
     return sorted(i.path for i in infos if i.path.endswith(".parquet") and not i.base_name.startswith("."))
 
 
+def metrics_path(root: str, trial_id: str) -> str:
+    """A trial's compacted metrics file: all its rows once it has ended."""
+    return join(root, METRICS_DIR, f"{trial_id}.parquet")
+
+
+def metrics_part_path(root: str, trial_id: str, step: int) -> str:
+    """The part file of one evaluation of a running trial."""
+    return join(root, METRICS_DIR, f"{trial_id}.{int(step):012d}{PART_SUFFIX}")
+
+
+def is_part(path: str) -> bool:
+    return path.endswith(PART_SUFFIX)
+
+
+def part_step(path: str) -> int | None:
+    """The step a part file's name carries (None: not a part file of ours)."""
+    if not is_part(path):
+        return None
+    digits = path.rsplit("/", 1)[-1][: -len(PART_SUFFIX)].rpartition(".")[2]
+    return int(digits) if digits.isdigit() else None
+
+
 def read_metrics(fs: pafs.FileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
+    """Every evaluation row of the sweep: the compacted files' and the parts' of running trials.
+    A part's row whose (trial_id, step) a compacted file holds too is left out (the trial ended
+    and was compacted while its parts were being deleted): the compacted file's row stands."""
     files = metric_files(fs, root)
     if not files:
         return METRICS_SCHEMA.empty_table()
     tables = [read_contract(fs, p, "metrics") for p in files]
     check_one_sweep([(p, t.schema.metadata) for p, t in zip(files, tables)])
-    t = pa.concat_tables([t.select(columns) if columns else t for t in tables], promote_options="default")
+    whole = [t for p, t in zip(files, tables) if not is_part(p)]
+    parts = [t for p, t in zip(files, tables) if is_part(p)]
+    if parts:
+        have = {k for t in whole for k in zip(t.column("trial_id").to_pylist(), t.column("step").to_pylist())}
+        parts = [t.filter(pa.array([k not in have for k in zip(t.column("trial_id").to_pylist(), t.column("step").to_pylist())], pa.bool_()))
+                 for t in parts]  # fmt: skip
+    t = pa.concat_tables([t.select(columns) if columns else t for t in whole + parts], promote_options="default")
     return t.sort_by([("trial_id", "ascending"), ("step", "ascending")])
 
 

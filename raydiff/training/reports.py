@@ -5,6 +5,12 @@ objectives (metrics/objectives.py) and the stop decision (metrics/stop.py), comp
 evaluation: the onsets by every definition are computed once (`Onsets.of`) and the stop decision,
 τ per definition and the evaluations to come all read them. Pure: no torch.
 
+A report is O(1) in the trial's length: the evaluation history's series (`Onsets.series`) feed the
+decision here but are not reported (the driver gets every report, writes a row per report and
+keeps the last one per trial in Tune's experiment state; a thousand trials of long histories made
+that O(history) per result). What a reader needs of the history is in the metrics rows, or a
+scalar here (`tau_prev_step`: the evaluation before the onset, for the budget planner).
+
 Lengths are in optimizer steps and in images seen (images = steps × B).
 """
 
@@ -73,6 +79,14 @@ class Onsets:
         """τ by every onset definition (None: not fired, or not measured) and the stop rule's."""
         return {"tau_mem_step": self.tau, **{d.tau_column: self.found.get(d.name) for d in measures.definitions()}}
 
+    def prev_step(self) -> int | None:
+        """The last evaluation step before the stop rule's τ (0: τ is the first evaluation; None: no
+        τ yet): the onset lies in (prev_step, τ], which the budget planner fits to
+        (tune/planner.BudgetPlanner.observe)."""
+        if self.tau is None:
+            return None
+        return max((s for s in self.series.get("history_steps") or () if s is not None and s < self.tau), default=0)
+
 
 def onset_summary(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
     """τ by every onset definition (None: not fired, or not measured) and the stop rule's
@@ -111,10 +125,10 @@ def evaluation_report(
         "tau_mem_seconds": _wall_at(ts.history, tau),
         # search objectives, in every report (an Optuna search reads them; see metrics/objectives.py)
         **objective_values(ts.history, tau, ts.step, b),
-        # the evaluation history: the stop decision, the planner and the analysis read it
-        **onset.series,
+        "tau_prev_step": onset.prev_step(),  # the evaluation before τ: the budget planner reads it
     }
-    return {**out, **stop_fields(decide(out, cfg.stop, onset.found))}
+    # the decision reads the history's series; the report does not carry them (O(1) per report)
+    return {**out, **stop_fields(decide({**out, **onset.series}, cfg.stop, onset.found))}
 
 
 def interim_report(cfg: ExperimentConfig, static: dict, ts: "TrainState", metrics: dict, row: dict) -> dict[str, Any]:

@@ -158,8 +158,7 @@ class PlannedGridSearcher(Searcher):
         if i is None or error or not result:
             return
         tau = None if result.get("diverged") else result.get("tau_mem_step")
-        history = result.get("history_steps")  # the evaluation steps: the one before the onset bounds it
-        prev = max((s for s in history if tau is not None and s < tau), default=0) if history else None
+        prev = result.get("tau_prev_step")  # the evaluation before the onset bounds it (training/reports.py)
         self.planner.observe(
             self.infos[i], tau, int(result.get("step") or 0), int(result.get("budget_steps") or 0), planned, prev
         )

@@ -121,9 +121,9 @@ def test_train_with_refinement_same_trajectory_finer_onset():
     steps = [m["step"] for m, _ in reps]
     assert steps == sorted(steps)
     # the onset is the one rule over the merged history, and never later than without refinement
-    hist = list(zip(last["history_steps"], last["history_mem_frac"]))
-    assert len(hist) == len(reps)
+    hist = [(m["step"], m["mem_frac"]) for m, _ in reps]  # the history, as train() kept it: every report
     tau = mem_onset([s for s, _ in hist], [v for _, v in hist], 0.1, 2)
     assert tau == last["tau_mem_step"] is not None
+    assert last["tau_prev_step"] == max(s for s, _ in hist if s < tau)  # the bracket's lower end, refined ones included
     assert tau <= plain_last["tau_mem_step"]
     assert last["step"] <= plain_last["step"]

@@ -11,9 +11,15 @@ from tiny_trial import tiny
 from raydiff import cli
 from raydiff.config import load_search_space, packaged_search_space
 from raydiff.metrics.stop import decide
+from raydiff.training.reports import history_row, history_series
 from raydiff.trial import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def series_of(cfg, reports):
+    """The evaluation history's series as train() builds them, from its reports."""
+    return history_series(cfg, [history_row(r["step"], cfg.batch, r["wall_s"], r) for r in reports])
 
 
 def run(cfg):
@@ -26,14 +32,15 @@ def test_raw_weights_are_tested_beside_the_ema():
     cfg = tiny(stop={"on": ["pixel", "pixel_raw", "loss"], "mem_frac_threshold": 0.01, "patience": 1})
     assert cfg.measures_raw
     reports = run(cfg)
-    for r in reports:
+    for i, r in enumerate(reports):
         assert 0.0 <= r["mem_frac_raw_lo"] <= r["mem_frac_raw"] <= r["mem_frac_raw_hi"] <= 1.0
-        assert r["history_pixel_raw"][-1] == r["mem_frac_raw"] and r["history_pixel"][-1] == r["mem_frac"]
+        series = series_of(cfg, reports[: i + 1])  # the reports carry no history: rebuilt from them
+        assert series["history_pixel_raw"][-1] == r["mem_frac_raw"] and series["history_pixel"][-1] == r["mem_frac"]
         # every definition's τ is reported; the stop rule's is the latest of those it names
         taus = [r[f"tau_mem_{d}_step"] for d in ("pixel", "pixel_raw", "loss")]
         assert r["tau_mem_step"] == (None if None in taus else max(taus))
         assert r["tau_mem_features_step"] is None  # not measured
-        d = decide(r, cfg.stop)
+        d = decide({**r, **series}, cfg.stop)
         assert r["stop_status"] == (d.status if d else None)
 
 
@@ -41,7 +48,7 @@ def test_raw_test_off_and_without_ema():
     assert not tiny(eval={"raw_memorization": False}).measures_raw
     assert not tiny(train={"ema_halflife_images": None, "ema_decay": 0.0}).measures_raw
     r = run(tiny(eval={"raw_memorization": False}, train={"max_steps": 20}))[-1]
-    assert r.get("mem_frac_raw") is None and "history_pixel_raw" not in r
+    assert r.get("mem_frac_raw") is None and "history_pixel_raw" not in series_of(tiny(eval={"raw_memorization": False}), [r])
 
 
 def test_continue_for_runs_past_the_onset():

@@ -202,6 +202,7 @@ def test_marion_trial_measures_its_own_onset_definitions(tmp_path, monkeypatch):
     reports = []
     train(cfg, lambda m, ckpt: reports.append(m) or False)
     last = reports[-1]
+    assert not [k for k in last if k.startswith("history_")]  # a report is O(1): the series stay in train()
     assert [r["step"] for r in reports] == [2, 4]
     assert all(r["mem_frac_features"] is not None and r["test_loss"] is not None and r.get("mem_frac_raw") is None for r in reports)
     for d in ("features", "loss"):

@@ -226,3 +226,102 @@ def test_a_trial_finished_in_an_earlier_run_is_final(tmp_path):
     cb.on_trial_result(0, [trial], trial, again)  # re-reported from its checkpoint, in a new process
     cb.on_trial_complete(0, [trial], trial)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
+
+
+def _callback(tmp_path, **kw):
+    from raydiff.config import load_search_space
+    from raydiff.tune.callback import ResultsCallback
+
+    from paths import ROOT
+
+    cb = ResultsCallback(load_search_space(ROOT / "raydiff" / "search_spaces" / "smoke.yaml"), str(tmp_path), {}, **kw)
+    cb.setup()
+    return cb
+
+
+def _report(step, frac=0.0, **extra):
+    return {"step": step, "images_seen": step * 32, "wall_s": step / 10, "train_loss": 0.5, "test_loss": 0.6,
+            "mem_frac": frac, "pid": 1, "stop_status": None, **extra}  # fmt: skip
+
+
+def _metric_names(tmp_path):
+    return sorted(p.name for p in (tmp_path / results.METRICS_DIR).iterdir())
+
+
+def test_each_report_writes_one_small_part_and_the_end_compacts(tmp_path):
+    """O(1) per report: a part file of one row each, whatever the trial's length; when the trial
+    ends its rows are in metrics/<trial>.parquet and the parts are gone."""
+    from types import SimpleNamespace
+
+    cb = _callback(tmp_path)
+    trial = SimpleNamespace(trial_id="t0", config={"point": {"data.n_train": 8}}, last_result={})
+    sizes = []
+    for i, step in enumerate(range(50, 1001, 50)):
+        cb.on_trial_result(0, [trial], trial, _report(step, frac=i / 100))
+        part = tmp_path / results.METRICS_DIR / f"t0.{step:012d}.part.parquet"
+        assert pq.read_table(part).num_rows == 1
+        sizes.append(part.stat().st_size)
+        # a reader sees every row so far while the trial runs
+        assert results.read_metrics(*results.filesystem(str(tmp_path))).column("step").to_pylist() == list(range(50, step + 1, 50))
+    assert max(sizes) - min(sizes) < 64  # the twentieth report writes what the first did
+    assert not (tmp_path / results.METRICS_DIR / "t0.parquet").exists()
+    cb.on_trial_complete(0, [trial], trial)
+    assert _metric_names(tmp_path) == ["t0.parquet"]
+    assert pq.read_table(tmp_path / results.METRICS_DIR / "t0.parquet").column("step").to_pylist() == list(range(50, 1001, 50))
+    assert pq.read_table(tmp_path / results.TRIALS_FILE).column("trial_id").to_pylist() == ["t0"]
+
+
+def test_a_restarted_trial_rewrites_its_file_and_drops_later_parts(tmp_path):
+    from types import SimpleNamespace
+
+    cb = _callback(tmp_path)
+    trial = SimpleNamespace(trial_id="t1", config={"point": {"data.n_train": 8}}, last_result={})
+    for step in (50, 100, 150):
+        cb.on_trial_result(0, [trial], trial, _report(step, frac=0.01))
+    cb.on_trial_result(0, [trial], trial, _report(100, frac=0.02, pid=2))  # restarted from its step-50 checkpoint
+    assert _metric_names(tmp_path) == ["t1.parquet"]  # the whole file, no part left
+    back = results.read_metrics(*results.filesystem(str(tmp_path))).to_pylist()
+    assert [(r["step"], r["mem_frac"]) for r in back] == [(50, 0.01), (100, 0.02)]  # step 150 is gone
+    cb.on_trial_result(0, [trial], trial, _report(150, frac=0.03, pid=2))  # then parts again
+    assert _metric_names(tmp_path) == ["t1.000000000150.part.parquet", "t1.parquet"]
+    # a driver started again (resume) finds the part and compacts it when the trial ends
+    cb2 = _callback(tmp_path)
+    cb2.on_trial_complete(0, [trial], trial)
+    assert _metric_names(tmp_path) == ["t1.parquet"]
+    back = pq.read_table(tmp_path / results.METRICS_DIR / "t1.parquet").to_pylist()
+    assert [(r["step"], r["mem_frac"], r["pid"]) for r in back] == [(50, 0.01, 1), (100, 0.02, 2), (150, 0.03, 2)]
+
+
+def test_readers_prefer_the_compacted_file_to_a_part(tmp_path):
+    """Between the compaction and the deletion of the parts a reader sees both: one row per key."""
+    fs, root = results.filesystem(str(tmp_path))
+    whole = [{"trial_id": "t0", "step": s, "mem_frac": 0.5} for s in (50, 100)]
+    results.write_atomic(results.table(whole, results.METRICS_SCHEMA, {}), fs, results.metrics_path(root, "t0"))
+    for s, frac in ((100, 0.1), (150, 0.2)):  # a stale part of a compacted step, and one of a step beyond it
+        row = [{"trial_id": "t0", "step": s, "mem_frac": frac}]
+        results.write_atomic(results.table(row, results.METRICS_SCHEMA, {}), fs, results.metrics_part_path(root, "t0", s))
+    back = results.read_metrics(fs, root).to_pylist()
+    assert [(r["step"], r["mem_frac"]) for r in back] == [(50, 0.5), (100, 0.5), (150, 0.2)]
+    assert results.part_step(results.metrics_part_path(root, "t0", 150)) == 150 and results.part_step(results.metrics_path(root, "t0")) is None
+    from raydiff.results_folder import load_sweep
+
+    assert [r["step"] for r in load_sweep(str(tmp_path)).evals["t0"]] == [50, 100, 150]
+
+
+def test_trials_file_is_written_at_most_every_interval_and_at_the_end(tmp_path):
+    from types import SimpleNamespace
+
+    cb = _callback(tmp_path, trials_every_s=3600)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"point": {"data.n_train": 8}}, last_result={}, status="TERMINATED") for i in range(3)]
+    for t in trials:
+        cb.on_trial_result(0, trials, t, _report(50, stop_status="budget", stop_reason="spent"))
+        cb.on_trial_complete(0, trials, t)
+    assert pq.read_table(tmp_path / results.TRIALS_FILE).column("trial_id").to_pylist() == ["t0"]  # the first at once
+    # a trial Tune restored as ended, whose row an earlier driver did not write, gets it at the end
+    late = SimpleNamespace(trial_id="t9", config={"point": {"data.n_train": 8}}, status="TERMINATED",
+                           last_result=_report(100, stop_status="memorized", stop_reason="onset", tau_mem_step=100))  # fmt: skip
+    stopped = SimpleNamespace(trial_id="t8", config={"point": {"data.n_train": 8}}, status="TERMINATED", last_result=_report(50))
+    cb.on_experiment_end([*trials, late, stopped])
+    rows = pq.read_table(tmp_path / results.TRIALS_FILE).to_pylist()
+    assert [r["trial_id"] for r in rows] == ["t0", "t1", "t2", "t9"]  # t8 was stopped by an interrupt: no row
+    assert rows[-1]["status"] == "memorized" and rows[-1]["tau_mem_step"] == 100

@@ -78,7 +78,8 @@ def test_an_outage_mid_sweep_loses_no_row(s3):
     uri = f"s3://{BUCKET}/outage/stormy"
     cb = writer(uri)
     cb.on_trial_result(0, [], trial("t0"), result(100))
-    before = pq.read_table(io.BytesIO(s3.client.get_object(Bucket=BUCKET, Key="outage/stormy/metrics/t0.parquet")["Body"].read())).to_pylist()
+    part = "outage/stormy/metrics/t0.000000000100.part.parquet"  # a running trial's row: a part file of its own
+    before = pq.read_table(io.BytesIO(s3.client.get_object(Bucket=BUCKET, Key=part)["Body"].read())).to_pylist()
     s3.stop()
     for step in (200, 300):  # the store is down: no exception, the rows wait
         cb.on_trial_result(0, [], trial("t0"), result(step))
