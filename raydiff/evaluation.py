@@ -70,15 +70,23 @@ def sequential_looks(first: int, total: int) -> int:
     return looks
 
 
-def settling_round(first: int, total: int, threshold: float) -> int:
-    """The sequential test's first round, doubled until that round can settle on its own: with
-    none of its samples memorized, the interval at its Bonferroni share of the level lies below
-    `threshold` (0 of 32 cannot at 0.1 over three looks: its upper bound is 0.139; 0 of 64 over
-    two looks is 0.066). A round that cannot settle is a batch always drawn for nothing. Doubling
-    keeps the looks on the same sample counts as before (r, 2r, 4r, …), minus the first."""
-    while first < total and not settled(0, first, threshold, sequential_looks(first, total)):
+def sequential_plan(round_: int | None, total: int, threshold: float) -> tuple[int, int]:
+    """(first round, looks) of the sequential memorization test over `total` samples.
+
+    The looks are those the configured round implies (r, 2r, 4r, … and total), and every look
+    keeps that Bonferroni share of the level. The first round is the configured one doubled until
+    it can settle on its own — none of its samples memorized puts the interval below `threshold`
+    (0 of 32 cannot at 0.1 over three looks: its upper bound is 0.139; 0 of 64 can: 0.072): a round
+    that cannot settle is a batch drawn for nothing. Dropping it leaves every other look, its
+    sample count and its level, and so every decision, as it was (the test only grows more
+    conservative). No round, or one of `total` or more: one look at all of them."""
+    if not round_ or round_ >= total:
+        return total, 1
+    looks = sequential_looks(round_, total)
+    first = round_
+    while first < total and not settled(0, first, threshold, looks):
         first = min(total, 2 * first)
-    return first
+    return first, (looks if first < total else 1)
 
 
 class MeasureContext:
@@ -185,7 +193,7 @@ class Evaluator:
         self.others = {
             m: measures.get(m)() for m in self.measured if measures.get(m).kind != "memorization" and not (off_loop and measures.get(m).kind == "fidelity")
         }  # fmt: skip
-        self.first_round = settling_round(ev.sequential_round, ev.num_samples, cfg.stop.mem_frac_threshold) if ev.sequential_round else None
+        self.plan = sequential_plan(ev.sequential_round, ev.num_samples, cfg.stop.mem_frac_threshold)  # (first round, looks)
         self.extractor = None
         self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
         self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
@@ -329,15 +337,15 @@ class Evaluator:
         self, net: nn.Module, tests: list, given: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, Verdicts]]:
         """The memorization tests on `given` samples, or on samples generated here: all
-        num_samples at once, or in rounds (the sequential test: `settling_round`, then each round
+        num_samples at once, or in rounds (the sequential test: `sequential_plan`'s first round, then each round
         as many as all before it: r, 2r, 4r, … in total) until every test's interval is settled
         (metrics/memorization.settled) or num_samples are used. With eval.mem_on_floats, `given`
         and the pixel test's neighbours are the sampler's floats (model range), unrounded.
         Returns (samples uint8 [S, C, H, W], test name → its verdicts on them)."""
         ev = self.cfg.eval
         total = len(given) if given is not None else ev.num_samples
-        first = self.first_round if (given is None and self.first_round) else total
-        looks, threshold = sequential_looks(first, total), self.cfg.stop.mem_frac_threshold
+        first, looks = self.plan if (given is None and total == ev.num_samples) else (total, 1)
+        threshold = self.cfg.stop.mem_frac_threshold
         sets: list[torch.Tensor] = []
         found: dict[str, list[Verdicts]] = {t.name: [] for t in tests}
         n = 0

@@ -5,7 +5,7 @@ Pure and Ray-free. Each trial is run forward in simulation on an assumed onset �
 prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the
 loop's own functions (raydiff/training: schedule.upcoming_evaluations / fidelity_schedule /
 refine_steps, refine.crossed / bisect_crossing / merge_interim, reports.Onsets / history_row;
-evaluation.settling_round / sequential_looks, metrics/memorization.settled, metrics/stop.decide),
+evaluation.sequential_plan, metrics/memorization.settled, metrics/stop.decide),
 so the evaluations counted are the ones `train()` would run. What the simulation assumes of the
 model (state it with every figure):
 
@@ -46,7 +46,7 @@ from typing import Any
 from raydiff import measures
 from raydiff.config import ExperimentConfig, OnsetPrior
 from raydiff.config.sections import needs
-from raydiff.evaluation import sequential_looks, settling_round
+from raydiff.evaluation import sequential_plan
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
@@ -151,13 +151,13 @@ def assumed_losses(step: float, tau: float, gap: float) -> tuple[float, float]:
 
 def sequential_count(cfg: ExperimentConfig, fracs: list[float], sequential: bool = True) -> int:
     """Samples the memorization tests draw when each reads its fraction in `fracs`: the rounds of
-    evaluation.Evaluator._memorization (its first round `settling_round`, then doubling the count
+    evaluation.Evaluator._memorization (its first round and looks `sequential_plan`, then doubling the count
     so far, up to num_samples), stopping once every test is settled on its expected count
     round(f · n). (That loop's arithmetic, copied: evaluation.py has no pure function for it.)"""
     ev, threshold = cfg.eval, cfg.stop.mem_frac_threshold
     total = ev.num_samples
-    first = settling_round(ev.sequential_round, total, threshold) if (sequential and ev.sequential_round) else total
-    looks, n = sequential_looks(first, total), 0
+    first, looks = sequential_plan(ev.sequential_round, total, threshold) if sequential else (total, 1)
+    n = 0
     while n < total:
         n += min(total - n, max(first, n))
         if first < total and all(settled(round(f * n), n, threshold, looks) for f in fracs):

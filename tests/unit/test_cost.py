@@ -114,7 +114,7 @@ def test_no_onset_runs_the_budget():
 @pytest.mark.parametrize(
     "frac, round_, drawn",
     [
-        # a first round of 32 cannot settle (0/32's bound is 0.139 > 0.1): evaluation.settling_round doubles it to 64
+        # a first round of 32 cannot settle (0/32's bound is 0.139 > 0.1): evaluation.sequential_plan doubles it to 64
         pytest.param(0.0, 32, 64, id="generalizing-settles-at-its-first-round-of-64"),
         pytest.param(0.1, 32, 128, id="at-the-threshold-the-full-count"),
         pytest.param(1.0, 32, 64, id="all-copies-settle-at-the-first-round"),

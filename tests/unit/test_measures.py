@@ -8,7 +8,7 @@ import pytest
 
 from raydiff import measures
 from raydiff.config import ConfigError
-from raydiff.evaluation import sequential_looks, settling_round
+from raydiff.evaluation import sequential_looks, sequential_plan
 from raydiff.metrics.memorization import settled
 from raydiff.training.refine import bisect_crossing, crossings
 from raydiff.training.reports import Onsets
@@ -87,20 +87,31 @@ def test_config_refusals(eval_, stop, key):
 @pytest.mark.parametrize(
     "first, total, threshold, expected",
     [
-        (32, 128, 0.1, 64),  # 0/32 over three looks: upper bound 0.139 > 0.1 — a round that cannot settle
-        (64, 128, 0.1, 64),
-        (8, 1024, 0.1, 64),
-        (32, 32, 0.1, 32),  # one look at the full count: nothing to double
-        (128, 1024, 0.05, 128),
+        (32, 128, 0.1, (64, 3)),  # 0/32 over three looks: upper bound 0.139 > 0.1 — a round that cannot settle
+        (64, 128, 0.1, (64, 2)),
+        (8, 1024, 0.1, (64, 8)),
+        (32, 32, 0.1, (32, 1)),  # one look at the full count: nothing to double
+        (64, 4, 0.1, (4, 1)),  # a round past num_samples: one look
+        (None, 128, 0.1, (128, 1)),
+        (128, 1024, 0.05, (128, 4)),
     ],
 )
-def test_settling_round(first, total, threshold, expected):
-    r = settling_round(first, total, threshold)
-    assert r == expected
+def test_sequential_plan(first, total, threshold, expected):
+    r, looks = sequential_plan(first, total, threshold)
+    assert (r, looks) == expected
     if r < total:
-        assert settled(0, r, threshold, sequential_looks(r, total))
-        smaller = r // 2
-        assert smaller < first or not settled(0, smaller, threshold, sequential_looks(smaller, total))
+        assert looks == sequential_looks(first, total)  # the configured round's looks: each keeps its level
+        assert settled(0, r, threshold, looks) and (r == first or not settled(0, r // 2, threshold, looks))
+
+
+def test_doubling_the_first_round_leaves_every_decision():
+    """The default's test (round 32 of 128 at 0.1): every count k at 64 and 128 samples settles,
+    or not, as it did with the round of 32 — the τ fingerprint does not move."""
+    first, looks = sequential_plan(32, 128, 0.1)
+    assert (first, looks) == (64, sequential_looks(32, 128))
+    for n in (64, 128):
+        for k in range(n + 1):
+            assert settled(k, n, 0.1, looks) == settled(k, n, 0.1, sequential_looks(32, 128))
 
 
 @pytest.mark.parametrize(
