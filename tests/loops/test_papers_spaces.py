@@ -4,7 +4,6 @@ one CPU trial of the Marion & Wu settings on a CIFAR-10 archive written by the t
 from __future__ import annotations
 
 import math
-
 import re
 
 import pytest
