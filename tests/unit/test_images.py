@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from raydiff.metrics.agreement import cohen_kappa, pairwise_kappa
+
 from raydiff import ledger
 from raydiff.analysis import images
 from raydiff.config import experiment_from_dict
@@ -51,15 +53,15 @@ def test_covariates_match_brute_force_with_duplicates():
     ([1, 0, 1, 0], [1, 1, 0, 0], 0.0),  # independent: agreement at chance
 ])  # fmt: skip
 def test_cohen_kappa_on_planted_verdicts(a, b, want):
-    assert images.cohen_kappa(a, b) == pytest.approx(want)
-    assert images.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+    assert cohen_kappa(a, b) == pytest.approx(want)
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
 
 
 def test_kappa_undefined_and_pairwise():
-    assert math.isnan(images.cohen_kappa([0, 0, 0], [0, 0, 0]))  # p_e = 1
+    assert math.isnan(cohen_kappa([0, 0, 0], [0, 0, 0]))  # p_e = 1
     with pytest.raises(ValueError):
-        images.cohen_kappa([1, 0], [1, 0, 1])
-    k = images.pairwise_kappa({"pixel": [1, 1, 0, 0], "features": [1, 1, 0, 0], "dinov2": [0, 0, 1, 1]})
+        cohen_kappa([1, 0], [1, 0, 1])
+    k = pairwise_kappa({"pixel": [1, 1, 0, 0], "features": [1, 1, 0, 0], "dinov2": [0, 0, 1, 1]})
     assert k == {("pixel", "features"): 1.0, ("pixel", "dinov2"): -1.0, ("features", "dinov2"): -1.0}
 
 
