@@ -28,15 +28,15 @@ def crossed(history: list[dict[str, Any]], value: float | None, threshold: float
     return not before or not (math.isfinite(before[-1]) and before[-1] >= threshold)
 
 
-def bisect_crossing(n: int, above: Callable[[int], bool], narrow: Callable[[int, int], bool] | None = None) -> int:
+def bisect_crossing(n: int, above: Callable[[int], bool], steps: list[int] | None = None, fraction: float | None = None) -> int:
     """Binary search over n snapshots in time order, bracketed by an evaluation below the threshold
     before them and one above after them: the index of the first snapshot found above (n: none),
-    for ⌈log₂(n + 1)⌉ calls of `above`, or fewer once `narrow(lo, hi)` says the bracket between
-    snapshot indices lo and hi (−1 and n: the evaluations) is narrow enough. Every snapshot
-    evaluated before that index is below and every one after it above, so the one onset rule,
-    run over the merged history, lands on it."""
+    for ⌈log₂(n + 1)⌉ calls of `above`, or fewer once two snapshots bracket the crossing within
+    `fraction` (eval.refine_fraction) of the upper one's step (`steps`: the snapshots' steps).
+    Every snapshot evaluated before that index is below and every one after it above, so the one
+    onset rule, run over the merged history, lands on it."""
     lo, hi = -1, n
-    while hi - lo > 1 and not (narrow is not None and narrow(lo, hi)):
+    while hi - lo > 1 and not (fraction is not None and 0 <= lo and hi < n and steps[hi] - steps[lo] <= fraction * steps[hi]):
         mid = (lo + hi) // 2
         if above(mid):
             hi = mid
@@ -77,13 +77,8 @@ def refine(
             done[i] = evaluator(scratch, snaps[i][0], memorization_only=True, tests=tests)
         return done[i].get(field)
 
-    def narrow(lo: int, hi: int) -> bool:  # the bracket's width against τ̂, its upper end
-        if fraction is None or hi >= len(steps) or lo < 0:
-            return False
-        return steps[hi] - steps[lo] <= fraction * steps[hi]
-
     for _, field in fresh:
-        bisect_crossing(len(snaps), lambda i, f=field: _at_least(value(i, f), threshold), narrow)
+        bisect_crossing(len(snaps), lambda i, f=field: _at_least(value(i, f), threshold), steps, fraction)
     out = []
     for i in sorted(done):
         step, wall_s, _ = snaps[i]

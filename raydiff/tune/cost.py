@@ -298,13 +298,8 @@ def refinement(cfg: ExperimentConfig, snaps: list[int], fresh, tested, events: l
             done[i] = {**tested(snaps[i], names), "train_loss": nan, "test_loss": nan}
         return done[i].get(field)
 
-    def narrow(lo: int, hi: int) -> bool:  # the bracket's width against τ̂, its upper end
-        if fraction is None or hi >= len(snaps) or lo < 0:
-            return False
-        return snaps[hi] - snaps[lo] <= fraction * snaps[hi]
-
     for _, col in fresh:
-        bisect_crossing(len(snaps), lambda i, c=col: (v := value(i, c)) is not None and v >= theta, narrow)
+        bisect_crossing(len(snaps), lambda i, c=col: (v := value(i, c)) is not None and v >= theta, snaps, fraction)
     out = []
     for i in sorted(done):
         f = done[i].get(fresh[0][1])

@@ -128,8 +128,7 @@ def test_bisect_narrows_to_a_fraction(steps, crossing, fraction, calls):
         seen.append(i)
         return i >= crossing
 
-    narrow = None if fraction is None else (lambda lo, hi: hi < len(steps) and lo >= 0 and steps[hi] - steps[lo] <= fraction * steps[hi])
-    found = bisect_crossing(len(steps), above, narrow)
+    found = bisect_crossing(len(steps), above, steps, fraction)
     assert len(seen) == calls and found >= crossing
     if fraction is None:
         assert found == crossing
