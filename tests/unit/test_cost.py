@@ -268,7 +268,9 @@ def test_dry_run_json_cost_sums_to_its_total(capsys):
     assert total["measurement_share"] == pytest.approx(total["measurement_total_flops"] / total["total_flops"])
     for t in trials:
         assert t["total_flops"] == pytest.approx(t["training_flops"] + sum(t["measurement_flops"].values()))
-        assert t["gpu_hours"] == pytest.approx(t["total_flops"] / (989e12 * 0.4) / 3600)
+        # GPU-hours count the figures measured off the loop too (the default's FD, on snapshots)
+        assert t["figures_off_loop_flops"] > 0
+        assert t["gpu_hours"] == pytest.approx((t["total_flops"] + t["figures_off_loop_flops"]) / (989e12 * 0.4) / 3600)
 
 
 def test_dry_run_of_a_space_without_a_prior(capsys):
