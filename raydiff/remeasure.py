@@ -30,6 +30,7 @@ from raydiff.evaluation import Evaluator
 from raydiff.models import build_network
 from raydiff.snapshots import ReferenceCache, SnapshotStore, trials_with_snapshots
 from raydiff.training.state import resolve_device
+from raydiff.training.step import sampling_network
 
 
 def figure_names(names: list[str] | None) -> tuple[str, ...]:
@@ -102,11 +103,12 @@ def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures:
     with torch.random.fork_rng():
         evaluator = Evaluator(cfg, data, build_process(cfg.diffusion), device, figures=figures, cache=ReferenceCache(store))
     net = build_network(cfg.model, c, h, data.num_classes).to(device)
+    sampler = sampling_network(net, cfg.train.compile)  # compiled once, as the loop samples, sharing net's weights
     protocol = _protocol(cfg, evaluator)
     for step in steps:
         net.load_state_dict(store.load(step))
         t0 = time.perf_counter()
-        m = evaluator.fidelity(net, step)
+        m = evaluator.fidelity(sampler, step)
         spent = time.perf_counter() - t0
         base = {"step": step, "images_seen": step * cfg.batch, "protocol": protocol, "n_samples": cfg.figure_samples, "snapshot_step": step, "measure_s": spent}
         yield step, {name: {**base, **{col: m.get(col) for col in measures.get(name).column_names()}} for name in figures}

@@ -124,3 +124,39 @@ def test_raydiff_train_prints_fidelity_only_rows(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "s.yaml"), "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(" mem_frac nan " in ln and " fid -" not in ln for ln in lines)  # step 10: a fidelity-only row
+
+
+def test_measure_samples_through_the_compiled_network(measured, monkeypatch):
+    """Under train.compile the snapshots are sampled through the network compiled once, as the
+    loop samples; the weights are loaded into the plain module it shares (torch.compile is
+    replaced by a recorder: Inductor takes minutes on this CPU; tests/loops/test_compile.py)."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from raydiff.config import experiment_from_dict
+    from raydiff.evaluation import Evaluator
+    from raydiff.remeasure import measure_trial
+
+    root, _, _, _, store, _ = measured
+    cfg = experiment_from_dict(json.loads(store.config_json()))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile="reduce-overhead"))
+    compiled, sampled = [], []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, *a, **k):
+            return self.net(*a, **k)
+
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: compiled.append(net) or Compiled(net))
+    real = Evaluator.fidelity
+    monkeypatch.setattr(Evaluator, "fidelity", lambda self, net, step: sampled.append(type(net).__name__) or real(self, net, step))
+    steps = store.steps()[:2]
+    got = dict(measure_trial(cfg.to_dict(), store, steps, ("fid",), torch.device("cpu")))
+    assert len(compiled) == 1 and sampled == ["Compiled", "Compiled"]  # compiled once, every snapshot through it
+    plain = dict(measure_trial(json.loads(store.config_json()), store, steps, ("fid",), torch.device("cpu")))
+    assert [got[s]["fid"]["fid"] for s in steps] == pytest.approx([plain[s]["fid"]["fid"] for s in steps], rel=1e-6)
