@@ -129,31 +129,52 @@ class MeasureContext:
         return self._features
 
     def frechet(self) -> dict[str, Any]:
-        """FID against the references, of the context's samples (moments and sqrtm on a GPU there)."""
+        """FID of the context's samples against each split's reference: the first
+        `cfg.fid_counts[split]` samples (moments and sqrtm on a GPU there). `fid` is
+        eval.fid_split's, `fid_train` the training split's."""
         ev, cfg = self.evaluator, self.cfg.eval
-        gen = ev.stats(self._fid_features())
+        feats, counts = self._fid_features(), self.cfg.fid_counts
+        gen: dict[int, fidlib.Stats] = {}  # sample count → the first that many samples' moments
+
+        def fid(split: str) -> float | None:
+            if split not in ev.fid_refs:
+                return None
+            k = min(counts[split], len(feats))
+            if k not in gen:
+                gen[k] = ev.stats(feats[:k])
+            return fidlib.frechet(gen[k], ev.fid_refs[split], ev.device)
+
         return {
-            "fid": fidlib.frechet(gen, ev.fid_refs[cfg.fid_split], ev.device) if cfg.fid_split in ev.fid_refs else None,
-            "fid_train": fidlib.frechet(gen, ev.fid_refs["train"], ev.device) if "train" in ev.fid_refs else None,
+            "fid": fid(cfg.fid_split), "fid_train": fid("train"),
             "fid_extractor": f"{ev.extractor.name}/{ev.extractor.mode}", "fid_split": cfg.fid_split,
-            "fid_samples": int(cfg.fid_samples), "fid_reference": ev.fid_reference,
+            "fid_samples": min(counts[cfg.fid_split], len(feats)), "fid_train_samples": min(counts["train"], len(feats)),
+            "fid_reference": ev.fid_reference,
         }  # fmt: skip
 
     def sliced_wasserstein(self) -> dict[str, Any]:
-        """SWD of the context's first swd_samples samples to held-out images, in the FID features."""
+        """SWD, in the FID features, of the context's first samples to as many held-out images
+        (eval.swd_samples of them: `sliced_wasserstein`) and training images (at most N:
+        `sliced_wasserstein_train`)."""
         ev, cfg = self.evaluator, self.cfg.eval
-        if ev.swd_ref is None:
-            return {}
-        feats = self._fid_features()
-        k = min(cfg.swd_samples, len(feats))
-        return {"sliced_wasserstein": sliced_wasserstein(feats[:k], ev.swd_ref, cfg.swd_projections, seed=cfg.sample_seed), "swd_samples": k}
+        feats, out = self._fid_features(), {}
+        for split, ref in ev.swd_refs.items():
+            k = min(len(ref), len(feats))
+            suffix = "" if split == "test" else "_train"
+            out[f"sliced_wasserstein{suffix}"] = sliced_wasserstein(feats[:k], ref[:k], cfg.swd_projections, seed=cfg.sample_seed)
+            out[f"swd{suffix}_samples"] = k
+        return out
 
 
 class Evaluator:
     """Everything an evaluation needs, fixed at construction. `figures`: build for these fidelity
-    measures alone (raydiff measure on snapshots: no memorization test, no feature network for one)."""
+    measures alone (raydiff measure on snapshots: no memorization test, no feature network for one).
+    `cache`: where the figures' reference features are kept between evaluators of one trial (the
+    trial's snapshot folder: snapshots.ReferenceCache), so they are extracted once per trial."""
 
-    def __init__(self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device, figures: tuple[str, ...] | None = None):
+    def __init__(
+        self, cfg: ExperimentConfig, data: ImageData, process: Process, device: torch.device,
+        figures: tuple[str, ...] | None = None, cache: fidlib.ReferenceCache | None = None,
+    ):  # fmt: skip
         self.cfg, self.process, self.device = cfg, process, device
         ev = cfg.eval
         c, h, w = data.shape
@@ -175,7 +196,7 @@ class Evaluator:
         )
 
         # the same initial noise and labels at every evaluation
-        n_gen = max(ev.num_samples, ev.fid_samples if (figures is not None or ev.fid_every or ev.fid_every_steps) else 0)
+        n_gen = max(ev.num_samples, cfg.figure_samples if (figures is not None or ev.fid_every or ev.fid_every_steps) else 0)
         self.mem_steps = ev.mem_sample_steps or cfg.diffusion.sample_steps
         g = torch.Generator().manual_seed(ev.sample_seed)
         self.noise = torch.randn(n_gen, c, h, w, generator=g)
@@ -196,11 +217,11 @@ class Evaluator:
         self.plan = sequential_plan(ev.sequential_round, ev.num_samples, cfg.stop.mem_frac_threshold)  # (first round, looks)
         self.extractor = None
         self.fid_refs: dict[str, fidlib.Stats] = {}  # split → reference statistics
-        self.swd_ref: np.ndarray | None = None  # [≤ swd_samples, D] features of held-out images
+        self.swd_refs: dict[str, np.ndarray] = {}  # split → [≤ swd_samples, D] features of its first images
         self.fid_reference = ""
         if "fid_features" in needs(tuple(self.others)) and (figures is not None or ev.fid_every or ev.fid_every_steps):
             self.extractor = fidlib.build_extractor(ev.fid_features, cfg.data.dataset, device, ev.fid_mode, ev.feature_precision)
-            self._references(data)
+            self._references(data, cache)
         # feature networks the memorization tests need: name → (network, training images' embeddings [N, D])
         self.networks: dict[str, tuple[Any, torch.Tensor]] = {}
         for name in features.networks_needed(cfg) if self.tests else ():  # SSCD, DINOv2, CLIP, Inception …
@@ -209,41 +230,62 @@ class Evaluator:
         self.embedding = self.networks["embedding"][0] if "embedding" in self.networks else None  # named in mem_embedding
         self.count = 0
 
-    def _references(self, data: ImageData) -> None:
+    def _references(self, data: ImageData, cache: fidlib.ReferenceCache | None = None) -> None:
         """FID reference statistics of the train and test splits, and the SWD reference features.
 
-        CIFAR-10 with clean-fid's Inception compares with clean-fid's statistics of the whole
-        splits (50,000 / 10,000 images), as papers report FID; other data with its own images
-        (the first N training images, the n_test held-out ones). SWD needs points, not moments:
-        always the first swd_samples held-out images.
+        eval.fid_reference `auto`: CIFAR-10 with clean-fid's Inception compares with clean-fid's
+        statistics of the whole splits (50,000 / 10,000 images), as most papers report FID; other
+        data with its own images. `images`: the data's images (the n_test held-out ones, the first
+        N training images; the training split only where N exceeds the feature width, for a
+        full-rank covariance). `splits` (Marion & Wu): each split's own images always, each
+        compared with as many samples as it holds (ExperimentConfig.fid_counts). SWD needs points,
+        not moments: the first swd_samples images of each split. Features of the data's images are
+        extracted once per trial (`cache`) and kept as moments and SWD points.
         """
         ev, size = self.cfg.eval, data.shape[1]
         sources = {}
-        test_feats = None
         dataset, mode = self.cfg.data.dataset, self.extractor.mode
-        if ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, dataset, size):
-            for split in ("test", "train"):
+        swd_k = {"test": min(ev.swd_samples, len(data.x_test)), "train": min(ev.swd_samples, len(data.x_train))} if ev.swd_samples else {}
+        dim = getattr(self.extractor, "dim", 0)
+        precomputed = ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, dataset, size)
+        for split, images in (("test", data.x_test), ("train", data.x_train)):
+            k = swd_k.get(split, 0)
+            if precomputed:  # the moments from clean-fid; the SWD points from the images
                 self.fid_refs[split] = fidlib.cleanfid_reference(dataset, size, split, mode)
                 sources[split] = "cleanfid:" + fidlib.cleanfid_stats_name(dataset, size, mode, split)
-        else:
-            test_feats = fidlib.batched_features(self.extractor, data.x_test)  # [M, D]
-            self.fid_refs["test"] = self.stats(test_feats)
-            sources["test"] = f"images:test[{len(data.x_test)}]"
-            dim = getattr(self.extractor, "dim", 0)
-            if len(data.x_train) > dim:  # a full-rank covariance needs more images than features
-                self.fid_refs["train"] = self.stats(fidlib.batched_features(self.extractor, data.x_train))
-                sources["train"] = f"images:train[{len(data.x_train)}]"
+                if k:
+                    self.swd_refs[split] = self._image_reference(split, images[:k], cache, moments=False).points
+                continue
+            if split == "test" or len(images) > dim or ev.fid_reference == "splits":
+                ref = self._image_reference(split, images, cache, points=k)
+                self.fid_refs[split] = ref.stats
+                width = len(ref.stats.mu)  # a covariance of M images has rank ≤ M − 1
+                rank = "" if len(images) > width else f" (rank ≤ {len(images) - 1} < {width} feature dims)"
+                sources[split] = f"images:{split}[{len(images)}]{rank}"
             else:  # fid_train stays null, and the reference column says why
-                sources["train"] = f"skipped:N={len(data.x_train)}≤{dim} feature dims (rank-deficient covariance)"
-        if ev.swd_samples:
-            k = min(ev.swd_samples, len(data.x_test))
-            if test_feats is None:
-                test_feats = fidlib.batched_features(self.extractor, data.x_test[:k])
-            self.swd_ref = test_feats[:k]
-            sources["swd"] = f"images:test[{k}]"
+                ref = self._image_reference(split, images[:k], cache, moments=False) if k else None
+                sources[split] = f"skipped:N={len(images)}≤{dim} feature dims (rank-deficient covariance)"
+            if k:
+                self.swd_refs[split] = ref.points[:k]
+        for split, k in swd_k.items():
+            sources[f"swd_{split}" if split == "train" else "swd"] = f"images:{split}[{k}]"
         if getattr(self.extractor, "resize_name", None):  # which resize fed the feature network
             sources["resize"] = self.extractor.resize_name
         self.fid_reference = ";".join(f"{k}={v}" for k, v in sources.items())
+
+    def _image_reference(self, split: str, images: torch.Tensor, cache: fidlib.ReferenceCache | None, points: int | None = None, moments: bool = True) -> fidlib.Reference:
+        """The feature network's moments of `images` (uint8 [M, C, H, W]) and its features of the
+        first `points` of them (all: None), from `cache` when an evaluator of this trial has
+        extracted them already."""
+        points = len(images) if points is None else points
+        key = fidlib.reference_key(self.extractor, self.cfg.eval.feature_precision, split, images, moments, points)
+        ref = cache.get(key) if cache is not None else None
+        if ref is None:
+            feats = fidlib.batched_features(self.extractor, images)  # [M, D]
+            ref = fidlib.Reference(self.stats(feats) if moments else None, feats[:points])
+            if cache is not None:
+                cache.put(key, ref)
+        return ref
 
     def stats(self, feats: np.ndarray) -> fidlib.Stats:
         """Mean and covariance of features [S, D]: on a GPU there in float64, else with numpy."""
@@ -300,15 +342,15 @@ class Evaluator:
         tests_run = [t for t in self.tests if tests is None or t.name in tests]
         fid_set = None
         if do_fid and self.mem_steps == self.cfg.diffusion.sample_steps:  # one sampling pass serves both
-            samples = self.sample(net, max(ev.num_samples, ev.fid_samples), floats=ev.mem_on_floats)
+            samples = self.sample(net, max(ev.num_samples, self.cfg.figure_samples), floats=ev.mem_on_floats)
             mem_set, verdicts = self._memorization(net, tests_run, samples[: ev.num_samples])
-            fid_set = samples[: ev.fid_samples]  # uint8 [n, C, H, W] (floats: model range, rounded below)
+            fid_set = samples[: self.cfg.figure_samples]  # uint8 [n, C, H, W] (floats: model range, rounded below)
             if ev.mem_on_floats:
                 fid_set = from_model(fid_set, *self.norm)
         else:  # the memorization test's own samples (in rounds: eval.sequential_round), FID's the full count
             mem_set, verdicts = self._memorization(net, tests_run)
             if do_fid:
-                fid_set = self.sample(net, ev.fid_samples)
+                fid_set = self.sample(net, self.cfg.figure_samples)
         out["mem_samples"] = len(mem_set)
         for i, test in enumerate(tests_run):
             frac = fraction_with_interval(verdicts[test.name].copied)  # exact Clopper–Pearson 95% interval
@@ -373,14 +415,14 @@ class Evaluator:
 
     @torch.no_grad()
     def fidelity(self, net: nn.Module, step: int) -> dict[str, Any]:
-        """A fidelity-only evaluation (eval.fid_every_steps): FID and SWD of fid_samples samples,
+        """A fidelity-only evaluation (eval.fid_every_steps): FID and SWD of the figures' samples (ExperimentConfig.figure_samples),
         no memorization test and no loss probes; the memorization cadence is not advanced. Its
         sampling draws only from the evaluator's own generators, so training is unchanged by it."""
         was_training = net.training
         net.eval()
         t0 = time.perf_counter()
         out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan, "fid": None, "fid_train": None, "sliced_wasserstein": None}
-        out.update(self._fidelity(self.sample(net, self.cfg.eval.fid_samples), net))
+        out.update(self._fidelity(self.sample(net, self.cfg.figure_samples), net))
         out["eval_s"] = time.perf_counter() - t0
         net.train(was_training)
         return out

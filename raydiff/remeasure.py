@@ -5,7 +5,8 @@ with another measure or protocol, without retraining.
 Each trial's snapshots are measured by the same `Evaluator` the loop would have used (the same
 fixed noise and labels, the same references), built for the named fidelity measures alone. Rows
 go to `figures/<trial>/<measure>/<step>.parquet` with their provenance (protocol, sample count, snapshot
-step), keyed by step: measuring again replaces, never duplicates (results.write_figures).
+step), keyed by step: measuring again replaces, never duplicates (results.write_figures). The
+references' features are extracted once per trial and kept beside its snapshots (ReferenceCache).
 `raydiff analyze` and `raydiff status` read them merged into the evaluations (results_folder).
 """
 
@@ -27,7 +28,7 @@ from raydiff.diffusion import build_process
 from raydiff.errors import UserError
 from raydiff.evaluation import Evaluator
 from raydiff.models import build_network
-from raydiff.snapshots import SnapshotStore, trials_with_snapshots
+from raydiff.snapshots import ReferenceCache, SnapshotStore, trials_with_snapshots
 from raydiff.training.state import resolve_device
 
 
@@ -99,7 +100,7 @@ def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures:
     c, h, _ = data.shape
     torch.manual_seed(cfg.train.seed)
     with torch.random.fork_rng():
-        evaluator = Evaluator(cfg, data, build_process(cfg.diffusion), device, figures=figures)
+        evaluator = Evaluator(cfg, data, build_process(cfg.diffusion), device, figures=figures, cache=ReferenceCache(store))
     net = build_network(cfg.model, c, h, data.num_classes).to(device)
     protocol = _protocol(cfg, evaluator)
     for step in steps:
@@ -107,7 +108,7 @@ def measure_trial(config: dict, store: SnapshotStore, steps: list[int], figures:
         t0 = time.perf_counter()
         m = evaluator.fidelity(net, step)
         spent = time.perf_counter() - t0
-        base = {"step": step, "images_seen": step * cfg.batch, "protocol": protocol, "n_samples": int(cfg.eval.fid_samples), "snapshot_step": step, "measure_s": spent}
+        base = {"step": step, "images_seen": step * cfg.batch, "protocol": protocol, "n_samples": cfg.figure_samples, "snapshot_step": step, "measure_s": spent}
         yield step, {name: {**base, **{col: m.get(col) for col in measures.get(name).column_names()}} for name in figures}
 
 

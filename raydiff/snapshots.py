@@ -5,6 +5,7 @@ with another measure or protocol without retraining.
 
     <storage>/<sweep>/snapshots/<trial>/config.json        the trial's resolved config
     <storage>/<sweep>/snapshots/<trial>/<step:012d>.pt     a state_dict (torch.save), on the CPU
+    <storage>/<sweep>/snapshots/<trial>/references/*.npz   the figures' reference features (ReferenceCache)
 
 Each file is written whole (results.replace_file); a trial stops saving once its snapshots would
 pass its byte budget (eval.snapshot_budget_mb), and says so in the file `budget.txt`.
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pyarrow.fs as pafs
 import torch
 
 from raydiff import results
+from raydiff.metrics.fid import Reference, Stats
 
 SNAPSHOTS_DIR = "snapshots"
 CONFIG_FILE = "config.json"
@@ -78,6 +81,32 @@ class SnapshotStore:
 
     def delete(self, step: int) -> None:
         self.fs.delete_file(results.join(self.dir, snapshot_name(step)))
+
+
+class ReferenceCache:
+    """The figures' reference features of one trial (metrics.fid.ReferenceCache), kept beside its
+    snapshots: the measure tasks of a trial extract each split's features once, not once per task
+    (`references/<key>.npz`: the moments and the SWD points; the key names the images' digest)."""
+
+    def __init__(self, store: SnapshotStore):
+        self.fs, self.dir = store.fs, results.join(store.dir, "references")
+
+    def get(self, key: str) -> Reference | None:
+        try:
+            with self.fs.open_input_file(results.join(self.dir, key + ".npz")) as f:
+                z = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        except (FileNotFoundError, OSError):
+            return None
+        stats = Stats(z["mu"], z["sigma"], int(z["count"])) if "mu" in z.files else None
+        return Reference(stats, z["points"])
+
+    def put(self, key: str, ref: Reference) -> None:
+        arrays = {"points": np.asarray(ref.points)}
+        if ref.stats is not None:
+            arrays.update(mu=ref.stats.mu, sigma=ref.stats.sigma, count=np.asarray(ref.stats.count))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        results.replace_file(self.fs, results.join(self.dir, key + ".npz"), buf.getvalue())
 
 
 def trials_with_snapshots(uri: str) -> list[str]:

@@ -31,7 +31,7 @@ BUDGET_SCALINGS = ("fixed", "n_over_b")
 OPTIMIZERS = ("adam", "sgd")
 FEATURES = ("auto", "inception", "digits_classifier")
 MEMORIZATION_SPACES = ("pixel", "features", "both")  # the older switch; eval.measures supersedes it
-FID_REFERENCES = ("auto", "images")
+FID_REFERENCES = ("auto", "images", "splits")
 FIGURE_PLACES = ("loop", "snapshots")  # figures (FID, SWD) measured in the training loop | on EMA snapshots, off it
 CADENCES = ("uniform", "geometric")
 STEP_GRIDS = ("rounded", "floored")  # DDPM's respaced sampling grid (diffusion/ddpm.py)
@@ -398,9 +398,13 @@ class EvalConfig:
     feature_precision: str = "fp32"
     fid_split: str = "test"  # the split `fid` compares with (test | train); `fid_train` is always train
     fid_reference: str = "auto"  # auto: clean-fid's precomputed split statistics where they exist
-    # (CIFAR-10, Inception, clean mode, 32 px), else the data's images; images: always the images
+    # (CIFAR-10, Inception, clean mode, 32 px), else the data's images; images: always the images.
+    # splits (Marion & Wu): each split against its own images with as many generated samples as
+    # it holds — test: the n_test held-out images; train: the N training images (fid_samples is
+    # then not used: ExperimentConfig.fid_counts); the references' features once per trial
     swd_samples: int = 2000  # sliced Wasserstein distance in FID feature space on FID evaluations, between
-    # the first swd_samples FID samples (at most fid_samples) and held-out images (0: off)
+    # the first swd_samples FID samples and as many held-out images (sliced_wasserstein) and
+    # training images (sliced_wasserstein_train; at most N) (0: off)
     swd_projections: int = 1000
     # where the figures (the fidelity measures: FID, SWD) are measured. loop: in the evaluations,
     # as the trial trains. snapshots: the trial saves its EMA weights on the figure schedule (the
@@ -674,6 +678,21 @@ class ExperimentConfig:
         ran = set(self.measured)
         raw = {m + measures.RAW for m in self.raw_tests}
         return tuple(d.name for d in measures.definitions() if (d.name in raw if d.raw else d.measure in ran))
+
+    @property
+    def fid_counts(self) -> dict[str, int]:
+        """Generated samples each split's FID compares with its reference: eval.fid_samples for
+        both, or with eval.fid_reference `splits` as many as the split's reference holds (Marion &
+        Wu: the n_test held-out images, the N training images). The figures draw the largest."""
+        e, d = self.eval, self.data
+        if e.fid_reference == "splits":
+            return {"test": d.n_test, "train": d.n_train}
+        return {"test": e.fid_samples, "train": e.fid_samples}
+
+    @property
+    def figure_samples(self) -> int:
+        """Samples one measurement of the figures draws (the first k of them serve a split of k)."""
+        return max(self.fid_counts.values())
 
     @property
     def eval_every_steps(self) -> int:

@@ -17,6 +17,7 @@ torch resize reproduces it. On the CPU every value is computed as before (clean-
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -57,6 +58,31 @@ class Stats:
             return cls(mu.cpu().numpy(), sigma.cpu().numpy(), x.shape[0])
         feats = np.asarray(feats, dtype=np.float64)
         return cls(feats.mean(0), np.cov(feats, rowvar=False), feats.shape[0])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference split's features as FID and SWD use them: its moments (None where only points
+    are needed) and the features [k, D] of its first k images (SWD's points)."""
+
+    stats: Stats | None
+    points: np.ndarray
+
+
+class ReferenceCache(Protocol):
+    """Where a trial keeps its references between evaluators (snapshots.ReferenceCache)."""
+
+    def get(self, key: str) -> Reference | None: ...
+
+    def put(self, key: str, ref: Reference) -> None: ...
+
+
+def reference_key(extractor: FeatureExtractor, precision: str, split: str, images: torch.Tensor, moments: bool, points: int) -> str:
+    """A reference's name in a cache: the feature network, its arithmetic, the split, what is kept
+    and a digest of the images themselves (uint8 [M, C, H, W]), so a changed dataset never hits."""
+    digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()[:16]
+    kept = f"m{len(images)}" if moments else "p"
+    return f"{split}-{extractor.name}-{extractor.mode}-{precision}-{kept}-p{points}-{digest}"
 
 
 def frechet_torch(a: Stats, b: Stats, device: str | torch.device = "cpu") -> float:

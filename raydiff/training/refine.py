@@ -144,7 +144,6 @@ def _at_least(v: Any, bound: float) -> bool:
     return v is not None and math.isfinite(v) and v >= bound
 
 
-FIDELITY_KEYS = ("fid", "fid_train", "sliced_wasserstein", "swd_samples", "fid_extractor", "fid_split", "fid_samples", "fid_reference")
 
 
 def merge_interim(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
@@ -159,7 +158,8 @@ def merge_interim(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
         memorization = [rm for rm in by_step[step] if not rm[0].get("fidelity_only")]
         if fidelity and memorization:
             (row, metrics), (_, fid_metrics) = memorization[0], fidelity[0]
-            fid = {k: fid_metrics[k] for k in FIDELITY_KEYS if fid_metrics.get(k) is not None}
+            keys = (c for m in measures.names("fidelity") for c in measures.get(m).column_names())  # the figures' columns
+            fid = {k: fid_metrics[k] for k in keys if fid_metrics.get(k) is not None}
             out.append(({**row, "fid": fid.get("fid")}, {**metrics, **fid}))
         else:
             out.append(by_step[step][0])

@@ -30,7 +30,7 @@ N images of dimension D is S·N·D·2. Not counted: the optimizer and EMA update
 data movement, the Fréchet distance's matrix square root (O(D³) once per FID), host work.
 
 With eval.figures: snapshots the figure schedule saves EMA snapshots instead of measuring FID and
-SWD in the loop; their cost (each drawing its own fid_samples, as `raydiff measure` does) and the
+SWD in the loop; their cost (each drawing its own figure samples, as `raydiff measure` does) and the
 snapshots' bytes within eval.snapshot_budget_mb are reported beside the in-loop share, not in it.
 
 Copied here, for want of a pure function in the loop's modules: the sequential test's round
@@ -246,9 +246,9 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
         interim: list[tuple[dict, dict]] = []
         for s in sorted(x for x in fidelity_at if step < x < nxt):  # fidelity-only evaluations
             if off_loop:
-                events.append(Event(s, "snapshot", fid_samples=ev.fid_samples, fid=True))
+                events.append(Event(s, "snapshot", fid_samples=cfg.figure_samples, fid=True))
                 continue
-            events.append(Event(s, "fidelity", fid_samples=ev.fid_samples, fid=figures))
+            events.append(Event(s, "fidelity", fid_samples=cfg.figure_samples, fid=figures))
             m = {"train_loss": nan, "test_loss": nan, "fid": 0.0 if figures else None}
             interim.append(({**history_row(s, b, 0.0, m), "fidelity_only": True}, m))
         step = nxt
@@ -259,14 +259,14 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
             metrics["train_loss"], metrics["test_loss"] = assumed_losses(step, tau, stop.loss_gap)
         due = step in fidelity_at or (bool(ev.fid_every) and count % ev.fid_every == 0)  # Evaluator.figure_due
         if off_loop and due:
-            events.append(Event(step, "snapshot", fid_samples=ev.fid_samples, fid=True))
+            events.append(Event(step, "snapshot", fid_samples=cfg.figure_samples, fid=True))
         do_fid = figures and due
         if do_fid and mem_steps == cfg.diffusion.sample_steps:  # one sampling pass serves both
             n = ev.num_samples
-            events.append(Event(step, "evaluation", n, tests, max(n, ev.fid_samples) - n, True, probes))
+            events.append(Event(step, "evaluation", n, tests, max(n, cfg.figure_samples) - n, True, probes))
         else:
             n = sequential_count(cfg, [f] * len(tests))
-            events.append(Event(step, "evaluation", n, tests, ev.fid_samples if do_fid else 0, do_fid, probes))
+            events.append(Event(step, "evaluation", n, tests, cfg.figure_samples if do_fid else 0, do_fid, probes))
         metrics["fid"] = 0.0 if do_fid else None
         count += 1
         if raw:  # training.refine.raw_memorization: those tests on the raw weights
@@ -460,26 +460,30 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[s
 
 
 def figure_flops(cfg: ExperimentConfig, times: int, forward: float, sampling: bool = True, references: bool = False) -> float:
-    """The figures (FID, SWD) measured `times` times: fid_samples samples each (sampling: drawn
-    for them alone, at diffusion.sample_steps, as `raydiff measure` does on a snapshot), their
-    features (Inception or the digits classifier) and SWD's projections; with `references`, the
-    reference features a trial's evaluator extracts once (evaluation.Evaluator._references)."""
+    """The figures (FID, SWD) measured `times` times: the figures' samples each
+    (ExperimentConfig.figure_samples; sampling: drawn for them alone, at diffusion.sample_steps,
+    as `raydiff measure` does on a snapshot), their features (Inception or the digits classifier)
+    and SWD's projections against both splits; with `references`, the reference features a trial
+    extracts once (evaluation.Evaluator._references, kept in its ReferenceCache)."""
     ev, data = cfg.eval, cfg.data
     size, n = data.shape[0], data.n_train
     guided = 2 if (cfg.diffusion.guidance > 0 and data.num_classes > 0) else 1
     fid_image, fid_dim = fid_flops_per_image(cfg), FID_DIMS[fid_features(cfg)]
-    each = ev.fid_samples * fid_image
+    drawn = cfg.figure_samples
+    each = drawn * fid_image
     if sampling:
-        each += ev.fid_samples * cfg.diffusion.sample_steps * forward * guided
-    if "swd" in cfg.measured and ev.swd_samples:  # both sets projected on swd_projections directions
-        each += 2 * min(ev.swd_samples, ev.fid_samples) * fid_dim * ev.swd_projections * 2
+        each += drawn * cfg.diffusion.sample_steps * forward * guided
+    swd = {"test": min(ev.swd_samples, data.n_test, drawn), "train": min(ev.swd_samples, n, drawn)} if ("swd" in cfg.measured and ev.swd_samples) else {}
+    each += sum(2 * k * fid_dim * ev.swd_projections * 2 for k in swd.values())  # both sets projected on swd_projections directions
     total = times * each
     if references:
         precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"
-        if precomputed:  # clean-fid's split statistics; the SWD reference is the first swd_samples test images
-            refs = min(ev.swd_samples, data.n_test) if ev.swd_samples else 0
-        else:  # the test images, and the training images where they outnumber the features (a full-rank covariance)
-            refs = data.n_test + (n if n > fid_dim else 0)
+        if precomputed:  # clean-fid's split statistics; the SWD references are each split's first swd_samples images
+            refs = sum(swd.values())
+        elif ev.fid_reference == "splits":  # each split's own images (Marion & Wu)
+            refs = data.n_test + n
+        else:  # the test images, the training images where they outnumber the features (a full-rank covariance), else SWD's
+            refs = data.n_test + (n if n > fid_dim else swd.get("train", 0))
         total += refs * fid_image
     return total
 

@@ -180,11 +180,12 @@ def marion():
 def as_hand_arithmetic(exp):
     """The space as the hand arithmetic counted it (as it shipped on 2026-12-06): the pixel and
     SSCD tests, the loss probes, FID and SWD in the loop, the raw-weights test at every evaluation,
-    1,024 samples × 250 steps each time, and the stop at the first evaluation past 1.25 τ — what
+    1,024 samples × 250 steps each time, FID against clean-fid's whole-split statistics with 5,120
+    samples, and the stop at the first evaluation past 1.25 τ — what
     the stop on [features] with patience 1 and continue_for 0 gives for an onset at 1.25 τ."""
     ev = dataclasses.replace(
         exp.eval, measures=("pixel", "features", "loss", "fid", "swd"), raw_memorization=True, mem_sample_steps=None,
-        sequential_round=None, figures="loop", refine_fraction=None,
+        sequential_round=None, figures="loop", refine_fraction=None, fid_reference="auto", fid_samples=5120,
     )  # fmt: skip
     return dataclasses.replace(exp, eval=ev, stop=dataclasses.replace(exp.stop, on=("features",), patience=1, continue_for=0.0))
 
