@@ -69,7 +69,8 @@ FID_DIMS = {"inception": InceptionFeatures.dim, "digits_classifier": DigitsClass
 # (the table's short heading; the JSON's keys): memorization sampling of the evaluated (EMA)
 # weights; the memorization test's feature extraction (SSCD) and nearest-neighbour search; the
 # raw-weights test (its sampling, features and search); refinement's evaluations of the snapshots
-# (memorization tests, and the probes where the loss onset's bracket is narrowed); FID/SWD (their samples beyond the test's, Inception or the digits classifier, SWD)
+# (memorization tests, and the probes where the loss onset's bracket is narrowed); FID/SWD (their
+# samples beyond the test's, Inception or the digits classifier, SWD)
 KINDS = {
     "probes": "probes",
     "mem_sampling": "mem sampling",
