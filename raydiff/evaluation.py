@@ -324,16 +324,18 @@ class Evaluator:
     @torch.no_grad()
     def __call__(
         self, net: nn.Module, step: int, memorization_only: bool = False, fid: bool = False, tests: tuple[str, ...] | None = None,
+        probes: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Every measure of the trial; or, with memorization_only (the trial's bracket refinement,
-        the raw weights' test), the memorization tests alone (`tests`: these only): no loss probes
-        (NaN), no FID, and the FID cadence is not advanced."""
+        the raw weights' test), the memorization tests alone (`tests`: these only; `()`: none): no
+        loss probes (NaN) unless `probes` (the loss onset's refinement), no FID, and the FID cadence
+        is not advanced."""
         ev = self.cfg.eval
         was_training = net.training
         net.eval()
         t0 = time.perf_counter()
         out: dict[str, Any] = {"train_loss": math.nan, "test_loss": math.nan}
-        if not memorization_only and "loss" in self.others:
+        if (probes or not memorization_only) and "loss" in self.others:
             out.update(self.others["loss"].compute(MeasureContext(self, net)))
         # FID on its cadence (every fid_every-th evaluation), or where the fidelity schedule asks (`fid`)
         do_fid = self.extractor is not None and not memorization_only and (fid or (bool(ev.fid_every) and self.count % ev.fid_every == 0))

@@ -124,6 +124,7 @@ METRICS_SCHEMA = pa.schema(
         # trial restarted after a crash is visible in its own rows
         ("pid", pa.int64()),
         ("resumed_from_step", pa.int64()),
+        ("refined", pa.bool_()),  # a refinement snapshot's row (training/refine.py), not a regular evaluation
     ]
 )
 

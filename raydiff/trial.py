@@ -68,7 +68,7 @@ def train(
     # refinement's copies) are read from the plain module
     sample_net = sampling_network(eval_net, cfg.train.compile)
     raw_net = sampling_network(ts.net, cfg.train.compile) if cfg.raw_tests else ts.net
-    refine_k, threshold, b = cfg.eval.refine_snapshots, cfg.stop.mem_frac_threshold, cfg.batch
+    refine_k, b = cfg.eval.refine_snapshots, cfg.batch
     schedule = upcoming_evaluations(cfg, ts.step, ts.history)
     fidelity_at = set(fidelity_schedule(cfg, cfg.budget_steps))  # on an evaluation's step, that evaluation measures it
     off_loop = cfg.eval.figures == "snapshots"  # figures measured on snapshots, not here
@@ -97,7 +97,7 @@ def train(
                 last = diverged_report(cfg, static, ts)
                 report(last, None)
                 return last
-        # evaluate; when mem_frac has just crossed the threshold, refine the bracket from the snapshots
+        # evaluate; when a definition the stop waits on has just crossed, refine its bracket from the snapshots
         if off_loop and snapshot is not None and evaluator.figure_due(ts.step in fidelity_at):
             if snapshot(ts.step, eval_net.state_dict()):
                 saved.append(ts.step)
@@ -107,8 +107,8 @@ def train(
         if cfg.raw_tests:  # the EMA lags the raw weights: test them too (ExperimentConfig.raw_tests)
             metrics.update(raw_memorization(evaluator, raw_net, ts.step, metrics, cfg.raw_tests))
         fresh = crossings(cfg, ts.history, metrics) if snaps else ()
-        if fresh:  # a test the stop waits on has just crossed: narrow its bracket from the snapshots
-            interim += refine(evaluator, eval_net, snaps, threshold, b, fresh, cfg.eval.refine_fraction)
+        if fresh:  # a definition the stop waits on has just crossed: narrow its bracket from the snapshots
+            interim += refine(evaluator, eval_net, snaps, b, fresh, cfg.eval.refine_fraction)
         ts.wall_s = time.perf_counter() - t_start
         # report: the interim rows first, in step order (no checkpoint, no decision), then this evaluation
         for i_row, i_metrics in merge_interim(interim):

@@ -188,9 +188,9 @@ def recorded_onset(t: dict, stop: StopConfig) -> int | None:
 def onset_of(rows: list[dict], d: Definition, stop: StopConfig) -> float | None:
     steps = [r["step"] for r in rows]
     if d.kind == "loss":
-        s = loss_divergence_onset(
-            steps, [r.get("train_loss") for r in rows], [r.get("test_loss") for r in rows], stop.loss_gap, stop.loss_window
-        )
+        train, test = [r.get("train_loss") for r in rows], [r.get("test_loss") for r in rows]
+        refined = [bool(r.get("refined")) for r in rows]  # refinement's snapshot rows narrow the onset, never confirm it
+        s = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window, refined)
         return None if s is None else float(s)
     thr = stop.mem_frac_threshold if d.threshold is None else d.threshold
     pat = stop.patience if d.patience is None else d.patience

@@ -58,12 +58,21 @@ def interpolated_onset(
     return float(math.exp(math.log(s0) + w * (math.log(s1) - math.log(s0))))
 
 
+def relative_gap(train_loss, test_loss) -> float | None:
+    """(test − train) / train of one evaluation's probe losses; None where either is missing or
+    non-finite, or the train loss ≤ 0 (such an evaluation is skipped by the loss onset)."""
+    if not (_finite(train_loss) and _finite(test_loss)) or train_loss <= 0:
+        return None
+    return (test_loss - train_loss) / train_loss
+
+
 def loss_divergence_onset(
     steps: Sequence[int],
     train_loss: Sequence[float | None],
     test_loss: Sequence[float | None],
     gap: float = 0.05,
     window: int = 3,
+    refined: Sequence[bool | None] | None = None,
 ) -> int | None:
     """Marion & Wu's τ_mem: the first step where the test loss departs from the train loss.
 
@@ -77,16 +86,29 @@ def loss_divergence_onset(
     (The rule it replaces averaged the gap over a trailing window, which put a jump one
     evaluation late, and compared the raw gap, offset included.)
 
+    `refined` flags the rows that are refinement snapshots (training/refine.py) rather than
+    regular evaluations. The baseline and the confirmation read regular evaluations only (a
+    refined row never confirms, nor breaks a window); once an exceedance at regular evaluation k
+    is confirmed, the onset moves back to the earliest refined point between the regular
+    evaluation before k and k from which every refined point up to k exceeds `gap`. Without
+    refined rows the rule is the one above.
+
     Evaluations with a missing or non-finite loss, or a train loss ≤ 0, are skipped; the baseline
-    g_0 is the first evaluation that remains.
+    g_0 is the first regular evaluation that remains.
     """
-    pts = [(s, (te - tr) / tr) for s, tr, te in zip(steps, train_loss, test_loss) if _finite(tr) and _finite(te) and tr > 0]
-    if not pts:
+    flags = refined if refined is not None else [False] * len(steps)
+    pts = [(s, g, bool(r)) for s, tr, te, r in zip(steps, train_loss, test_loss, flags) if (g := relative_gap(tr, te)) is not None]
+    regular = [i for i, (_, _, r) in enumerate(pts) if not r]  # indices into pts
+    if not regular:
         return None
-    g0 = pts[0][1]
-    above = [g - g0 > gap for _, g in pts]
+    g0 = pts[regular[0]][1]
+    above = [g - g0 > gap for _, g, _ in pts]
     need = max(1, int(window))
-    for i in range(len(pts) - need + 1):
-        if all(above[i : i + need]):
-            return pts[i][0]
+    for j in range(len(regular) - need + 1):
+        if all(above[regular[j + m]] for m in range(need)):
+            k = regular[j]
+            start, lower = k, regular[j - 1] if j > 0 else k  # the bracket (lower, k]: refined points only
+            while start - 1 > lower and above[start - 1]:
+                start -= 1
+            return pts[start][0]
     return None

@@ -38,7 +38,8 @@ def onsets(result: Mapping[str, Any], stop: "StopConfig") -> dict[str, int | Non
         if d.rule == "loss_divergence":
             train, test = (result.get(k) for k in d.series)
             if train is not None and test is not None:
-                out[d.name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window)
+                refined = result.get("history_refined")  # refinement's snapshot rows: they narrow, never confirm
+                out[d.name] = loss_divergence_onset(steps, train, test, stop.loss_gap, stop.loss_window, refined)
             continue
         fracs = _ratio_series(result, d)
         if fracs is not None:
@@ -146,7 +147,7 @@ def _ratio_series(result: Mapping[str, Any], d: "measures.Definition") -> list |
     return fracs
 
 
-PLAIN = ("history_steps", "history_mem_frac", "history_train_loss", "history_test_loss")  # not a named memorization series
+PLAIN = ("history_steps", "history_mem_frac", "history_train_loss", "history_test_loss", "history_refined")  # not a named memorization series
 
 
 def _unfired(result: Mapping[str, Any], stop: "StopConfig", found: Mapping[str, int | None] | None = None) -> Iterator[list]:

@@ -1,6 +1,7 @@
 """Narrowing τ_mem's bracket: between two evaluations the trial keeps copies of the evaluated
-weights; when mem_frac has just crossed the threshold, a binary search over them (memorization
-test only) finds the first snapshot at or above it. And the interim rows (refinement, fidelity-only
+weights; when a definition the stop waits on has just crossed (a memorization test's fraction
+risen to the threshold, or the probes' loss excess above stop.loss_gap), a binary search over them
+(that test only, or the probe losses only) finds the first snapshot above it. And the interim rows (refinement, fidelity-only
 evaluations) merged in step order before the evaluation that follows them."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +17,7 @@ import torch
 from raydiff import measures
 from raydiff.config import ExperimentConfig
 from raydiff.evaluation import Evaluator
+from raydiff.metrics.onset import relative_gap
 from raydiff.training.reports import history_row
 
 
@@ -45,45 +48,96 @@ def bisect_crossing(n: int, above: Callable[[int], bool], steps: list[int] | Non
     return hi
 
 
-def crossings(cfg: ExperimentConfig, history: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    """(test, history field) of each memorization test the stop rule waits on (stop.on's ratio
-    definitions on the evaluated weights; by default the trial's first test, mem_frac) whose value
-    has just risen to the threshold at this evaluation: the brackets refinement narrows."""
+@dataclass(frozen=True)
+class Crossing:
+    """One onset definition the stop rule waits on whose bracket refinement narrows: a ratio test
+    (`measure` its memorization test, `field` its history column, above at ≥ `bound`, the
+    threshold) or the loss divergence (`measure` "loss": above where the probes' relative gap
+    exceeds `baseline`, the first regular evaluation's, by more than `bound`, stop.loss_gap)."""
+
+    measure: str
+    field: str
+    bound: float
+    baseline: float | None = None  # the loss divergence's g_0
+
+    @property
+    def probes(self) -> bool:
+        """Read from the probe losses (else from a memorization test)."""
+        return self.baseline is not None
+
+    def above(self, metrics: dict[str, Any]) -> bool:
+        if self.probes:
+            g = relative_gap(metrics.get("train_loss"), metrics.get("test_loss"))
+            return g is not None and g - self.baseline > self.bound
+        return _at_least(metrics.get(self.field), self.bound)
+
+
+def loss_gaps(history: list[dict[str, Any]]) -> list[float]:
+    """The relative train/test gap of each regular evaluation (not a refinement's snapshot) whose
+    probe losses were measured, in order (metrics/onset.loss_divergence_onset's points)."""
+    gaps = (relative_gap(h.get("train_loss"), h.get("test_loss")) for h in history if not h.get("refined"))
+    return [g for g in gaps if g is not None]
+
+
+def loss_crossed(history: list[dict[str, Any]], metrics: dict[str, Any], gap: float) -> float | None:
+    """The loss excess has just risen above `gap` at this evaluation: its excess over the first
+    regular evaluation's gap exceeds `gap`, the last regular evaluation before it was at or below
+    (the first evaluation is the baseline: no bracket). Returns the baseline g_0, or None."""
+    now, before = relative_gap(metrics.get("train_loss"), metrics.get("test_loss")), loss_gaps(history)
+    if now is None or not before or now - before[0] <= gap:
+        return None
+    return before[0] if before[-1] - before[0] <= gap else None
+
+
+def crossings(cfg: ExperimentConfig, history: list[dict[str, Any]], metrics: dict[str, Any]) -> tuple[Crossing, ...]:
+    """The definitions the stop rule waits on (stop.on's ratio definitions on the evaluated weights
+    and its loss divergence; by default the trial's first test, mem_frac) whose value has just
+    risen above its bound at this evaluation: the brackets refinement narrows."""
     threshold = cfg.stop.mem_frac_threshold
     if cfg.stop.on:
-        tests = [measures.definition(d) for d in cfg.stop.on]
-        fields = [(d.measure, d.field) for d in tests if d.rule == "ratio" and not d.raw]
+        defs = [measures.definition(d) for d in cfg.stop.on]
+        fields = [(d.measure, d.field) for d in defs if d.rule == "ratio" and not d.raw]
+        g0 = loss_crossed(history, metrics, cfg.stop.loss_gap) if any(d.rule == "loss_divergence" for d in defs) else None
     else:
-        fields = [(cfg.memorization_tests[0], "mem_frac")] if cfg.memorization_tests else []
-    return tuple((t, f) for t, f in fields if crossed(history, metrics.get(f), threshold, f))
+        fields, g0 = [(cfg.memorization_tests[0], "mem_frac")] if cfg.memorization_tests else [], None
+    out = [Crossing(t, f, threshold) for t, f in fields if crossed(history, metrics.get(f), threshold, f)]
+    if g0 is not None:
+        out.append(Crossing("loss", "loss", cfg.stop.loss_gap, g0))
+    return tuple(out)
 
 
 def refine(
-    evaluator: Evaluator, net: torch.nn.Module, snaps: list, threshold: float, b: int,
-    fresh: tuple[tuple[str, str], ...] = (), fraction: float | None = None,
+    evaluator: Evaluator, net: torch.nn.Module, snaps: list, b: int, fresh: tuple[Crossing, ...], fraction: float | None = None,
 ) -> list[tuple[dict, dict]]:  # fmt: skip
-    """Evaluate (the crossing memorization tests only) the snapshots a binary search for each
-    crossing visits; a snapshot one search evaluated serves the others. `fresh`: (test, field)
-    pairs (`crossings`; default: mem_frac's test). `fraction`: eval.refine_fraction."""
-    fresh = fresh or (("", "mem_frac"),)
-    tests = tuple(t for t, _ in fresh if t) or None
+    """Evaluate the snapshots a binary search for each crossing (`crossings`) visits, each for
+    what that crossing reads: the crossing memorization tests, or the probe losses alone (the loss
+    divergence); a snapshot one search evaluated serves the others. `fraction`: eval.refine_fraction."""
+    tests = tuple(c.measure for c in fresh if not c.probes)
     scratch = copy.deepcopy(net)
-    done: dict[int, dict[str, Any]] = {}
+    done: dict[int, dict[str, Any]] = {}  # snapshot index → its metrics
+    seen: set[tuple[int, bool]] = set()  # (snapshot index, probes) evaluated
     steps = [s[0] for s in snaps]
 
-    def value(i: int, field: str) -> float | None:
-        if i not in done:
+    def above(i: int, c: Crossing) -> bool:
+        if (i, c.probes) not in seen:  # the tests (every ratio crossing's), or the probes, once per snapshot
+            seen.add((i, c.probes))
             scratch.load_state_dict(snaps[i][2])
-            done[i] = evaluator(scratch, snaps[i][0], memorization_only=True, tests=tests)
-        return done[i].get(field)
+            m = evaluator(scratch, snaps[i][0], memorization_only=True, tests=() if c.probes else tests, probes=c.probes)
+            keep = LOSSES if c.probes else [k for k in m if k not in (*LOSSES, "eval_s")]
+            was = done.get(i, dict.fromkeys(LOSSES, math.nan))
+            done[i] = {**was, **{k: m[k] for k in keep}, "eval_s": was.get("eval_s", 0.0) + m["eval_s"]}
+        return c.above(done[i])
 
-    for _, field in fresh:
-        bisect_crossing(len(snaps), lambda i, f=field: _at_least(value(i, f), threshold), steps, fraction)
+    for c in fresh:
+        bisect_crossing(len(snaps), lambda i, c=c: above(i, c), steps, fraction)
     out = []
     for i in sorted(done):
         step, wall_s, _ = snaps[i]
         out.append(({**history_row(step, b, wall_s, done[i]), "refined": True}, done[i]))
     return out
+
+
+LOSSES = ("train_loss", "test_loss")
 
 
 def _at_least(v: Any, bound: float) -> bool:

@@ -53,7 +53,11 @@ def history_row(step: int, b: int, wall_s: float, metrics: dict[str, Any]) -> di
 def history_series(cfg: ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, list]:
     """The evaluation history as the report carries it: the steps and the series of every onset
     definition this trial measures (the stop decision and `raydiff analyze` read them)."""
-    out = {"history_steps": [h.get("step") for h in history], "history_mem_frac": [h.get("mem_frac") for h in history]}
+    out = {
+        "history_steps": [h.get("step") for h in history],
+        "history_mem_frac": [h.get("mem_frac") for h in history],
+        "history_refined": [bool(h.get("refined")) for h in history],  # refinement's snapshot rows (the loss onset's rule reads them)
+    }
     for name in cfg.definitions:
         out.update(measures.series_of(history, measures.definition(name)))
     return out

@@ -14,7 +14,8 @@ model (state it with every figure):
   sequential test (eval.sequential_round) sees its expected count round(mem_frac · n): it settles
   at its first possible look before onset and uses the full count near it;
 - the probes' test loss departs from the train loss at τ (by twice stop.loss_gap), so the loss
-  onset fires at the first evaluation at or past τ once stop.loss_window evaluations confirm it;
+  onset fires at the first evaluation at or past τ once stop.loss_window evaluations confirm it
+  (refinement's probe-only evaluations of the snapshots then move it back inside the bracket);
 - nothing diverges; the EMA does not lag (a raw-weights test reads the same curve); the curve's
   jump at τ means eval.approach_fraction never brings an evaluation forward before it.
 
@@ -67,8 +68,9 @@ FID_DIMS = {"inception": InceptionFeatures.dim, "digits_classifier": DigitsClass
 # measurement FLOPs by kind, in the order the dry run shows them
 # (the table's short heading; the JSON's keys): memorization sampling of the evaluated (EMA)
 # weights; the memorization test's feature extraction (SSCD) and nearest-neighbour search; the
-# raw-weights test (its sampling, features and search); refinement's memorization-only
-# evaluations; FID/SWD (their samples beyond the test's, Inception or the digits classifier, SWD)
+# raw-weights test (its sampling, features and search); refinement's evaluations of the snapshots
+# (memorization tests, and the probes where the loss onset's bracket is narrowed); FID/SWD (their
+# samples beyond the test's, Inception or the digits classifier, SWD)
 KINDS = {
     "probes": "probes",
     "mem_sampling": "mem sampling",
@@ -273,7 +275,7 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
             metrics.update(tested(step, raw, raw_weights=True))
         fresh = crossings(cfg, history, metrics) if snaps else ()
         if fresh:  # training.refine.refine: a binary search per crossing test, sharing the snapshots it evaluates
-            interim += refinement(cfg, snaps, fresh, tested, events)
+            interim += refinement(cfg, tau, snaps, fresh, tested, events)
         history += [row for row, _ in merge_interim(interim)]
         history.append(history_row(step, b, 0.0, metrics))
         onset = Onsets.of(cfg, history)
@@ -285,25 +287,34 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
     return Run(float(tau), step, status, onset.tau, tuple(sorted(events, key=lambda e: e.step)))
 
 
-def refinement(cfg: ExperimentConfig, snaps: list[int], fresh, tested, events: list[Event]) -> list[tuple[dict, dict]]:
-    """training.refine.refine on the assumed curve: the snapshots (steps) its binary searches visit,
-    one memorization-only evaluation each (of the crossing tests), stopping once the bracket is
-    within eval.refine_fraction of its upper end. (refine's search, copied: it runs an Evaluator.)"""
-    theta, fraction, nan = cfg.stop.mem_frac_threshold, cfg.eval.refine_fraction, float("nan")
-    names = tuple(t for t, _ in fresh if t) or cfg.memorization_tests
+def refinement(cfg: ExperimentConfig, tau: float, snaps: list[int], fresh, tested, events: list[Event]) -> list[tuple[dict, dict]]:
+    """training.refine.refine on the assumed curves: the snapshots (steps) its binary searches
+    visit, each evaluated once for the crossing tests (a ratio crossing) and once for the probes
+    alone (the loss divergence's), stopping once the bracket is within eval.refine_fraction of its
+    upper end. (refine's search, copied: it runs an Evaluator.)"""
+    fraction, nan = cfg.eval.refine_fraction, float("nan")
+    names = tuple(c.measure for c in fresh if not c.probes)
     done: dict[int, dict[str, Any]] = {}
+    seen: set[tuple[int, bool]] = set()
 
-    def value(i: int, field: str) -> float | None:
-        if i not in done:
-            done[i] = {**tested(snaps[i], names), "train_loss": nan, "test_loss": nan}
-        return done[i].get(field)
+    def above(i: int, c) -> bool:
+        if (i, c.probes) not in seen:
+            seen.add((i, c.probes))
+            was = done.get(i, {"train_loss": nan, "test_loss": nan})
+            if c.probes:
+                train, test = assumed_losses(snaps[i], tau, cfg.stop.loss_gap)
+                done[i] = {**was, "train_loss": train, "test_loss": test}
+            else:
+                done[i] = {**was, **tested(snaps[i], names)}
+        return c.above(done[i])
 
-    for _, col in fresh:
-        bisect_crossing(len(snaps), lambda i, c=col: (v := value(i, c)) is not None and v >= theta, snaps, fraction)
+    for c in fresh:
+        bisect_crossing(len(snaps), lambda i, c=c: above(i, c), snaps, fraction)
     out = []
     for i in sorted(done):
-        f = done[i].get(fresh[0][1])
-        events.append(Event(snaps[i], "refinement", sequential_count(cfg, [f] * len(names)), names))
+        tests = names if (i, False) in seen else ()
+        n = sequential_count(cfg, [done[i][fresh[0].field]] * len(names)) if tests else 0  # ratio crossings come first
+        events.append(Event(snaps[i], "refinement", n, tests, probes=(i, True) in seen))
         out.append(({**history_row(snaps[i], cfg.batch, 0.0, done[i]), "refined": True}, done[i]))
     return out
 
@@ -441,8 +452,8 @@ def measurement_flops(cfg: ExperimentConfig, run: Run, forward: float) -> dict[s
             out["mem_features"] += search
         elif e.kind in ("raw", "refinement"):
             out["raw_test" if e.kind == "raw" else "refinement"] += sampling + search
-        if e.probes:
-            out["probes"] += 2 * probe_images * ev.probe_noise_levels * forward
+        if e.probes:  # the loss onset's refinement evaluates the probes alone: refinement's
+            out["refinement" if e.kind == "refinement" else "probes"] += 2 * probe_images * ev.probe_noise_levels * forward
         if e.fid and e.kind != "snapshot":
             out["fidelity"] += e.fid_samples * cfg.diffusion.sample_steps * per_sample  # the figures' own samples
             out["fidelity"] += figure_flops(cfg, 1, forward, sampling=False)

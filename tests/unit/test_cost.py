@@ -56,6 +56,10 @@ PROBES = 2 * 4 * 2 * F  # 2 × images × levels forwards
                      {"raw_test": 4 * (TEST + SEARCH), "mem_sampling": 4 * TEST}, id="raw-weights-test-doubles-sampling"),
         pytest.param({"eval": {"refine_snapshots": 3}}, [100, 200, 300], 300, 250,
                      {"refinement": 2 * (TEST + SEARCH), "training": 300 * 48 * F}, id="refinement-visits-250-and-225"),
+        pytest.param({"stop": {"on": ["loss"], "loss_window": 2}, "eval": {"refine_snapshots": 3}}, [100, 200, 300, 400], 400, 250,
+                     # the loss excess rises at 300 (200 was at the baseline): the probes alone on the
+                     # snapshots 250 (above) and 225 (below); confirmed at 400, the onset moves back to 250
+                     {"refinement": 2 * PROBES, "probes": 4 * PROBES, "mem_sampling": 4 * TEST}, id="loss-refinement-probes-250-and-225"),
         pytest.param({"data": {"class_conditional": True}, "diffusion": {"guidance": 1.0}}, [100, 200, 300, 400], 400, 300,
                      {"mem_sampling": 2 * 4 * TEST}, id="guidance-doubles-sampler-forwards"),
         pytest.param({"eval": {"fid_every": 2, "fid_samples": 20, "swd_samples": 0}}, [100, 200, 300, 400], 400, 300,
@@ -233,12 +237,19 @@ def test_marion_as_shipped(marion):
     """As shipped now: the SSCD test and the loss probes in the loop (50 sampler steps, a sequential
     test from 64), FID and SWD on snapshots off it, no raw-weights test. stop.on [features, loss]
     with loss_window 3: the loss onset (first seen at 24,414) is confirmed two evaluations later,
-    so the default trial stops at 38,148 (14 evaluations)."""
+    so the default trial stops at 38,148 (14 evaluations); refinement narrows it to 20,751."""
     marion, prior = marion
     c = trial_cost(marion[0], prior=prior)
     r = c.run
-    assert (r.count("evaluation"), r.fid_count, r.stop_step, r.tau_found) == (14, 0, 38148, 24414)
+    assert (r.count("evaluation"), r.fid_count, r.stop_step, r.tau_found) == (14, 0, 38148, 20751)
     assert r.count("raw") == 0 and r.count("refinement") == 2 and c.measurement["raw_test"] == c.measurement["fidelity"] == 0
+    # both onsets rise at 24,414: the two searches visit the same snapshots (21,972 then 20,751), each
+    # evaluated for the SSCD test (1,024 then 128 samples: the sequential test near onset) and for the
+    # probes, and the loss onset moves back to 20,751 (the assumed onset is 20,000)
+    refined = [e for e in r.events if e.kind == "refinement"]
+    assert [(e.step, e.mem_samples, e.tests, e.probes) for e in refined] == [(20751, 1024, ("features",), True), (21972, 128, ("features",), True)]
+    probes = 2 * 2048 * 8 * c.forward
+    assert c.measurement["refinement"] == pytest.approx(1152 * (50 * c.forward + 13.6e9 + 2048 * 512 * 2) + 2 * probes)
     evals = [e for e in r.events if e.kind == "evaluation"]
     assert {e.mem_samples for e in evals} == {64} and all(e.tests == ("features",) for e in evals)  # settled at the first round
     assert c.measurement["mem_sampling"] == pytest.approx(14 * 64 * 50 * c.forward)

@@ -4,13 +4,15 @@ narrowing, the exact stop after continue_for."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from raydiff import measures
 from raydiff.config import ConfigError
 from raydiff.evaluation import sequential_looks, sequential_plan
 from raydiff.metrics.memorization import settled
-from raydiff.training.refine import bisect_crossing, crossings
+from raydiff.training.refine import Crossing, bisect_crossing, crossings, loss_crossed
 from raydiff.training.reports import Onsets
 from raydiff.training.schedule import upcoming_evaluations
 from tiny_trial import tiny
@@ -137,10 +139,42 @@ def test_bisect_narrows_to_a_fraction(steps, crossing, fraction, calls):
 def test_crossings_follow_the_stop_rule():
     cfg = tiny(eval={"measures": ["pixel", "features", "loss"], "embedding": "x.pt"}, stop={"on": ["features", "loss"]})
     history = [{"step": 100, "mem_frac": 0.0, "mem_frac_features": 0.0}]
-    assert crossings(cfg, history, {"mem_frac": 0.5, "mem_frac_features": 0.2}) == (("features", "mem_frac_features"),)
+    assert crossings(cfg, history, {"mem_frac": 0.5, "mem_frac_features": 0.2}) == (Crossing("features", "mem_frac_features", 0.1),)
     assert crossings(cfg, history, {"mem_frac": 0.5, "mem_frac_features": 0.05}) == ()
     default = tiny()
-    assert crossings(default, [{"step": 1, "mem_frac": 0.0}], {"mem_frac": 0.3}) == (("pixel", "mem_frac"),)
+    assert crossings(default, [{"step": 1, "mem_frac": 0.0}], {"mem_frac": 0.3}) == (Crossing("pixel", "mem_frac", 0.1),)
+
+
+@pytest.mark.parametrize(
+    "history, now, expected",
+    [
+        # (train, test) of the regular evaluations before; this one's; the baseline g_0 when it crossed
+        pytest.param([(1.0, 1.1)], (1.0, 1.2), 0.1, id="first-rise-above-the-gap-over-the-baseline"),
+        pytest.param([(1.0, 1.1)], (1.0, 1.15), None, id="excess-at-the-gap-is-not-above"),
+        pytest.param([(1.0, 1.0), (1.0, 1.1)], (1.0, 1.2), None, id="already-above-at-the-evaluation-before"),
+        pytest.param([(1.0, 1.0), (1.0, 1.1), (1.0, 1.0)], (1.0, 1.2), 0.0, id="a-second-rise-is-a-new-bracket"),
+        pytest.param([], (1.0, 1.5), None, id="the-first-evaluation-is-the-baseline"),
+        pytest.param([(1.0, 1.0), (None, None)], (1.0, 1.2), 0.0, id="an-unmeasured-evaluation-is-skipped"),
+        pytest.param([(1.0, 1.0)], (None, None), None, id="not-measured-now"),
+    ],
+)
+def test_loss_crossed(history, now, expected):
+    rows = [{"step": 100 * (i + 1), "train_loss": tr, "test_loss": te} for i, (tr, te) in enumerate(history)]
+    rows.append({"step": 100 * len(rows) + 50, "train_loss": 1.0, "test_loss": 9.0, "refined": True})  # a snapshot: neither baseline nor bracket end
+    got = loss_crossed(rows, {"train_loss": now[0], "test_loss": now[1]}, 0.05)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_the_loss_crossing_joins_the_ratio_ones():
+    cfg = tiny(eval={"measures": ["pixel", "features", "loss"], "embedding": "x.pt"}, stop={"on": ["features", "loss"], "loss_gap": 0.05})
+    history = [{"step": 100, "mem_frac_features": 0.0, "train_loss": 1.0, "test_loss": 1.0}]
+    got = crossings(cfg, history, {"mem_frac_features": 0.2, "train_loss": 1.0, "test_loss": 1.1})
+    assert got == (Crossing("features", "mem_frac_features", 0.1), Crossing("loss", "loss", 0.05, 0.0))
+    assert [c.probes for c in got] == [False, True]
+    assert got[1].above({"train_loss": 1.0, "test_loss": 1.06}) and not got[1].above({"train_loss": 1.0, "test_loss": 1.04})
+    assert not got[1].above({"train_loss": math.nan, "test_loss": math.nan})  # a snapshot the probes did not measure
+    pixel_only = tiny(eval={"measures": ["pixel", "loss"]})  # no stop.on: the loss never drives the stop, never refined
+    assert crossings(pixel_only, history, {"mem_frac": 0.0, "train_loss": 1.0, "test_loss": 2.0}) == ()
 
 
 def test_stop_exactly_at_continue_for():

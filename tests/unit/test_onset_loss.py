@@ -119,3 +119,72 @@ def test_trial_records_it_with_the_stop_config():
     assert got["tau_mem_step"] is None and got["tau_mem_loss_step"] == 500
     assert onset_summary(tight, history)["tau_mem_loss_step"] == 500
     assert onset_summary(strict, history)["tau_mem_loss_step"] is None
+
+
+# ----------------------------------------------------------------- refined rows (issue 22)
+# Refinement (training/refine.py) evaluates the probes on snapshots inside the bracket where the
+# loss excess first rose above the gap. The rule: confirmation counts regular evaluations only; a
+# confirmed exceedance at regular evaluation k moves back to the earliest refined point between the
+# regular evaluation before k and k from which every refined point up to k exceeds the gap.
+
+
+def with_refined(gaps, refined_points):
+    """(steps, train, test, refined flags): the regular evaluations at STEPS with `gaps`, and the
+    refined points (step, relative gap; NaN: a snapshot the probes did not measure) in step order."""
+    rows = [(s, tr, tr * (1.0 + g), False) for s, tr, g in zip(STEPS, TRAIN, gaps)]
+    rows += [(s, 1.0, 1.0 + g, True) for s, g in refined_points]
+    rows.sort(key=lambda r: r[0])
+    return tuple(list(c) for c in zip(*rows))
+
+
+@pytest.mark.parametrize("gaps, margin, window, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_without_refined_rows_the_rule_is_unchanged(gaps, margin, window, expected):
+    test = curve(gaps)
+    assert loss_divergence_onset(STEPS, TRAIN, test, margin, window, [False] * 10) == expected
+    assert loss_divergence_onset(STEPS, TRAIN, test, margin, window, [None] * 10) == expected
+    # a ratio test's refined rows carry no probe losses (NaN): they change nothing either
+    steps, train, test2, flags = with_refined(gaps, [(s + 50, math.nan) for s in STEPS])
+    assert loss_divergence_onset(steps, train, test2, margin, window, flags) == expected
+
+
+SPIKE = [0.0, 0.0, 0.5] + [0.0] * 7  # one regular evaluation above, at 300
+REFINED = [
+    # id, regular gaps, refined (step, gap), window, expected onset (margin 0.05)
+    ("one-refined-point-narrows", JUMP, [(450, 0.2)], 3, 450),
+    ("all-refined-above", JUMP, [(425, 0.2), (450, 0.2), (475, 0.2)], 3, 425),
+    ("first-refined-below", JUMP, [(425, 0.0), (450, 0.2), (475, 0.2)], 3, 450),
+    ("refined-below-next-to-k-keeps-k", JUMP, [(425, 0.2), (450, 0.2), (475, 0.0)], 3, 500),  # noisy: no run back to k
+    ("noisy-refined-point-inside", JUMP, [(425, 0.2), (450, 0.0), (475, 0.2)], 3, 475),  # the run back stops at the noise
+    ("window-1-narrows-too", JUMP, [(450, 0.2), (475, 0.2)], 1, 450),
+    ("refined-in-an-earlier-bracket-ignored", JUMP, [(350, 0.2)], 3, 500),  # 400 was below: not k's bracket
+    ("refined-after-k-do-not-break-the-window", JUMP, [(550, 0.0), (650, 0.0)], 3, 500),
+    ("refined-after-k-do-not-move-it-later", JUMP, [(450, 0.0), (550, 0.2)], 3, 500),
+    ("refined-never-confirm-alone", SPIKE, [(250, 0.5), (350, 0.5), (375, 0.5)], 2, None),
+    ("refined-never-confirm-alone-window3", JUMP[:6] + [0.0] * 4, [(525, 0.2), (550, 0.2), (575, 0.2), (650, 0.2)], 3, None),
+    ("spike-refined-then-real-departure", [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.3], [(250, 0.5), (650, 0.3)], 2, 650),
+    ("unconfirmed-yet", [0.0] * 9 + [0.5], [(950, 0.5)], 2, None),
+    ("refined-before-the-baseline-ignored", JUMP, [(50, -1.0), (60, 0.9)], 3, 500),  # the baseline is the first regular evaluation
+    ("probes-not-measured-are-skipped", JUMP, [(425, 0.2), (450, math.nan), (475, 0.2)], 3, 425),
+]
+
+
+@pytest.mark.parametrize("gaps, points, window, expected", [c[1:] for c in REFINED], ids=[c[0] for c in REFINED])
+def test_refined_rows_narrow_a_confirmed_onset(gaps, points, window, expected):
+    steps, train, test, flags = with_refined(gaps, points)
+    assert loss_divergence_onset(steps, train, test, 0.05, window, flags) == expected
+
+
+def test_refined_rows_as_regular_would_confirm():
+    """The flags matter: the same rows read as regular evaluations confirm the spike at 300."""
+    steps, train, test, flags = with_refined(SPIKE, [(350, 0.5)])
+    assert loss_divergence_onset(steps, train, test, 0.05, 2, flags) is None
+    assert loss_divergence_onset(steps, train, test, 0.05, 2) == 300
+
+
+def test_the_trial_record_reads_the_refined_flags():
+    steps, train, test, flags = with_refined(JUMP, [(450, 0.2)])
+    history = [{"step": s, "train_loss": tr, "test_loss": te, "mem_frac": 0.0, **({"refined": True} if r else {})}
+               for s, tr, te, r in zip(steps, train, test, flags)]  # fmt: skip
+    cfg = ExperimentConfig(stop=StopConfig(loss_gap=0.05, loss_window=3, on=("loss",)))
+    got = onset_summary(cfg, history)
+    assert got["tau_mem_loss_step"] == got["tau_mem_step"] == 450
