@@ -155,6 +155,8 @@ TARGETS = [
      lambda s: s.data["ratio"], "{:.3f}", "≤ 1.02", lambda v: v <= 1.02, "1.053"),
     ("framework tax: raydiff's loop vs the bare loop (steps/s)", "1",
      lambda s: s.data["ratio"], "{:.3f}", "≥ 0.98", lambda v: v >= 0.98, "0.958"),
+    ("issue 21: τ_mem at each paper space's settings against a dense cadence, CIFAR-size on CPU (worst |Δ| / τ_dense)", "4b",
+     lambda s: s.data["worst"], "{:.1%}", "≤ 5%", lambda v: v <= 0.05, "not measured"),
     ("confirmation overshoot: steps run past τ_mem / τ_mem (N=128)", "7",
      lambda s: by_n(s.data["default, after"]["overshoot"], 128), "{:.1%}", "≤ 5%", lambda v: v <= 0.05, "26%"),
 ]  # fmt: skip
