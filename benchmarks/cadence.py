@@ -205,7 +205,9 @@ def run(quick: bool) -> Section:
         dense = dense_config(cfg, k)
         probes = ReducedProbes(dense, PROBES) if d == "loss" else None
         ours = run_trial(cfg)
+        print(f"  {space}: the space's settings, {ours['seconds']:.0f} s, τ ({d}) {_tau(ours, d)}", flush=True)
         ref = run_trial(dense, probes)
+        print(f"  {space}: dense every {k} steps, {ref['seconds']:.0f} s, τ ({d}) {_tau(ref, d)}", flush=True)
         shared = sorted(set(ours["digests"]) & set(ref["digests"]))
         same = bool(shared) and all(ours["digests"][s] == ref["digests"][s] for s in shared)
         same_all &= same
