@@ -153,7 +153,8 @@ class ReducedProbes:
 
 def run_trial(cfg, probes: ReducedProbes | None = None, until: int | None = None) -> dict[str, Any]:
     """train() until the stop rule's τ has fired (each onset is fixed once found: later evaluations
-    cannot move it), the budget, or step `until`; the reports, a digest of the evaluated weights per step."""
+    cannot move it), the budget, or step `until` (with `probes`: to `until`); the reports, a digest of
+    the evaluated weights per step."""
     reports: list[dict] = []
     digests: dict[int, str] = {}
     t0 = time.perf_counter()
@@ -167,7 +168,10 @@ def run_trial(cfg, probes: ReducedProbes | None = None, until: int | None = None
         digests[m["step"]] = _digest(w)
         if probes is not None:
             probes.measure(m["step"], w)
-        return m.get("tau_mem_step") is not None or bool(m.get("stop_status")) or (until is not None and m["step"] >= until)
+        if until is not None and m["step"] >= until:
+            return True
+        # with probes to read, on to `until`: their onsets may come after the reported one's
+        return probes is None and (m.get("tau_mem_step") is not None or bool(m.get("stop_status")))
 
     train(cfg, report)
     return {"reports": reports, "digests": digests, "seconds": time.perf_counter() - t0}
