@@ -15,9 +15,11 @@ fifth), one thread, and no figures (FID and SWD are off the loop in both spaces)
 fetched here: for Marion & Wu the section measures their headline, the loss divergence, alone
 (`stop.on: [loss]`; the memorization test's settings do not bear on it). For Bonnaire et al. it
 measures their f_mem, the pixel ratio test on floats, with their cadence, refinement and
-sequential test, but on a rectified flow trained with Adam: their DDPM (SGD, ε-prediction, DDIM
-without clamp) does not memorize at this size within a few thousand steps (after 1,500 steps its
-samples are as far from the nearest training image as from the second: ratio ≈ 0.99).
+sequential test, but trained by Marion & Wu's CPU recipe here: their DDPM (SGD, ε-prediction,
+DDIM without clamp) does not memorize at this size within a few thousand steps (after 1,500 steps
+its samples are as far from the nearest training image as from the second: ratio ≈ 0.99). Open:
+on 2026-12-07 that recipe had not reached f_mem ≥ 0.1 by its 2,500-step budget either, so
+Bonnaire's row shows no onset yet; a CPU recipe whose pixel test fires is still to be found.
 
 The dense reference trains the same model again with an evaluation every K steps (uniform, K ≈
 1-2% of τ), all samples at once (no sequential test), no refinement, the full sampler steps for
