@@ -8,7 +8,8 @@ From the repository root (benchmarks/ is a package beside raydiff, not installed
 
 Sections: 1 framework tax, 2 Ray tax, 3 measurement tax (3a embedded default, 3b CIFAR-size
 projection, only with --only 3b, 3c sampler steps, 3d paper scale by exact FLOP arithmetic),
-4 onset resolution per evaluation, 5 stopper savings, 6 nearest-neighbour
+4 onset resolution per evaluation, 4b the paper spaces' cadence against a dense one
+(CIFAR-size), 5 stopper savings, 6 nearest-neighbour
 scaling, 7 `raydiff sweep` end to end (also in bare-step units, with its measurement tax and
 overshoot), 8 checkpoint cost, 9 where a sweep's step goes (bare / train() / Ray, alone and two
 at once), 10 the driver at scale (instant trials through real Ray: callback time and bytes per
@@ -30,14 +31,14 @@ from benchmarks.common import Section, fmt, loadavg, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ALL = ["1", "9", "2", "3a", "3d", "3c", "4", "5", "6", "7", "8", "10"]  # 3b (a CPU projection of the paper grid) gave way to 3d
+ALL = ["1", "9", "2", "3a", "3d", "3c", "4", "4b", "5", "6", "7", "8", "10"]  # 3b (a CPU projection of the paper grid) gave way to 3d
 RUNNERS = {  # section → (module, function); 3a-3c can be run alone
     "1": ("framework", "run"), "2": ("ray_tax", "run"), "3": ("measurement", "run"),
     "3a": ("measurement", "grid_tax"), "3b": ("measurement", "cifar_size"), "3c": ("measurement", "sampler_steps"), "3d": ("paper_cost", "run"),
-    "4": ("onset", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
+    "4": ("onset", "run"), "4b": ("cadence", "run"), "5": ("stopper", "run"), "6": ("neighbours", "run"), "7": ("e2e", "run"),
     "8": ("checkpoints", "run"), "9": ("step_cost", "run"), "10": ("driver_scale", "run"),
 }  # fmt: skip
-QUICK_DEFAULT = ["1", "3a", "3d", "3c", "4", "5", "6", "8"]  # --quick without --only: no Ray (2 and 7 start one)
+QUICK_DEFAULT = ["1", "3a", "3d", "3c", "4", "4b", "5", "6", "8"]  # --quick without --only: no Ray (2 and 7 start one)
 
 
 def section_runner(key: str):
@@ -154,6 +155,8 @@ TARGETS = [
      lambda s: s.data["ratio"], "{:.3f}", "≤ 1.02", lambda v: v <= 1.02, "1.053"),
     ("framework tax: raydiff's loop vs the bare loop (steps/s)", "1",
      lambda s: s.data["ratio"], "{:.3f}", "≥ 0.98", lambda v: v >= 0.98, "0.958"),
+    ("issue 21: τ_mem at each paper space's settings against a dense cadence, CIFAR-size on CPU (worst |Δ| / τ_dense)", "4b",
+     lambda s: s.data["worst"], "{:.1%}", "≤ 5%", lambda v: v <= 0.05, "not measured"),
     ("confirmation overshoot: steps run past τ_mem / τ_mem (N=128)", "7",
      lambda s: by_n(s.data["default, after"]["overshoot"], 128), "{:.1%}", "≤ 5%", lambda v: v <= 0.05, "26%"),
 ]  # fmt: skip
