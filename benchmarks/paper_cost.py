@@ -22,10 +22,11 @@ BONNAIRE_TAUS = (10_000, 100_000, 1_000_000)
 def as_shipped_20261206(exp):
     """marion2026_cifar10's evaluation as it shipped on 2026-12-06, when issue 21 was filed: the
     pixel and SSCD tests, the loss probes, FID and SWD in the loop, the raw-weights test at every
-    evaluation, 1,024 samples × 250 sampler steps, no sequential test, refinement to 3 snapshots."""
+    evaluation, 1,024 samples × 250 sampler steps, no sequential test, refinement to 3 snapshots,
+    8 probe noise levels, FID of 5,120 samples against clean-fid's whole-split statistics."""
     ev = dataclasses.replace(
         exp.eval, measures=("pixel", "features", "loss", "fid", "swd"), raw_memorization=True, mem_sample_steps=None,
-        sequential_round=None, figures="loop", refine_fraction=None,
+        sequential_round=None, figures="loop", refine_fraction=None, probe_noise_levels=8, fid_reference="auto", fid_samples=5120,
     )  # fmt: skip
     return dataclasses.replace(exp, eval=ev)
 
@@ -86,12 +87,13 @@ def run(quick: bool = False) -> Section:
         " (tests/unit/test_cost.py). The same evaluation under today's loop (the third row: its exact stop at"
         " τ + 0.25 τ, where stop.loss_window 3 lets the loss onset confirm two evaluations later):"
         f" {m_before.share:.1%}",
-        "as shipped now (the SSCD test at 50 sampler steps, a sequential test from 64, the loss probes; no pixel or"
-        f" raw-weights test; FID and SWD on EMA snapshots off the loop): {m_cost.share:.1%} in the loop, most of it the"
-        " probes (2 × min(5,120, N) images × 8 noise levels per evaluation); beside it"
+        "as shipped now (the SSCD test at 50 sampler steps, a sequential test from 64, the loss probes at 3 noise levels;"
+        " both onsets refined; no pixel or raw-weights test; FID and SWD on EMA snapshots off the loop):"
+        f" {m_cost.share:.1%} in the loop, most of it the probes (2 × min(5,120, N) images × 3 noise levels per"
+        " evaluation and per refined snapshot); beside it"
         f" {m_cost.figures_off_loop / PF:,.1f} PF of figures measured on {sum(t.snapshots for t in m_cost.trials)}"
-        f" snapshots ({m_cost.snapshot_bytes / 2**30:,.1f} GiB; each FID draws its 5,120 samples, no pass shared with the"
-        " memorization test)",
+        f" snapshots ({m_cost.snapshot_bytes / 2**30:,.1f} GiB; each draws max(5,120, N) samples: FID against the 5,120"
+        " test images with 5,120 of them, against the N training images with N, as the paper computes it)",
         "bonnaire2025 as shipped now (its ratio test, a sequential test from 64 of 10,000 samples × 99 DDIM steps; FID and"
         f" SWD on EMA snapshots off the loop): {smallest.share:.1%} of the grid's FLOPs in the loop at τ = 10k; in-loop share at"
         " τ = 10k / 100k / 1M: " + "; ".join(f"{k} {v}" for k, v in shares.items())

@@ -185,7 +185,7 @@ def as_hand_arithmetic(exp):
     the stop on [features] with patience 1 and continue_for 0 gives for an onset at 1.25 τ."""
     ev = dataclasses.replace(
         exp.eval, measures=("pixel", "features", "loss", "fid", "swd"), raw_memorization=True, mem_sample_steps=None,
-        sequential_round=None, figures="loop", refine_fraction=None, fid_reference="auto", fid_samples=5120,
+        sequential_round=None, figures="loop", refine_fraction=None, fid_reference="auto", fid_samples=5120, probe_noise_levels=8,
     )  # fmt: skip
     return dataclasses.replace(exp, eval=ev, stop=dataclasses.replace(exp.stop, on=("features",), patience=1, continue_for=0.0))
 
@@ -248,12 +248,12 @@ def test_marion_as_shipped(marion):
     # probes, and the loss onset moves back to 20,751 (the assumed onset is 20,000)
     refined = [e for e in r.events if e.kind == "refinement"]
     assert [(e.step, e.mem_samples, e.tests, e.probes) for e in refined] == [(20751, 1024, ("features",), True), (21972, 128, ("features",), True)]
-    probes = 2 * 2048 * 8 * c.forward
+    probes = 2 * 2048 * 3 * c.forward  # min(5120, N, n_test) images of each split × 3 noise levels
     assert c.measurement["refinement"] == pytest.approx(1152 * (50 * c.forward + 13.6e9 + 2048 * 512 * 2) + 2 * probes)
     evals = [e for e in r.events if e.kind == "evaluation"]
     assert {e.mem_samples for e in evals} == {64} and all(e.tests == ("features",) for e in evals)  # settled at the first round
     assert c.measurement["mem_sampling"] == pytest.approx(14 * 64 * 50 * c.forward)
-    assert c.measurement["probes"] == pytest.approx(14 * 2 * 2048 * 8 * c.forward)  # min(5120, N, n_test) images × 8 levels
+    assert c.measurement["probes"] == pytest.approx(14 * probes)
     assert [e.step for e in r.events if e.kind == "snapshot"] == [1024, 5120, 12500, 30518]  # every 4th evaluation
     assert c.snapshots == 4 and c.figures_off_loop > 0 and c.share < 0.3
 
