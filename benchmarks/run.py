@@ -191,13 +191,18 @@ def targets_table(sections: list[Section]) -> str:
     return table(["figure (issue 21)", "the issue's now", "measured", "target", "verdict", "section"], rows)
 
 
-def render(sections: list[Section], command: str, quick: bool, seconds: float, m: dict[str, str] | None = None) -> str:
+def render(
+    sections: list[Section], command: str, quick: bool, seconds: float, m: dict[str, str] | None = None, runs: list[str] | None = None
+) -> str:  # fmt: skip
+    """The Markdown report. `runs`: where the sections come from several runs (--from-json), one
+    line per run naming its command, date and sections."""
     m = m or machine()
     head = [
         "# raydiff benchmarks",
         "",
         f"Command: `{command}`{' (toy sizes: figures not meaningful)' if quick else ''}  ",
         f"Date: {m['date']}, {seconds:.0f} s in all  ",
+        *(f"{line}  " for line in runs or ()),
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, GPU: {m['gpu']}; "
         f"Python {m['python']}, torch {m['torch']} (each section gives the load average around it)  ",
         f"Load average (1 min) at the start: {sections[0].load[0]:.1f}" if sections else "",
@@ -245,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         for raw in dumps:
             for s in raw["sections"]:
                 merged[s["key"]] = Section(**{**s, "load": tuple(s["load"])})
-        order = {k: i for i, k in enumerate(ALL)}
-        sections = sorted(merged.values(), key=lambda s: order.get(s.key, 99))
-        first = dumps[0]
-        command = " && ".join(dict.fromkeys(d["command"] for d in dumps))
-        text = render(sections, command, first["quick"], sum(d["seconds"] for d in dumps), first["machine"])
+        order = {k: i for i, k in enumerate(ALL)}  # sections since retired (3b) are left out
+        sections = sorted((s for s in merged.values() if s.key in order), key=lambda s: order[s.key])
+        latest = dumps[-1]  # the header names the newest run; a line per run says which sections are its
+        taken = {s.key: i for i, d in enumerate(dumps) for s in (Section(**{**x, "load": tuple(x["load"])}) for x in d["sections"])}
+        runs = [
+            f"Sections {', '.join(k for k in (s.key for s in sections) if taken[k] == i)}: `{d['command']}`, {d['machine']['date']}, {d['seconds']:.0f} s"
+            for i, d in enumerate(dumps) if i in taken.values()
+        ]  # fmt: skip
+        text = render(sections, latest["command"], latest["quick"], latest["seconds"], latest["machine"], runs)
     else:
         keys = args.only.split(",") if args.only else (QUICK_DEFAULT if args.quick else ALL)
         bad = [k for k in keys if k not in RUNNERS]
