@@ -55,8 +55,9 @@ def sweep(space: str, storage: str, name: str, quick: bool = False) -> dict:
     sw = load_sweep(os.path.join(storage, name))
     trials, rows = sw.trials, [r for rs in sw.evals.values() for r in rs]
     wall = sum(t["wall_s"] or 0.0 for t in trials)
-    # the metrics rows' kinds: fidelity-only rows measure no mem_frac; refinement rows are marked
-    kind = lambda r: "fidelity-only" if r["mem_frac"] is None else "refinement" if r.get("refined") else "memorization"  # noqa: E731
+    # the metrics rows' kinds: refinement rows are marked; fidelity-only rows measure no mem_frac
+    # (figure rows merged in from snapshots between evaluations carry no mem_frac, nor eval_s)
+    kind = lambda r: "refinement" if r.get("refined") else "fidelity-only" if r.get("mem_frac") is None else "memorization"  # noqa: E731
     eval_s = {k: sum(r.get("eval_s") or 0.0 for r in rows if kind(r) == k) for k in ("memorization", "fidelity-only", "refinement")}
     # the figures measured off the loop (eval.figures: snapshots), by Ray tasks beside the trials
     fs, root = results.filesystem(os.path.join(storage, name))
