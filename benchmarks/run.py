@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         order = {k: i for i, k in enumerate(ALL)}  # sections since retired (3b) are left out
         sections = sorted((s for s in merged.values() if s.key in order), key=lambda s: order[s.key])
         latest = dumps[-1]  # the header names the newest run; a line per run says which sections are its
-        taken = {s.key: i for i, d in enumerate(dumps) for s in (Section(**{**x, "load": tuple(x["load"])}) for x in d["sections"])}
+        taken = {x["key"]: i for i, d in enumerate(dumps) for x in d["sections"] if x["key"] in order}  # the dump each section is from
         runs = [
             f"Sections {', '.join(k for k in (s.key for s in sections) if taken[k] == i)}: `{d['command']}`, {d['machine']['date']}, {d['seconds']:.0f} s"
             for i, d in enumerate(dumps) if i in taken.values()

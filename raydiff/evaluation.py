@@ -152,15 +152,15 @@ class MeasureContext:
         }  # fmt: skip
 
     def sliced_wasserstein(self) -> dict[str, Any]:
-        """SWD, in the FID features, of the context's first samples to as many held-out images
-        (eval.swd_samples of them: `sliced_wasserstein`) and training images (at most N:
-        `sliced_wasserstein_train`)."""
+        """SWD, in the FID features, of the context's first swd_samples samples to the first
+        swd_samples held-out images (`sliced_wasserstein`) and training images (at most N:
+        `sliced_wasserstein_train`); `swd_samples`, `swd_train_samples`: the samples used."""
         ev, cfg = self.evaluator, self.cfg.eval
         feats, out = self._fid_features(), {}
+        k = min(cfg.swd_samples, len(feats))
         for split, ref in ev.swd_refs.items():
-            k = min(len(ref), len(feats))
             suffix = "" if split == "test" else "_train"
-            out[f"sliced_wasserstein{suffix}"] = sliced_wasserstein(feats[:k], ref[:k], cfg.swd_projections, seed=cfg.sample_seed)
+            out[f"sliced_wasserstein{suffix}"] = sliced_wasserstein(feats[:k], ref, cfg.swd_projections, seed=cfg.sample_seed)
             out[f"swd{suffix}_samples"] = k
         return out
 
@@ -245,7 +245,7 @@ class Evaluator:
         ev, size = self.cfg.eval, data.shape[1]
         sources = {}
         dataset, mode = self.cfg.data.dataset, self.extractor.mode
-        swd_k = {"test": min(ev.swd_samples, len(data.x_test)), "train": min(ev.swd_samples, len(data.x_train))} if ev.swd_samples else {}
+        swd_k = swd_reference_counts(self.cfg)  # split → SWD reference images (whichever figures run: one provenance)
         dim = getattr(self.extractor, "dim", 0)
         precomputed = ev.fid_reference == "auto" and fidlib.has_precomputed(self.extractor, dataset, size)
         for split, images in (("test", data.x_test), ("train", data.x_train)):
@@ -434,6 +434,13 @@ class Evaluator:
             if m.kind == "fidelity":
                 out.update(m.compute(ctx))
         return out
+
+
+def swd_reference_counts(cfg: ExperimentConfig) -> dict[str, int]:
+    """SWD's reference points per split: the first eval.swd_samples images of each (at most the
+    split's size), or none with swd_samples 0. The cost model counts the same."""
+    n = cfg.eval.swd_samples
+    return {"test": min(n, cfg.data.n_test), "train": min(n, cfg.data.n_train)} if n else {}
 
 
 def ledger(step: int, verdicts: dict[str, Verdicts]) -> dict[str, Any]:

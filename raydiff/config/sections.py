@@ -299,8 +299,10 @@ class TrainConfig:
     # replacement (a fresh permutation of the N images per epoch, a batch may straddle two epochs)
     sampling: str = "replacement"
     # torch.compile of the network for the training step: off | default | reduce-overhead (CUDA
-    # graphs) | max-autotune. The evaluation, EMA and checkpoints use the uncompiled module.
-    # Measured by benchmarks/gpu.sh; on CPU it compiles for minutes and is no faster (RESULTS.md)
+    # graphs) | max-autotune. Evaluations (and `raydiff measure`) sample through the evaluated
+    # network compiled once in torch.compile's default mode; the EMA update, snapshots and
+    # checkpoints use the plain module. Measured by benchmarks/gpu.sh; on CPU it compiles for
+    # minutes and is no faster (RESULTS.md)
     compile: str = "off"
 
     def validate(self) -> None:

@@ -77,12 +77,23 @@ class ReferenceCache(Protocol):
     def put(self, key: str, ref: Reference) -> None: ...
 
 
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short digest of a network's weights."""
+    h = hashlib.sha1()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def reference_key(extractor: FeatureExtractor, precision: str, split: str, images: torch.Tensor, moments: bool, points: int) -> str:
-    """A reference's name in a cache: the feature network, its arithmetic, the split, what is kept
-    and a digest of the images themselves (uint8 [M, C, H, W]), so a changed dataset never hits."""
+    """A reference's name in a cache: the feature network (its weights' digest where they are not a
+    published file: `fingerprint`), its arithmetic, the split, what is kept and a digest of the
+    images themselves (uint8 [M, C, H, W]), so a changed dataset or network never hits."""
     digest = hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()[:16]
     kept = f"m{len(images)}" if moments else "p"
-    return f"{split}-{extractor.name}-{extractor.mode}-{precision}-{kept}-p{points}-{digest}"
+    weights = getattr(extractor, "fingerprint", "")
+    return f"{split}-{extractor.name}-{extractor.mode}{'-' + weights if weights else ''}-{precision}-{kept}-p{points}-{digest}"
 
 
 def frechet_torch(a: Stats, b: Stats, device: str | torch.device = "cpu") -> float:
@@ -118,7 +129,13 @@ def frechet(a: Stats, b: Stats, device: str | torch.device | None = None) -> flo
         # few samples against a wide feature space give a rank-deficient covariance; sqrtm says
         # so, and the distance is still the standard estimate at that sample count
         warnings.simplefilter("ignore", LinAlgWarning)
-        return float(frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+        try:
+            return float(frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+        except ValueError:
+            # clean-fid refuses where sqrtm of a singular product leaves an imaginary part (two
+            # rank-deficient covariances: eval.fid_reference splits at N ≤ the feature width); the
+            # eigen-decomposition of the symmetric form gives the same trace without one
+            return frechet_torch(a, b, "cpu")
 
 
 def batched_features(extractor: FeatureExtractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
@@ -220,6 +237,9 @@ class DigitsClassifierFeatures:
             _atomic_torch_save(net.state_dict(), path)
         self.net = net.eval().to(device)
         self.device = device
+        # each node trains its own copy where it has none cached: a reference extracted by one
+        # copy must not serve another's (metrics.fid.reference_key)
+        self.fingerprint = weights_digest(net.state_dict())
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:

@@ -102,7 +102,7 @@ def crossings(cfg: ExperimentConfig, history: list[dict[str, Any]], metrics: dic
         fields, g0 = [(cfg.memorization_tests[0], "mem_frac")] if cfg.memorization_tests else [], None
     out = [Crossing(t, f, threshold) for t, f in fields if crossed(history, metrics.get(f), threshold, f)]
     if g0 is not None:
-        out.append(Crossing("loss", "loss", cfg.stop.loss_gap, g0))
+        out.append(Crossing("loss", "test_loss", cfg.stop.loss_gap, g0))  # the test loss departing from the train loss
     return tuple(out)
 
 
@@ -137,13 +137,11 @@ def refine(
     return out
 
 
-LOSSES = ("train_loss", "test_loss")
+LOSSES = measures.get("loss").column_names()  # the probe losses: train_loss, test_loss
 
 
 def _at_least(v: Any, bound: float) -> bool:
     return v is not None and math.isfinite(v) and v >= bound
-
-
 
 
 def merge_interim(rows: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:

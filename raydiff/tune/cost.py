@@ -47,7 +47,7 @@ from typing import Any
 from raydiff import measures
 from raydiff.config import ExperimentConfig, OnsetPrior
 from raydiff.config.sections import needs
-from raydiff.evaluation import sequential_plan
+from raydiff.evaluation import sequential_plan, swd_reference_counts
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
@@ -474,8 +474,10 @@ def figure_flops(cfg: ExperimentConfig, times: int, forward: float, sampling: bo
     each = drawn * fid_image
     if sampling:
         each += drawn * cfg.diffusion.sample_steps * forward * guided
-    swd = {"test": min(ev.swd_samples, data.n_test, drawn), "train": min(ev.swd_samples, n, drawn)} if ("swd" in cfg.measured and ev.swd_samples) else {}
-    each += sum(2 * k * fid_dim * ev.swd_projections * 2 for k in swd.values())  # both sets projected on swd_projections directions
+    swd = swd_reference_counts(cfg)  # split → its reference points (extracted whenever eval.swd_samples > 0)
+    if "swd" in cfg.measured:  # the samples' first swd_samples points and each split's, projected on swd_projections directions
+        k = min(ev.swd_samples, drawn)
+        each += sum((k + r) * fid_dim * ev.swd_projections * 2 for r in swd.values())
     total = times * each
     if references:
         precomputed = fid_features(cfg) == "inception" and (data.dataset, size) in PRECOMPUTED and ev.fid_reference == "auto"

@@ -206,3 +206,31 @@ def test_the_snapshot_folder_keeps_the_references(tmp_path):
     got = ReferenceCache(SnapshotStore(str(tmp_path / "sweep"), "t0")).get("k")
     assert got.stats.count == 9 and np.allclose(got.stats.sigma, np.cov(feats, rowvar=False)) and np.array_equal(got.points, feats[:3])
     assert cache.get("p").stats is None and SnapshotStore(str(tmp_path / "sweep"), "t0").steps() == []
+
+
+def test_a_reference_extracted_by_other_weights_is_not_reused():
+    from raydiff.metrics.fid import reference_key
+
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    a, b = StandInOther(), StandInOther()
+    b.fingerprint = "0123456789ab"  # another node's own copy of a trained feature network
+    assert reference_key(a, "fp32", "test", images, True, 4) != reference_key(b, "fp32", "test", images, True, 4)
+    assert reference_key(a, "fp32", "test", images, True, 4) != reference_key(a, "bf16", "test", images, True, 4)
+    assert reference_key(a, "fp32", "test", images, True, 4) != reference_key(a, "fp32", "test", images, False, 4)
+    assert reference_key(a, "fp32", "test", images, True, 4) != reference_key(a, "fp32", "test", images + 1, True, 4)
+
+
+def test_rank_deficient_covariances_on_the_cpu_fall_back_to_the_eigen_form(monkeypatch):
+    """clean-fid refuses (ValueError) where sqrtm of a singular product keeps an imaginary part;
+    the distance then comes from the symmetric eigen-decomposition, the same trace."""
+    import cleanfid.fid
+
+    rng = np.random.default_rng(0)
+    a, b = fidlib.Stats.of(rng.normal(size=(5, 12))), fidlib.Stats.of(rng.normal(size=(6, 12)) + 0.5)
+    expected = fidlib.frechet(a, b)  # clean-fid's own value where it gives one
+
+    def refuse(*args, **kw):
+        raise ValueError("Imaginary component 0.01")
+
+    monkeypatch.setattr(cleanfid.fid, "frechet_distance", refuse)
+    assert fidlib.frechet(a, b) == pytest.approx(expected, rel=1e-6)

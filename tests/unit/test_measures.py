@@ -169,7 +169,7 @@ def test_the_loss_crossing_joins_the_ratio_ones():
     cfg = tiny(eval={"measures": ["pixel", "features", "loss"], "embedding": "x.pt"}, stop={"on": ["features", "loss"], "loss_gap": 0.05})
     history = [{"step": 100, "mem_frac_features": 0.0, "train_loss": 1.0, "test_loss": 1.0}]
     got = crossings(cfg, history, {"mem_frac_features": 0.2, "train_loss": 1.0, "test_loss": 1.1})
-    assert got == (Crossing("features", "mem_frac_features", 0.1), Crossing("loss", "loss", 0.05, 0.0))
+    assert got == (Crossing("features", "mem_frac_features", 0.1), Crossing("loss", "test_loss", 0.05, 0.0))
     assert [c.probes for c in got] == [False, True]
     assert got[1].above({"train_loss": 1.0, "test_loss": 1.06}) and not got[1].above({"train_loss": 1.0, "test_loss": 1.04})
     assert not got[1].above({"train_loss": math.nan, "test_loss": math.nan})  # a snapshot the probes did not measure
