@@ -249,11 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         merged: dict[str, Section] = {}
         for raw in dumps:
             for s in raw["sections"]:
+                if s["headline"].startswith("failed:") and s["key"] in merged:  # a failed rerun keeps the figures it did not replace
+                    continue
                 merged[s["key"]] = Section(**{**s, "load": tuple(s["load"])})
         order = {k: i for i, k in enumerate(ALL)}  # sections since retired (3b) are left out
         sections = sorted((s for s in merged.values() if s.key in order), key=lambda s: order[s.key])
         latest = dumps[-1]  # the header names the newest run; a line per run says which sections are its
-        taken = {x["key"]: i for i, d in enumerate(dumps) for x in d["sections"] if x["key"] in order}  # the dump each section is from
+        taken = {}  # section → the dump its figures are from
+        for i, d in enumerate(dumps):
+            taken.update({x["key"]: i for x in d["sections"] if x["key"] in order and not (x["headline"].startswith("failed:") and x["key"] in taken)})
         runs = [
             f"Sections {', '.join(k for k in (s.key for s in sections) if taken[k] == i)}: `{d['command']}`, {d['machine']['date']}, {d['seconds']:.0f} s"
             for i, d in enumerate(dumps) if i in taken.values()
