@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from benchmarks import e2e, measurement, neighbours, onset
-from benchmarks.common import BEFORE_EVAL, alternate, config, default_space
+from benchmarks.common import alternate, config, default_space
 from paths import ROOT
 
 
@@ -115,12 +115,14 @@ def test_neighbours_quick_exact_and_measured():
     assert all(v["seconds"] > 0 and v["peak_mib"] >= 0 for v in s.data.values())
 
 
-def test_before_space_is_the_default_with_the_old_evaluation(tmp_path):
+def test_before_space_is_the_default_as_it_shipped_before_issue_21(tmp_path):
+    """Section 7's "before": the packaged default with its FD measured in the training loop."""
     from raydiff.config import load_search_space
 
     space = load_search_space(e2e.before_space_file(str(tmp_path)))
     assert space.points() == default_space().points()
-    for key, value in BEFORE_EVAL.items():
+    assert space.base.eval.figures == "loop" and default_space().base.eval.figures == "snapshots"
+    for key, value in e2e.ROUND_BEFORE.items():
         section, name = key.split(".")
         assert getattr(getattr(space.base, section), name) == value
 
@@ -160,19 +162,20 @@ def test_issue_targets_table_reads_its_sections():
     from benchmarks.common import Section
     from benchmarks.run import targets_table
 
-    after = {"units": 5000.0, "measurement_tax": 0.02, "overshoot": {"128": 0.01}}
+    after = {"units": 5000.0, "measurement_tax": 0.02, "taus": {"16": 193, "32": 421, "64": 1455, "128": 3887}}
     sections = [
-        Section("1", "t", "g", "h", True, [], [], data={"ratio": 0.99}),
+        Section("3d", "t", "g", "h", True, [], [], data={"marion_share": 0.084, "bonnaire_share": {"10000": 0.12}}),
         Section("7", "t", "g", "h", True, [], [], data={"default, after": after}),
     ]
     lines = {line.split(" | ")[0].lstrip("| "): line for line in targets_table(sections).splitlines()[2:]}
     assert len(lines) == 6
-    end_to_end, tax, cifar, ray_tax, framework, overshoot = lines.values()
-    assert "5,000" in end_to_end and "NOT met" in end_to_end
+    marion, bonnaire, cadence, tax, taus, end_to_end = lines.values()
+    assert "8.4%" in marion and "| met |" in marion
+    assert "12.0%" in bonnaire and "NOT met" in bonnaire
+    assert "not measured in this run" in cadence
     assert "2.0%" in tax and "| met |" in tax
-    assert "not measured in this run" in cifar and "not measured in this run" in ray_tax
-    assert "0.990" in framework and "| met |" in framework
-    assert "1.0%" in overshoot and "| met |" in overshoot
+    assert "| met |" in taus
+    assert "5,000" in end_to_end and "NOT met" in end_to_end
 
 
 @pytest.mark.ray
