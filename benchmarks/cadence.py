@@ -38,7 +38,6 @@ onset each gives, side by side.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -49,6 +48,7 @@ from raydiff.config import apply_overrides, load_search_space, packaged_search_s
 from raydiff.data import load, train_mean
 from raydiff.diffusion import build_process
 from raydiff.evaluation import Probe
+from raydiff.metrics.fid import weights_digest
 from raydiff.metrics.onset import loss_divergence_onset
 from raydiff.models import build_unet
 from raydiff.trial import train
@@ -118,13 +118,6 @@ def dense_config(cfg, k: int):
     })  # fmt: skip
 
 
-def _digest(weights: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha1()
-    for k in sorted(weights):
-        h.update(weights[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class ReducedProbes:
     """The loss probes at other sizes, measured on the weights a run reports (same process, same
     seeds as the evaluator's): {label: (noise levels, fraction of the probe images)}."""
@@ -172,7 +165,7 @@ def run_trial(cfg, probes: ReducedProbes | None = None, until: int | None = None
             return False
         state = ckpt()
         w = state["ema"] if state["ema"] is not None else state["net"]
-        digests[m["step"]] = _digest(w)
+        digests[m["step"]] = weights_digest(w)
         if probes is not None:
             probes.measure(m["step"], w)
         if until is not None and m["step"] >= until:

@@ -278,8 +278,8 @@ class Evaluator:
         first `points` of them (all: None), from `cache` when an evaluator of this trial has
         extracted them already."""
         points = len(images) if points is None else points
-        key = fidlib.reference_key(self.extractor, self.cfg.eval.feature_precision, split, images, moments, points)
-        ref = cache.get(key) if cache is not None else None
+        key = fidlib.reference_key(self.extractor, self.cfg.eval.feature_precision, split, images, moments, points) if cache is not None else ""
+        ref = cache.get(key) if cache is not None else None  # the images' digest only where a cache can hit
         if ref is None:
             feats = fidlib.batched_features(self.extractor, images)  # [M, D]
             ref = fidlib.Reference(self.stats(feats) if moments else None, feats[:points])

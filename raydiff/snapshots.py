@@ -14,6 +14,7 @@ pass its byte budget (eval.snapshot_budget_mb), and says so in the file `budget.
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -92,13 +93,15 @@ class ReferenceCache:
         self.fs, self.dir = store.fs, results.join(store.dir, "references")
 
     def get(self, key: str) -> Reference | None:
+        """The cached reference, or None: absent, or unreadable (it is then extracted and written
+        again, whole)."""
         try:
             with self.fs.open_input_file(results.join(self.dir, key + ".npz")) as f:
                 z = np.load(io.BytesIO(f.read()), allow_pickle=False)
-        except (FileNotFoundError, OSError):
+            stats = Stats(z["mu"], z["sigma"], int(z["count"])) if "mu" in z.files else None
+            return Reference(stats, z["points"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # FileNotFoundError is an OSError
             return None
-        stats = Stats(z["mu"], z["sigma"], int(z["count"])) if "mu" in z.files else None
-        return Reference(stats, z["points"])
 
     def put(self, key: str, ref: Reference) -> None:
         arrays = {"points": np.asarray(ref.points)}

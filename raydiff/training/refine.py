@@ -106,30 +106,47 @@ def crossings(cfg: ExperimentConfig, history: list[dict[str, Any]], metrics: dic
     return tuple(out)
 
 
+def search(
+    n: int, fresh: tuple[Crossing, ...], evaluate: Callable[[int, bool], dict[str, Any]], steps: list[int], fraction: float | None = None,
+) -> tuple[dict[int, dict[str, Any]], set[tuple[int, bool]]]:  # fmt: skip
+    """The binary search of each crossing over n snapshots (`bisect_crossing`), each snapshot
+    evaluated at most once for the memorization tests and once for the probes: `evaluate(i,
+    probes)` gives snapshot i's metrics (the probe losses with `probes`, else the tests'). A
+    snapshot one search evaluated serves the others. Returns (snapshot index → its metrics merged,
+    the (index, probes) pairs evaluated). The trial (`refine`) evaluates with its Evaluator, the
+    cost model (tune/cost.py) on its assumed curves."""
+    done: dict[int, dict[str, Any]] = {}
+    seen: set[tuple[int, bool]] = set()
+
+    def above(i: int, c: Crossing) -> bool:
+        if (i, c.probes) not in seen:
+            seen.add((i, c.probes))
+            m = evaluate(i, c.probes)
+            keep = LOSSES if c.probes else [k for k in m if k not in (*LOSSES, "eval_s")]
+            was = done.get(i, dict.fromkeys(LOSSES, math.nan))
+            done[i] = {**was, **{k: m[k] for k in keep}, "eval_s": was.get("eval_s", 0.0) + m.get("eval_s", 0.0)}
+        return c.above(done[i])
+
+    for c in fresh:
+        bisect_crossing(n, lambda i, c=c: above(i, c), steps, fraction)
+    return done, seen
+
+
 def refine(
     evaluator: Evaluator, net: torch.nn.Module, snaps: list, b: int, fresh: tuple[Crossing, ...], fraction: float | None = None,
 ) -> list[tuple[dict, dict]]:  # fmt: skip
     """Evaluate the snapshots a binary search for each crossing (`crossings`) visits, each for
     what that crossing reads: the crossing memorization tests, or the probe losses alone (the loss
-    divergence); a snapshot one search evaluated serves the others. `fraction`: eval.refine_fraction."""
+    divergence); a snapshot one search evaluated serves the others (`search`). `fraction`:
+    eval.refine_fraction."""
     tests = tuple(c.measure for c in fresh if not c.probes)
     scratch = copy.deepcopy(net)
-    done: dict[int, dict[str, Any]] = {}  # snapshot index → its metrics
-    seen: set[tuple[int, bool]] = set()  # (snapshot index, probes) evaluated
-    steps = [s[0] for s in snaps]
 
-    def above(i: int, c: Crossing) -> bool:
-        if (i, c.probes) not in seen:  # the tests (every ratio crossing's), or the probes, once per snapshot
-            seen.add((i, c.probes))
-            scratch.load_state_dict(snaps[i][2])
-            m = evaluator(scratch, snaps[i][0], memorization_only=True, tests=() if c.probes else tests, probes=c.probes)
-            keep = LOSSES if c.probes else [k for k in m if k not in (*LOSSES, "eval_s")]
-            was = done.get(i, dict.fromkeys(LOSSES, math.nan))
-            done[i] = {**was, **{k: m[k] for k in keep}, "eval_s": was.get("eval_s", 0.0) + m["eval_s"]}
-        return c.above(done[i])
+    def evaluate(i: int, probes: bool) -> dict[str, Any]:
+        scratch.load_state_dict(snaps[i][2])
+        return evaluator(scratch, snaps[i][0], memorization_only=True, tests=() if probes else tests, probes=probes)
 
-    for c in fresh:
-        bisect_crossing(len(snaps), lambda i, c=c: above(i, c), steps, fraction)
+    done, _ = search(len(snaps), fresh, evaluate, [s[0] for s in snaps], fraction)
     out = []
     for i in sorted(done):
         step, wall_s, _ = snaps[i]

@@ -4,7 +4,7 @@ expected stop (`raydiff sweep SPACE --dry-run` prints it; tune/dryrun.py).
 Pure and Ray-free. Each trial is run forward in simulation on an assumed onset τ — the space's
 prior (sweep.budget_planner.prior, tune/planner.prior_tau) or a guess (`--tau`) — through the
 loop's own functions (raydiff/training: schedule.upcoming_evaluations / fidelity_schedule /
-refine_steps, refine.crossed / bisect_crossing / merge_interim, reports.Onsets / history_row;
+refine_steps, refine.crossings / search / merge_interim, reports.Onsets / history_row;
 evaluation.sequential_plan, metrics/memorization.settled, metrics/stop.decide),
 so the evaluations counted are the ones `train()` would run. What the simulation assumes of the
 model (state it with every figure):
@@ -51,7 +51,7 @@ from raydiff.evaluation import sequential_plan, swd_reference_counts
 from raydiff.metrics.fid import PRECOMPUTED, DigitsClassifierFeatures, DigitsNet, InceptionFeatures
 from raydiff.metrics.memorization import settled
 from raydiff.metrics.stop import decide
-from raydiff.training.refine import bisect_crossing, crossings, merge_interim
+from raydiff.training.refine import crossings, merge_interim, search
 from raydiff.training.reports import Onsets, history_row
 from raydiff.training.schedule import fidelity_schedule, refine_steps, upcoming_evaluations
 from raydiff.tune.planner import prior_tau
@@ -289,27 +289,18 @@ def simulate(cfg: ExperimentConfig, tau: float) -> Run:
 
 def refinement(cfg: ExperimentConfig, tau: float, snaps: list[int], fresh, tested, events: list[Event]) -> list[tuple[dict, dict]]:
     """training.refine.refine on the assumed curves: the snapshots (steps) its binary searches
-    visit, each evaluated once for the crossing tests (a ratio crossing) and once for the probes
-    alone (the loss divergence's), stopping once the bracket is within eval.refine_fraction of its
-    upper end. (refine's search, copied: it runs an Evaluator.)"""
-    fraction, nan = cfg.eval.refine_fraction, float("nan")
+    (training.refine.search) visit, each evaluated once for the crossing tests (a ratio crossing)
+    and once for the probes alone (the loss divergence's), stopping once the bracket is within
+    eval.refine_fraction of its upper end."""
     names = tuple(c.measure for c in fresh if not c.probes)
-    done: dict[int, dict[str, Any]] = {}
-    seen: set[tuple[int, bool]] = set()
 
-    def above(i: int, c) -> bool:
-        if (i, c.probes) not in seen:
-            seen.add((i, c.probes))
-            was = done.get(i, {"train_loss": nan, "test_loss": nan})
-            if c.probes:
-                train, test = assumed_losses(snaps[i], tau, cfg.stop.loss_gap)
-                done[i] = {**was, "train_loss": train, "test_loss": test}
-            else:
-                done[i] = {**was, **tested(snaps[i], names)}
-        return c.above(done[i])
+    def evaluate(i: int, probes: bool) -> dict[str, Any]:
+        if probes:
+            train, test = assumed_losses(snaps[i], tau, cfg.stop.loss_gap)
+            return {"train_loss": train, "test_loss": test}
+        return tested(snaps[i], names)
 
-    for c in fresh:
-        bisect_crossing(len(snaps), lambda i, c=c: above(i, c), snaps, fraction)
+    done, seen = search(len(snaps), fresh, evaluate, snaps, cfg.eval.refine_fraction)
     out = []
     for i in sorted(done):
         tests = names if (i, False) in seen else ()

@@ -206,6 +206,11 @@ def test_the_snapshot_folder_keeps_the_references(tmp_path):
     got = ReferenceCache(SnapshotStore(str(tmp_path / "sweep"), "t0")).get("k")
     assert got.stats.count == 9 and np.allclose(got.stats.sigma, np.cov(feats, rowvar=False)) and np.array_equal(got.points, feats[:3])
     assert cache.get("p").stats is None and SnapshotStore(str(tmp_path / "sweep"), "t0").steps() == []
+    # a file that is not a whole reference is a miss (extracted and written again), never a traceback
+    folder = tmp_path / "sweep" / "snapshots" / "t0" / "references"
+    (folder / "bad.npz").write_bytes(b"not a zip")
+    np.savez(folder / "partial.npz", mu=np.zeros(3))  # no points
+    assert cache.get("bad") is None and cache.get("partial") is None
 
 
 def test_a_reference_extracted_by_other_weights_is_not_reused():
