@@ -617,6 +617,10 @@ class ExperimentConfig:
                 f" raw weights: {', '.join(self.raw_tests) or 'none'})",
                 key="stop.headline",
             )
+        if self.eval.fid_reference == "splits" and (self.eval.fid_every or self.eval.fid_every_steps):
+            for key, count in (("data.n_train", self.data.n_train), ("data.n_test", self.data.n_test)):
+                if count < 2:  # each split's FID draws as many samples as the split holds: a covariance needs two
+                    raise ConfigError(f"must be ≥ 2 with eval.fid_reference: splits (got {count})", key=key)
         steps = self.eval.mem_sample_steps
         if steps is not None and self.diffusion.step_grid == "floored" and steps >= self.diffusion.num_timesteps:
             raise ConfigError(

@@ -127,6 +127,11 @@ CASES: list = [
     pytest.param(lambda t: sweep(t, space(t, sweep={"max_failures": -1})), ["sweep.max_failures", "≥ 0"], id="max-failures-negative"),
     pytest.param(lambda t: sweep(t, space(t, sweep={"resources": {"cpu": 1, "gpu": -1}})), ["sweep.resources.gpu"], id="gpu-negative"),
     pytest.param(lambda t: sweep(t, space(t, train={"device": "cuda"})), ["train.device", "sweep.resources.gpu is 0"], id="cuda-without-gpu-resources"),
+    pytest.param(
+        lambda t: sweep(t, space(t, grid={"data.n_train": [1, 4]}, eval={"fid_every": 1, "fid_reference": "splits"})),
+        ["data.n_train", "≥ 2 with eval.fid_reference: splits"], id="fid-splits-one-training-image",
+    ),  # fmt: skip
+    pytest.param(lambda t: sweep(t, space(t, eval={"fid_reference": "halves"})), ["eval.fid_reference", "splits"], id="fid-reference-unknown"),
     # --- names and storage
     pytest.param(lambda t: sweep(t, space(t, sweep={"name": "a/b"})), ["sweep.name", "plain folder name"], id="yaml-name-with-slash"),
     pytest.param(lambda t: sweep(t, space(t), "--name", "../escape"), ["--name", "plain folder name"], id="cli-name-with-slash"),
